@@ -1,0 +1,65 @@
+"""Private, crash-safe file writing shared by the backup store, the cookie file and snapshots.
+
+Backups hold private conversations and the cookie is a password, so everything written here is
+0600 inside 0700 directories, and a file is only ever replaced whole: temp file in the same
+directory, fsync, rename, fsync the directory. A crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and missing parents) as 0700; tighten it if it already exists and is ours."""
+    path = Path(path)
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        if path.stat().st_mode & 0o777 != DIR_MODE:
+            path.chmod(DIR_MODE)
+    return path
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, binary: bool = False, mode: int = FILE_MODE) -> Iterator[IO]:
+    """Yield a file to write; on clean exit it atomically replaces ``path``, on error it vanishes."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int = FILE_MODE) -> None:
+    with atomic_writer(path, mode=mode) as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = FILE_MODE) -> None:
+    with atomic_writer(path, binary=True, mode=mode) as fh:
+        fh.write(data)

@@ -1,0 +1,41 @@
+"""Scrapy settings for tzcrawl.
+
+Service configuration (SERVICE_WEBSITE, SERVICE_COOKIE, ...) is read by ``tzcrawl.config`` from
+``-s`` settings first, then the environment, so the seeds' environment-variable habits keep working.
+"""
+
+BOT_NAME = "tzcrawl"
+SPIDER_MODULES = ["tzcrawl.spiders"]
+NEWSPIDER_MODULE = "tzcrawl.spiders"
+COMMANDS_MODULE = "tzcrawl.commands"
+
+# The service is polite-use only: one request at a time per account, 1 s apart, AutoThrottle on.
+ROBOTSTXT_OBEY = False
+CONCURRENT_REQUESTS = 1
+CONCURRENT_REQUESTS_PER_DOMAIN = 1
+DOWNLOAD_DELAY = 1.0
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 60.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
+DOWNLOAD_TIMEOUT = 60
+
+# 5xx, timeouts and dropped connections are retried with backoff by tzcrawl's middleware.
+RETRY_ENABLED = True
+RETRY_TIMES = 5
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+
+# This process holds a session cookie: no remote consoles.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+
+# The cookie is injected by tzcrawl's middleware; Scrapy's jar would only strip or mix it.
+COOKIES_ENABLED = False
+
+# Answers are private JSON: never cache them on disk.
+HTTPCACHE_ENABLED = False
+
+USER_AGENT = "tzcrawl (personal backup; +https://github.com/)"
+REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
+FEED_EXPORT_ENCODING = "utf-8"
+LOG_LEVEL = "INFO"
