@@ -1,0 +1,109 @@
+"""Service and backup configuration, read once: ``-s`` settings first, then the environment.
+
+Every problem is a ``ConfigError`` whose message is one line saying what to set, so the crawl
+command can print it and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tzcrawl.cookies import CookieError, default_cookie_file, load_cookie_file, parse_cookie
+
+_JARGON_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_PATH_RE = re.compile(r"^[A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*$")
+
+
+class ConfigError(ValueError):
+    """Configuration is missing or malformed; the message names the setting to fix."""
+
+
+def lookup(settings, name: str, default=None):
+    """A ``-s`` setting if given, else the environment variable of the same name, else ``default``."""
+    value = settings.get(name) if settings is not None else None
+    if value in (None, ""):
+        value = os.environ.get(name)
+    return default if value in (None, "") else value
+
+
+def _float(settings, name: str, default: float) -> float:
+    raw = lookup(settings, name, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative (got {raw!r})")
+    return value
+
+
+def website(settings) -> str:
+    raw = lookup(settings, "SERVICE_WEBSITE")
+    if not raw:
+        raise ConfigError("SERVICE_WEBSITE is not set: export SERVICE_WEBSITE=https://service.example.com "
+                          "(or pass -s SERVICE_WEBSITE=...)")
+    parts = urlsplit(str(raw).strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"SERVICE_WEBSITE must be an http(s) URL like https://service.example.com, not {raw!r}")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def cookie_file(settings) -> Path:
+    return Path(str(lookup(settings, "TZCRAWL_COOKIE_FILE", default_cookie_file()))).expanduser()
+
+
+def cookie(settings) -> tuple[str, str]:
+    """Return (value, where it came from): SERVICE_COOKIE, else the cookie file."""
+    raw = lookup(settings, "SERVICE_COOKIE")
+    try:
+        if raw:
+            return parse_cookie(str(raw)), "SERVICE_COOKIE"
+        path = cookie_file(settings)
+        if path.exists():
+            return load_cookie_file(path).value, str(path)
+    except CookieError as exc:
+        source = "SERVICE_COOKIE" if raw else "TZCRAWL_COOKIE_FILE"
+        raise ConfigError(f"{source}: {exc}") from None
+    raise ConfigError(f"no session cookie: export SERVICE_COOKIE=<appSession value>, or run "
+                      f"`scrapy crawl login` to save one to {path}")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the service is and how it spells its paths (see tzcrawl.api)."""
+
+    website: str
+    jargon: str = "personalities"
+    profile_path: str = "personalities/username"
+
+    @classmethod
+    def from_settings(cls, settings) -> "ServiceConfig":
+        jargon = str(lookup(settings, "PERSONALITY_JARGON_TERM", "personalities")).strip("/ ")
+        if not _JARGON_RE.match(jargon):
+            raise ConfigError(f"PERSONALITY_JARGON_TERM must be one path word like 'personalities', not {jargon!r}")
+        profile_path = str(lookup(settings, "PROFILE_INFO_PRIVATE_PATH", f"{jargon}/username")).strip("/ ")
+        if not _PATH_RE.match(profile_path):
+            raise ConfigError(f"PROFILE_INFO_PRIVATE_PATH must be a path like '{jargon}/username', not {profile_path!r}")
+        return cls(website=website(settings), jargon=jargon, profile_path=profile_path)
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """Where backups go and how politely bulk runs move between personalities."""
+
+    backup_dir: Path
+    personality_delay: float = 2.0
+    lock_timeout: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings) -> "BackupConfig":
+        backup_dir = Path(str(lookup(settings, "BACKUP_DIR", "data/personalities"))).expanduser()
+        return cls(
+            backup_dir=backup_dir,
+            personality_delay=_float(settings, "BACKUP_PERSONALITY_DELAY", 2.0),
+            lock_timeout=_float(settings, "BACKUP_LOCK_TIMEOUT", 60.0),
+        )
