@@ -1,0 +1,123 @@
+"""What the sandbox serves and how it misbehaves.
+
+``Knobs`` are the fault and shape switches that can change while the server runs (through
+``Sandbox.set_knobs`` or ``POST /_sandbox/knobs``); ``SandboxConfig`` adds what is fixed at start
+(seed, data sizes, paths, credentials). One field list feeds the Python API, the control surface and
+the ``scrapy sandbox`` command flags, so a knob is declared exactly once, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+AUTH_FAILURE_MODES = ("401", "html", "redirect")
+PAGINATION_STYLES = ("pagination", "meta", "camel", "mixed")
+KNOWLEDGE_SHAPES = ("single", "items", "array", "story", "knowledge")
+TRAINING_SHAPES = ("array", "single", "training", "items")
+ERROR_CODES = (500, 502, 503)
+
+
+def _knob(default: Any, help: str, **choices: Any) -> Any:
+    return field(default=default, metadata={"help": help, **choices})
+
+
+@dataclass
+class Knobs:
+    """Runtime-changeable behaviour; every fault is off by default."""
+
+    rate_limit: float | None = _knob(None, "token-bucket rate in requests/s answering 429 + Retry-After")
+    rate_burst: int = _knob(5, "token-bucket capacity")
+    error_rate: float = _knob(0.0, "fraction of requests answered 500/502/503", fraction=True)
+    drop_rate: float = _knob(0.0, "fraction of requests whose connection is closed without an answer", fraction=True)
+    latency: float = _knob(0.0, "seconds to wait before answering")
+    latency_rate: float = _knob(1.0, "fraction of requests that get the latency", fraction=True)
+    iso_dates: float = _knob(0.0, "fraction of memories whose created_at is an ISO 8601 string", fraction=True)
+    ts_ties: bool = _knob(False, "groups of messages share one ts across the 50-message batch edges")
+    unsafe_usernames: bool = _knob(False, "first personalities get usernames unsafe as paths")
+    cookie_max_requests: int | None = _knob(None, "a cookie expires after this many API requests")
+    grow_every: int | None = _knob(None, "every N API requests add one memory and one message to each personality")
+    ignore_before_ts: bool = _knob(False, "chat history ignores before_ts and repeats the newest batch")
+    auth_failure: str = _knob("401", "answer to a bad cookie: 401 | html | redirect", choices=AUTH_FAILURE_MODES)
+    pagination_style: str | None = _knob(
+        None, "memory pagination spelling for all: pagination | meta | camel | mixed", choices=PAGINATION_STYLES
+    )
+    memory_page_size: int = _knob(20, "memories per page")
+
+
+@dataclass
+class SandboxConfig(Knobs):
+    """Everything a sandbox is built from; data is generated deterministically from ``seed``.
+
+    ``overrides`` maps a personality index to per-personality settings: ``memories``, ``messages``,
+    ``knowledge`` (entry count), ``training``, ``knowledge_shape``, ``training_shape``,
+    ``pagination`` (style), ``user_empty``, ``username``, ``name``.
+    """
+
+    seed: int = _knob(7, "seed of the generated data and of the fault dice")
+    personalities: int = _knob(3, "number of the owner's personalities")
+    memories: int = _knob(45, "memories per personality")
+    messages: int = _knob(120, "chat messages per personality")
+    empty_last: bool = _knob(True, "with 2+ personalities, the last one has no memories/messages/knowledge/user data")
+    jargon: str = _knob("personalities", "the site's word for a personality in paths")
+    profile_path: str | None = _knob(None, "PROFILE_INFO_PRIVATE_PATH (default: {jargon}/username)")
+    email: str = _knob("owner@example.com", "login e-mail")
+    password: str = _knob("sandbox-password", "login password")
+    cookie_ttl: float = _knob(86400.0, "seconds a minted cookie stays valid")
+    overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def profile_prefix(self) -> str:
+        return (self.profile_path or f"{self.jargon}/username").strip("/")
+
+    def knobs(self) -> Knobs:
+        return Knobs(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Knobs)})
+
+
+KNOB_NAMES = tuple(f.name for f in dataclasses.fields(Knobs))
+
+
+def coerce_knobs(changes: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``changes`` (from JSON or keyword arguments); raise ValueError naming the bad knob."""
+    hints = {f.name: f for f in dataclasses.fields(Knobs)}
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        f = hints.get(name)
+        if f is None:
+            raise ValueError(f"unknown knob {name!r}; known: {', '.join(KNOB_NAMES)}")
+        out[name] = _coerce(f, value)
+    return out
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    kind = str(f.type)
+    optional = "None" in kind
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"knob {f.name!r} cannot be null")
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind.startswith("float"):
+            number = float(value)
+            if number < 0 or (f.metadata.get("fraction") and number > 1) or (f.name == "rate_limit" and number == 0):
+                raise ValueError(value)
+            return number
+        if kind.startswith("int"):
+            number = int(value)
+            if number < 1:
+                raise ValueError(value)
+            return number
+        value = str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad value {value!r} for knob {f.name!r}") from None
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"knob {f.name!r} must be one of {', '.join(choices)}")
+    return value

@@ -1,0 +1,410 @@
+"""The sandbox's world: one owner and their personalities, generated deterministically from a seed.
+
+Big histories stay cheap: a series keeps only its sorted timestamps (for ``bisect``), and each
+memory or message is rebuilt from ``(seed, personality, position)`` when it is served. Added items
+(``add``, the growth knob) just extend the timestamps, newest last, so they are generated the same way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .config import KNOWLEDGE_SHAPES, TRAINING_SHAPES, SandboxConfig
+
+CHAT_MAX = 50  # the service's maximum chat batch; ties are placed on these edges
+EPOCH = 1_690_000_000.0
+
+PHRASES = (
+    "I remember the café near the station, the one with the blue door.",
+    "On a parlé de la déjà-vu pendant des heures, c'était très naïf.",
+    "Über den Wolken muss die Freiheit wohl grenzenlos sein.",
+    "¿Recuerdas la canción que cantábamos en la playa?",
+    "今日は天気がいいですね。散歩に行きましょう。",
+    "我喜欢在下雨天读书和喝茶。",
+    "오늘 저녁에 뭐 먹을까요?",
+    "Let's plan the trip 🚀✨ and pack light 🎒.",
+    "The developer 👩‍💻 fixed the bug at 3 a.m. ☕☕☕",
+    "Ψυχή and λόγος: a short note on old words.",
+    "Привет! Как дела? Давно не виделись.",
+    "مرحبا، كيف حالك اليوم؟",
+    "Remember: the key is under the flowerpot 🌼, not the mat.",
+    "Zoë said the crème brûlée was perfect — façade or not.",
+    "Tomorrow I'll try the new recipe: ramen 🍜 with miso.",
+    "Quote of the day: “Simplicity is the soul of efficiency.”",
+    "Tab\tseparated and line\nbreaks and a backslash \\ and \"quotes\".",
+    "Numbers: 3.14159, 2.71828, 1e-9, −42, ½, ⅓.",
+)
+NAMES = ("Élodie", "Kenji 健二", "Zoë 🌙", "Amara", "Søren", "李白", "Mateus", "Aurélie", "Noor", "Björk")
+UNSAFE_USERNAMES = ("../x", "a/b", "名前", "long-" + "x" * 295, ".hidden", "CON", "Sam", "sam")
+FOREIGN = {"id": "00000000-0000-4000-8000-0000000f0e19", "name": "Public Bot", "username": "public-bot"}
+
+
+def _seed_int(*parts: Any) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _corpus(seed: int) -> str:
+    rng = random.Random(f"corpus:{seed}")
+    parts = list(PHRASES) * 40
+    rng.shuffle(parts)
+    return " ".join(parts)
+
+
+class Text:
+    """Cheap unicode text of a wanted length: a slice of a shuffled multilingual corpus."""
+
+    def __init__(self, seed: int):
+        self.corpus = _corpus(seed)
+
+    def __call__(self, rng: random.Random, low: int, high: int) -> str:
+        length = rng.randint(low, high)
+        start = rng.randrange(len(self.corpus) - high)
+        return self.corpus[start : start + length].strip()
+
+
+def iso(ts: float, zulu: bool) -> str:
+    text = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z") if zulu else text
+
+
+class Series:
+    """Timestamps sorted oldest first, plus a builder turning ``(position, ts)`` into an item."""
+
+    def __init__(self, times: list[float], build: Callable[[int, float], dict]):
+        self._generated = times
+        self.times = list(times)
+        self._build = build
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def item(self, position: int) -> dict:
+        return self._build(position, self.times[position])
+
+    def newest_first(self, hi: int, lo: int) -> list[dict]:
+        return [self.item(p) for p in range(hi - 1, lo - 1, -1)]
+
+    def append_newest(self, count: int) -> None:
+        for _ in range(count):
+            last = self.times[-1] if self.times else EPOCH
+            self.times.append(round(last + 1.0 + (len(self.times) % 97) / 100.0, 5))
+
+    def set_ties(self, on: bool) -> None:
+        """Make small groups share one ts across each 50-item edge of the natural newest-first paging."""
+        n = len(self._generated)
+        times = list(self._generated)
+        if on:
+            for k, edge in enumerate(range(n - CHAT_MAX, 0, -CHAT_MAX)):
+                left, right = 1 + k % 3, 1 + (k + 1) % 3
+                if edge - left < 0 or edge + right > n:
+                    continue
+                times[edge - left : edge + right] = [times[edge - left]] * (left + right)
+        self.times[:n] = times
+
+
+def _timeline(rng: random.Random, count: int, start: float, mean_gap: float) -> list[float]:
+    times, t = [], start
+    for _ in range(count):
+        t += rng.expovariate(1.0 / mean_gap) + 0.01
+        times.append(round(t, 5))
+    return times
+
+
+@dataclass
+class Personality:
+    index: int
+    id: str
+    name: str
+    username: str
+    created_at: float
+    knowledge_shape: str
+    training_shape: str
+    pagination: str | None
+    knowledge: list[dict]
+    training: list[dict]
+    user: dict
+    profile_extra: dict
+    memories: Series = field(repr=False)
+    messages: Series = field(repr=False)
+    fixed_username: bool = False
+
+
+class World:
+    """All generated data plus the mutations the control surface offers; thread-safe."""
+
+    def __init__(self, config: SandboxConfig):
+        self.config = config
+        self.lock = threading.RLock()
+        self.text = Text(config.seed)
+        self.iso_share = config.iso_dates  # the iso_dates knob, read while rendering memories
+        rng = random.Random(f"owner:{config.seed}")
+        self.owner_id = _uuid(rng)
+        self.personalities = [self._make(i) for i in range(config.personalities)]
+        self._unsafe = False
+        self._ties = False
+        self._by_username: dict[str, Personality] = {}
+        self.set_unsafe_usernames(config.unsafe_usernames)
+        self.set_ties(config.ts_ties)
+
+    # -- generation ---------------------------------------------------------------------------
+    def _make(self, i: int) -> Personality:
+        cfg = self.config
+        spec = dict(cfg.overrides.get(i, {}))
+        empty = cfg.empty_last and cfg.personalities >= 2 and i == cfg.personalities - 1
+        rng = random.Random(_seed_int(cfg.seed, i, "personality"))
+        pid = _uuid(rng)
+        name = spec.get("name") or f"{NAMES[i % len(NAMES)]}{'' if i < len(NAMES) else f' {i}'}"
+        username = spec.get("username") or f"persona-{i}-{rng.randrange(16**4):04x}"
+        n_memories = int(spec.get("memories", 0 if empty else cfg.memories))
+        n_messages = int(spec.get("messages", 0 if empty else cfg.messages))
+        k_shape = spec.get("knowledge_shape") or ("items" if empty else KNOWLEDGE_SHAPES[i % len(KNOWLEDGE_SHAPES)])
+        t_shape = spec.get("training_shape") or ("array" if empty else TRAINING_SHAPES[i % len(TRAINING_SHAPES)])
+        n_knowledge = 1 if k_shape == "single" else int(spec.get("knowledge", 0 if empty else 2 + i % 4))
+        n_training = 1 if t_shape == "single" else int(spec.get("training", 0 if empty else 1 + i % 3))
+        start = EPOCH + i * 3600.0
+        memory_base = _seed_int(cfg.seed, i, "memory")
+        message_base = _seed_int(cfg.seed, i, "message")
+        return Personality(
+            index=i,
+            id=pid,
+            name=name,
+            username=username,
+            created_at=round(start - 86400.0, 5),
+            knowledge_shape=k_shape,
+            training_shape=t_shape,
+            pagination=spec.get("pagination"),
+            knowledge=[self._knowledge_entry(rng, start) for _ in range(n_knowledge)],
+            training=[self._training_entry(rng) for _ in range(n_training)],
+            user={} if spec.get("user_empty", empty) else self._user(rng),
+            profile_extra=self._profile_extra(rng),
+            memories=Series(_timeline(rng, n_memories, start, 3600.0), lambda p, t: self._memory(memory_base, p, t)),
+            messages=Series(_timeline(rng, n_messages, start, 600.0), lambda p, t: self._message(message_base, p, t)),
+            fixed_username="username" in spec,
+        )
+
+    def _knowledge_entry(self, rng: random.Random, start: float) -> dict:
+        return {
+            "id": _uuid(rng),
+            "title": self.text(rng, 10, 60),
+            "content": self.text(rng, 100, 1500),
+            "created_at": round(start - rng.uniform(0, 86400), 5),
+            "source_url": rng.choice([None, "https://docs.example.com/page"]),
+            "x_tokens": rng.randint(10, 900),
+        }
+
+    def _training_entry(self, rng: random.Random) -> dict:
+        return {
+            "id": _uuid(rng),
+            "question": self.text(rng, 10, 200),
+            "answer": self.text(rng, 50, 800),
+            "x_weight": round(rng.random(), 3),
+        }
+
+    def _user(self, rng: random.Random) -> dict:
+        return {
+            "nickname": rng.choice(("Sam", "Élo", "小明", "K")),
+            "about_me": self.text(rng, 40, 400),
+            "preferences": {"language": rng.choice(("en", "fr", "ja")), "tone": {"formal": rng.random() < 0.5}},
+            "x_custom_fields": [{"key": "favourite_colour", "value": "bleu 💙"}],
+        }
+
+    def _profile_extra(self, rng: random.Random) -> dict:
+        return {
+            "description": self.text(rng, 50, 500),
+            "avatar_url": f"https://files.example.com/avatars/{rng.getrandbits(32):08x}.png",
+            "tags": rng.sample(["friend", "coach", "writer", "日本語", "🎲"], 2),
+            "settings": {
+                "model": {"name": rng.choice(("gpt-x", "claude-y", "local-z")), "temperature": round(rng.random(), 2)},
+                "voice": {"enabled": rng.random() < 0.5, "voice_id": f"v-{rng.randrange(100)}"},
+                "behaviour": {
+                    "initial_message": self.text(rng, 20, 200),
+                    "custom_instructions": self.text(rng, 100, 1200),
+                    "nested": {"deep": {"list": [1, 2.5, {"k": "ünïcödé"}, None, True]}},
+                },
+            },
+            "x_experimental": {"flags": ["a", "b"], "since": "2024-01-01"},
+        }
+
+    def _memory(self, base: int, position: int, ts: float) -> dict:
+        rng = random.Random(base + position)
+        item: dict[str, Any] = {
+            "id": _uuid(rng),
+            "created_at": ts,
+            "content": self.text(rng, 30, 600),
+            "kind": rng.choice(("fact", "preference", "event")),
+            "importance": round(rng.random(), 3),
+            "x_embedding": {"model": "emb-3", "dim": 768},
+        }
+        share = self.iso_share
+        if share and (position * 2654435761 % 1000) < share * 1000:
+            item["created_at"] = iso(ts, zulu=position % 2 == 0)
+        return item
+
+    def _message(self, base: int, position: int, ts: float) -> dict:
+        rng = random.Random(base + position)
+        mid = _uuid(rng)
+        attachment = rng.random() < 0.1
+        return {
+            "id": mid,
+            "message": "" if rng.random() < 0.02 else self.text(rng, 10, 300),
+            "reply": self.text(rng, 40, 1500),
+            "ts": ts,
+            "voice_reply_url": f"https://files.example.com/voice/{mid}.mp3" if rng.random() < 0.15 else None,
+            "attachment_url": f"https://files.example.com/att/{mid}.png" if attachment else None,
+            "attachment_type": "image/png" if attachment else None,
+            "regenerated_replies": [self.text(rng, 40, 300)] if rng.random() < 0.1 else [],
+            "fallback_model_used": rng.random() < 0.05,
+            "x_meta": {"tokens": rng.randint(5, 900), "reaction": rng.choice((None, "👍", "❤️"))},
+        }
+
+    # -- knob-driven data changes ---------------------------------------------------------------
+    def set_ties(self, on: bool) -> None:
+        with self.lock:
+            if on != self._ties:
+                for p in self.personalities:
+                    p.messages.set_ties(on)
+                self._ties = on
+
+    def set_unsafe_usernames(self, on: bool) -> None:
+        with self.lock:
+            self._unsafe = on
+            self._by_username = {self.username(p): p for p in self.personalities}
+
+    def username(self, p: Personality) -> str:
+        if self._unsafe and not p.fixed_username and p.index < len(UNSAFE_USERNAMES):
+            return UNSAFE_USERNAMES[p.index]
+        return p.username
+
+    # -- look-ups -------------------------------------------------------------------------------
+    def by_id(self, pid: str) -> Personality | None:
+        return next((p for p in self.personalities if p.id == pid), None)
+
+    def by_username(self, username: str) -> Personality | None:
+        return self._by_username.get(username)
+
+    def find(self, key: Any) -> Personality | None:
+        """A personality by id, username or index (control surface convenience)."""
+        if isinstance(key, int) and not isinstance(key, bool):
+            return self.personalities[key] if 0 <= key < len(self.personalities) else None
+        return self.by_id(str(key)) or self.by_username(str(key))
+
+    # -- answers --------------------------------------------------------------------------------
+    def list_entry(self, p: Personality) -> dict:
+        return {
+            "id": p.id,
+            "name": p.name,
+            "username": self.username(p),
+            "avatar_url": p.profile_extra["avatar_url"],
+            "created_at": p.created_at,
+            "x_badges": ["owner"],
+        }
+
+    def listing(self, category: str | None) -> list[dict]:
+        mine = [self.list_entry(p) for p in self.personalities]
+        if category in (None, "", "self"):
+            return mine
+        if category == "recent":
+            return mine[:2] + [dict(FOREIGN, avatar_url=None, created_at=EPOCH, x_badges=[])]
+        return []
+
+    def profile(self, p: Personality) -> dict:
+        return {
+            "id": p.id,
+            "name": p.name,
+            "username": self.username(p),
+            "user_id": self.owner_id,
+            "created_at": p.created_at,
+            **p.profile_extra,
+        }
+
+    def memory_page(self, p: Personality, page: int, per_page: int, style: str) -> dict:
+        with self.lock:
+            total = len(p.memories)
+            hi = max(0, total - (page - 1) * per_page)
+            items = p.memories.newest_first(hi, max(0, hi - per_page))
+        pages = math.ceil(total / per_page)
+        if style == "camel":
+            return {"items": items, "pagination": {"page": page, "totalPages": pages, "total": total, "perPage": per_page}}
+        snake = {"page": page, "total_pages": pages, "total": total, "per_page": per_page}
+        if style == "meta":
+            return {"items": items, "meta": {"pagination": snake}}
+        return {"items": items, "pagination": snake}
+
+    def chat_history(self, p: Personality, before_ts: float | None, limit: int) -> list[dict]:
+        with self.lock:
+            times = p.messages.times
+            hi = len(times) if before_ts is None else bisect.bisect_left(times, before_ts)
+            return p.messages.newest_first(hi, max(0, hi - limit))
+
+    @staticmethod
+    def shaped(entries: list[dict], shape: str) -> Any:
+        if shape == "array":
+            return list(entries)
+        if shape == "single":
+            return dict(entries[0]) if entries else {}
+        if shape == "items":
+            return {"items": list(entries), "total": len(entries), "x_version": 2}
+        return {shape: list(entries), "x_version": 2}
+
+    def knowledge(self, p: Personality) -> Any:
+        return self.shaped(p.knowledge, p.knowledge_shape)
+
+    def training(self, p: Personality) -> Any:
+        return self.shaped(p.training, p.training_shape)
+
+    # -- mutations and ground truth --------------------------------------------------------------
+    def add(self, p: Personality, memories: int = 0, messages: int = 0) -> None:
+        with self.lock:
+            p.memories.append_newest(memories)
+            p.messages.append_newest(messages)
+
+    def grow(self) -> None:
+        with self.lock:
+            for p in self.personalities:
+                self.add(p, 1, 1)
+
+    def totals(self) -> dict:
+        with self.lock:
+            rows = [
+                {
+                    "id": p.id,
+                    "username": self.username(p),
+                    "name": p.name,
+                    "memories": len(p.memories),
+                    "messages": len(p.messages),
+                    "knowledge": len(p.knowledge),
+                    "training": len(p.training),
+                    "user_keys": len(p.user),
+                }
+                for p in self.personalities
+            ]
+        sums = {k: sum(r[k] for r in rows) for k in ("memories", "messages", "knowledge", "training", "user_keys")}
+        return {"personalities": rows, "sum": dict(sums, personalities=len(rows))}
+
+    def export(self, p: Personality) -> dict:
+        """The whole truth about one personality, newest first, as the API would serve it."""
+        with self.lock:
+            return {
+                "list_entry": self.list_entry(p),
+                "profile": self.profile(p),
+                "memories": p.memories.newest_first(len(p.memories), 0),
+                "messages": p.messages.newest_first(len(p.messages), 0),
+                "knowledge": self.knowledge(p),
+                "knowledge_entries": list(p.knowledge),
+                "training": self.training(p),
+                "training_entries": list(p.training),
+                "user": dict(p.user),
+            }

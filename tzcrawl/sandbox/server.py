@@ -1,0 +1,184 @@
+"""The sandbox over real HTTP/1.1 on 127.0.0.1, in daemon threads, with keep-alive.
+
+``Sandbox`` owns one ``App`` and one server thread; it stops on ``stop()``, on leaving its ``with``
+block, or by itself after ``max_lifetime`` seconds.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .app import MAX_BODY, App, Response, error
+from .config import SandboxConfig
+
+HOST = "127.0.0.1"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "tzcrawl-sandbox"
+    sys_version = ""
+    timeout = 60  # an idle keep-alive connection is closed after this
+
+    server: "_Server"
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._send(error(413, "body too large"))
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        response = self.server.app.handle(self.command, self.path, self.headers, body, self.client_address[0])
+        if response.delay and self.server.stopping.wait(response.delay):
+            response = Response(0, drop=True)
+        if response.drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self._send(response)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: cookies travel in headers, and tests read stats instead of logs."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: App):
+        self.app = app
+        self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Sandbox:
+    """A running imitation of the service: ``with Sandbox(SandboxConfig(...), port=0) as sb: ...``."""
+
+    def __init__(self, config: SandboxConfig | None = None, port: int = 0, max_lifetime: float | None = None, **kwargs: Any):
+        if config is not None and kwargs:
+            raise TypeError("give either a SandboxConfig or keyword arguments, not both")
+        self.config = config or SandboxConfig(**kwargs)
+        self.app = App(self.config)
+        self.port = port
+        self.max_lifetime = max_lifetime
+        self.cookie = self.app.mint_cookie()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self.stopped = threading.Event()
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> "Sandbox":
+        if self._server is not None:
+            return self
+        self._server = _Server((HOST, self.port), self.app)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"sandbox:{self.port}", daemon=True)
+        self._thread.start()
+        if self.max_lifetime:
+            self._timer = threading.Timer(self.max_lifetime, self.stop)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        server.stopping.set()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        self.stopped.set()
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    # -- the control surface, in process ----------------------------------------------------------
+    def stats(self) -> dict:
+        return self.app.stats()
+
+    def reset_stats(self) -> None:
+        self.app.reset_stats()
+
+    def totals(self) -> dict:
+        return self.app.world.totals()
+
+    def export(self, personality: Any) -> dict:
+        return self.app.world.export(self._find(personality))
+
+    def add(self, personality: Any, memories: int = 0, messages: int = 0) -> None:
+        self.app.world.add(self._find(personality), memories, messages)
+
+    def expire_cookie(self) -> None:
+        """Expire every cookie minted so far (``self.cookie`` included)."""
+        self.app.expire_cookies()
+
+    def new_cookie(self) -> str:
+        """Mint a fresh valid cookie (as a login would) and make it ``self.cookie``."""
+        self.cookie = self.app.mint_cookie()
+        return self.cookie
+
+    def set_knobs(self, **changes: Any) -> dict:
+        return self.app.set_knobs(**changes)
+
+    def knobs(self) -> dict:
+        return self.app.knobs_dict()
+
+    @property
+    def personalities(self) -> list[dict]:
+        """The owner's personalities as the list endpoint shows them (id, name, username, ...)."""
+        return self.app.world.listing("self")
+
+    def _find(self, personality: Any):
+        found = self.app.world.find(personality)
+        if found is None:
+            raise KeyError(f"no such personality: {personality!r}")
+        return found
