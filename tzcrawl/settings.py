@@ -35,7 +35,7 @@ COOKIES_ENABLED = False
 # Answers are private JSON: never cache them on disk.
 HTTPCACHE_ENABLED = False
 
-USER_AGENT = "tzcrawl (personal backup; +https://github.com/)"
+USER_AGENT = "tzcrawl (personal backup tool)"
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"

@@ -1,0 +1,113 @@
+"""Downloader middlewares: the session cookie, waiting before retries, and pacing to the server's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import NotConfigured
+
+from tzcrawl import config
+from tzcrawl.cookies import COOKIE_NAME, redact
+from tzcrawl.pacing import learn_interval, parse_retry_after, retry_wait
+
+logger = logging.getLogger(__name__)
+
+
+class SessionCookieMiddleware:
+    """Send ``Cookie: appSession=...`` to the service's host only.
+
+    Scrapy's CookiesMiddleware is off (COOKIES_ENABLED = False): it would drop a header set here.
+    Opt out per request with ``meta["tzcrawl_cookie"] = False``; spiders that need no session
+    (``uses_session_cookie = False``) disable the middleware.
+    """
+
+    def __init__(self, cookie: str, host: str):
+        self.header = f"{COOKIE_NAME}={cookie}"
+        self.host = host
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        if not getattr(crawler.spider, "uses_session_cookie", True):
+            raise NotConfigured("this spider does not use the session cookie")
+        value, source = config.cookie(crawler.settings)
+        website = config.website(crawler.settings)
+        logger.info("Using session cookie %s from %s", redact(value), source)
+        return cls(value, urlsplit(website).netloc)
+
+    def process_request(self, request: Request):
+        if request.meta.get("tzcrawl_cookie", True) and urlsplit(request.url).netloc == self.host:
+            request.headers["Cookie"] = self.header
+        return None
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """Scrapy's retries (5xx, 429, timeouts, dropped connections), waiting before each one.
+
+    A 429 or 503 with Retry-After waits what the server asked; anything else backs off
+    exponentially (``TZCRAWL_RETRY_BACKOFF_BASE`` doubling up to ``TZCRAWL_RETRY_BACKOFF_MAX``).
+    Replaces ``scrapy.downloadermiddlewares.retry.RetryMiddleware`` at the same priority.
+    """
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.base = settings.getfloat("TZCRAWL_RETRY_BACKOFF_BASE", 0.5)
+        self.cap = settings.getfloat("TZCRAWL_RETRY_BACKOFF_MAX", 30.0)
+
+    async def _wait(self, retry: Request | None, retry_after: float | None):
+        if retry is not None:
+            delay = retry_wait(retry_after, retry.meta.get("retry_times", 1), base=self.base, cap=self.cap)
+            self.crawler.stats.inc_value("backup/retry/wait_seconds", round(delay, 3))
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return retry
+
+    async def process_response(self, request, response):
+        result = super().process_response(request, response)
+        if not isinstance(result, Request):
+            return result
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if response.status == 429:
+            self.crawler.stats.inc_value("backup/retry/rate_limited")
+        return await self._wait(result, retry_after)
+
+    async def process_exception(self, request, exception):
+        result = super().process_exception(request, exception)
+        return await self._wait(result, None) if isinstance(result, Request) else result
+
+
+class AdaptivePacingMiddleware:
+    """Learn the server's rate limit from its 429s and keep the slot's delay just above it.
+
+    AutoThrottle sets the delay from latency only; this raises it to the learned interval after
+    AutoThrottle's adjustment (it runs on ``response_downloaded``, before middlewares see the response).
+    Off with ``TZCRAWL_ADAPTIVE_PACING = False``.
+    """
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+        self.interval = 0.0
+        self.successes = 0
+        # Without AutoThrottle nobody else lowers the delay again: fall back to DOWNLOAD_DELAY.
+        self.autothrottle = crawler.settings.getbool("AUTOTHROTTLE_ENABLED")
+        self.download_delay = crawler.settings.getfloat("DOWNLOAD_DELAY")
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        if not crawler.settings.getbool("TZCRAWL_ADAPTIVE_PACING", True):
+            raise NotConfigured("TZCRAWL_ADAPTIVE_PACING is off")
+        return cls(crawler)
+
+    def process_response(self, request, response):
+        limited = response.status == 429
+        if limited or self.interval:
+            self.interval = learn_interval(self.interval, limited=limited, successes_since_limit=self.successes)
+        self.successes = 0 if limited else self.successes + 1
+        slot = self.crawler.engine.downloader.slots.get(request.meta.get("download_slot"))
+        if slot is not None and self.interval:
+            slot.delay = max(slot.delay if self.autothrottle else self.download_delay, self.interval)
+        self.crawler.stats.set_value("backup/pacing/interval_ms", round(self.interval * 1000, 1))
+        return response
