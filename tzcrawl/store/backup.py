@@ -1,0 +1,333 @@
+"""``BackupStore``: the seed's on-disk layout under BACKUP_DIR, and the only code that writes it.
+
+    BACKUP_DIR/<name>/<name>.json               profile, exactly as received
+    BACKUP_DIR/<name>/<name>_memories.json      memories, oldest first, one per id
+    BACKUP_DIR/<name>/<name>_messages.json      chat history, oldest first, one per id
+    BACKUP_DIR/<name>/<name>_knowledge.json     knowledge, exactly as received
+    BACKUP_DIR/<name>/<name>_training.json      training, exactly as received
+    BACKUP_DIR/<name>/<name>_user_data.json     user personalization, exactly as received
+    BACKUP_DIR/<name>/.backup-metadata.json     tracking info for incremental sync
+
+Collections are staged in a journal while the crawl runs and merged into the saved file at commit;
+documents are replaced whole. Every write is atomic (fsutil), under the personality's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from tzcrawl.fsutil import atomic_write_text, atomic_writer, ensure_private_dir
+
+from . import metadata as meta
+from .journal import Journal, read_journal
+from .jsonarray import read_array
+from .lock import BackupLocked, PersonalityLock
+from .merge import merge_collection
+from .names import child_path, safe_dir_name
+
+SUFFIXES = {
+    "profile": "",
+    "memories": "_memories",
+    "messages": "_messages",
+    "knowledge": "_knowledge",
+    "training": "_training",
+    "user_data": "_user_data",
+}
+# Collections and the field that puts their records on the timeline.
+COLLECTIONS = {"memories": "created_at", "messages": "ts"}
+DOCUMENTS = tuple(r for r in SUFFIXES if r not in COLLECTIONS)
+STAGING = ".staging"
+
+
+class BackupOwnerMismatch(ValueError):
+    """The directory already holds another personality's backup: refuse to mix them."""
+
+
+@dataclass(frozen=True)
+class HeldState:
+    """What the backup already holds for one resource, for the spider's incremental stop."""
+
+    exists: bool  # the data file is on disk (a killed first run leaves none: do a full run)
+    total: int = 0
+    newest_key: float | None = None  # normalized seconds (timestamps.to_epoch) of the newest record
+    newest_ids: list[str] = field(default_factory=list)  # ids at newest_key (ties across pages)
+    oldest_key: float | None = None
+    last_sync: str | None = None
+    outcome: str | None = None
+
+    @property
+    def incremental(self) -> bool:
+        """True when an incremental run can stop at ``newest_key``; else fetch everything."""
+        return self.exists and self.newest_key is not None
+
+
+class BackupStore:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        chunk_size: int = 10_000,
+        index_limit: int = 100_000,
+        lock_timeout: float = 0.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.root = ensure_private_dir(root).resolve()
+        self.chunk_size = chunk_size
+        self.index_limit = index_limit
+        self.lock_timeout = lock_timeout  # used when a write takes the lock by itself
+        self.clock = clock
+        self._locks: dict[str, list] = {}  # dir name -> [PersonalityLock, holds]
+        self._runs: set[tuple[str, str]] = set()
+        self._guard = threading.Lock()
+
+    # -- layout -----------------------------------------------------------------------------
+    def dir_name(self, username: str) -> str:
+        return safe_dir_name(username)
+
+    def directory(self, username: str) -> Path:
+        return child_path(self.root, self.dir_name(username))
+
+    def path(self, username: str, resource: str) -> Path:
+        if resource not in SUFFIXES:
+            raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(SUFFIXES)}")
+        name = self.dir_name(username)
+        return self.directory(username) / f"{name}{SUFFIXES[resource]}.json"
+
+    def metadata_path(self, username: str) -> Path:
+        return self.directory(username) / meta.METADATA_NAME
+
+    def metadata(self, username: str) -> dict:
+        return meta.load(self.metadata_path(username))
+
+    # -- lock -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, username: str, timeout: float | None = None) -> Iterator[Path]:
+        """Hold the personality's lock (re-entrant within this store); yields its directory."""
+        name = self._hold(username, self.lock_timeout if timeout is None else timeout)
+        try:
+            yield self.directory(username)
+        finally:
+            self._unhold(name)
+
+    def _hold(self, username: str, timeout: float) -> str:
+        name = self.dir_name(username)
+        with self._guard:
+            if name in self._locks:
+                self._locks[name][1] += 1
+                return name
+            directory = ensure_private_dir(self.directory(username))
+            lock = PersonalityLock(directory, name).acquire(timeout)
+            self._locks[name] = [lock, 1]
+        _discard_stale(directory)  # we are the only writer now: leftovers are from a dead run
+        return name
+
+    def _unhold(self, name: str) -> None:
+        with self._guard:
+            held = self._locks[name]
+            held[1] -= 1
+            if held[1] == 0:
+                del self._locks[name]
+                held[0].release()
+
+    # -- reading ----------------------------------------------------------------------------
+    def held(self, username: str, resource: str) -> HeldState:
+        exists = self.path(username, resource).exists()
+        entry = self.metadata(username).get("resources", {}).get(resource, {})
+        if not exists:
+            return HeldState(exists=False)
+        return HeldState(
+            exists=True,
+            total=entry.get("total", 0),
+            newest_key=entry.get("newest_key"),
+            newest_ids=list(entry.get("newest_ids", [])),
+            oldest_key=entry.get("oldest_key"),
+            last_sync=entry.get("last_sync"),
+            outcome=entry.get("outcome"),
+        )
+
+    def read_collection(self, username: str, resource: str) -> Iterator:
+        """The saved records of a collection, oldest first, read line by line."""
+        if resource not in COLLECTIONS:
+            raise ValueError(f"{resource!r} is not a collection; use read_document")
+        path = self.path(username, resource)
+        if path.exists():
+            for _line, value in read_array(path):
+                yield value
+
+    def read_document(self, username: str, resource: str):
+        """The saved document (any JSON value), or None when there is none."""
+        try:
+            with open(self.path(username, resource), encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+
+    # -- writing ----------------------------------------------------------------------------
+    def save_document(self, personality: dict, resource: str, payload, count: int, requests: int) -> dict:
+        """Replace a document (profile, knowledge, training, user_data) whole, atomically."""
+        if resource not in DOCUMENTS:
+            raise ValueError(f"{resource!r} is not a document; expected one of {', '.join(DOCUMENTS)}")
+        username = _username(personality)
+        name = self._hold(username, self.lock_timeout)
+        try:
+            self._check_owner(personality)
+            path = self.path(username, resource)
+            atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+            figures = {"file": path.name, "total": count}
+            self._record(personality, resource, meta.record_success, figures, requests)
+            return {"resource": resource, "requests": requests, **figures}
+        finally:
+            self._unhold(name)
+
+    def record_failure(self, personality: dict, resource: str, error: str, requests: int) -> None:
+        """Note that ``resource`` failed this run; its saved data and last good figures stay."""
+        self.path(_username(personality), resource)  # validates the resource name
+        name = self._hold(_username(personality), self.lock_timeout)
+        try:
+            self._check_owner(personality)
+            self._record(personality, resource, meta.record_failure, error, requests)
+        finally:
+            self._unhold(name)
+
+    def begin(self, personality: dict, resource: str) -> "CollectionRun":
+        """Start staging a collection (memories or messages); holds the lock until commit/abort."""
+        if resource not in COLLECTIONS:
+            raise ValueError(f"{resource!r} is not a collection; expected one of {', '.join(COLLECTIONS)}")
+        username = _username(personality)
+        name = self._hold(username, self.lock_timeout)
+        try:
+            self._check_owner(personality)
+            with self._guard:
+                if (name, resource) in self._runs:
+                    raise RuntimeError(f"a {resource} run for {name!r} is already open; commit or abort it first")
+                self._runs.add((name, resource))
+            workdir = ensure_private_dir(self.directory(username) / STAGING) / resource
+            shutil.rmtree(workdir, ignore_errors=True)
+            ensure_private_dir(workdir)
+            return CollectionRun(self, personality, resource, name, workdir)
+        except BaseException:
+            with self._guard:
+                self._runs.discard((name, resource))
+            self._unhold(name)
+            raise
+
+    def _finish(self, run: "CollectionRun") -> None:
+        shutil.rmtree(run.workdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.workdir.parent.rmdir()  # .staging, once no other resource is staged
+        with self._guard:
+            self._runs.discard((run.name, run.resource))
+        self._unhold(run.name)
+
+    def _check_owner(self, personality: dict) -> None:
+        username = _username(personality)
+        recorded = self.metadata(username).get("personality", {}).get("username")
+        if recorded is not None and recorded != username:
+            raise BackupOwnerMismatch(
+                f"{self.directory(username)} holds the backup of {recorded!r}, not {username!r}; nothing written"
+            )
+
+    def _record(self, personality: dict, resource: str, update, *args) -> None:
+        username = _username(personality)
+        path = self.metadata_path(username)
+        updated = update(meta.load(path), personality, self.dir_name(username), resource, *args, self.clock())
+        meta.save(path, updated)
+
+
+class CollectionRun:
+    """One crawl of a collection: ``add`` pages, then ``commit`` or ``abort`` exactly once."""
+
+    def __init__(self, store: BackupStore, personality: dict, resource: str, name: str, workdir: Path):
+        self.store, self.personality, self.resource, self.name, self.workdir = (
+            store, dict(personality), resource, name, workdir)
+        self.time_field = COLLECTIONS[resource]
+        self.journal = Journal(workdir / "journal.jsonl")
+        self.closed = False
+
+    @property
+    def added(self) -> int:
+        return self.journal.count
+
+    def add(self, records: Iterable) -> int:
+        """Stage one page of records (flushed); returns how many."""
+        if self.closed:
+            raise RuntimeError(f"the {self.resource} run for {self.name!r} is already closed")
+        return self.journal.add(records)
+
+    def commit(self, requests: int) -> dict:
+        """Merge the staged records into the saved file and record the sync; returns the figures."""
+        if self.closed:
+            raise RuntimeError(f"the {self.resource} run for {self.name!r} is already closed")
+        self.journal.close()
+        store = self.store
+        username = _username(self.personality)
+        path = store.path(username, self.resource)
+        try:
+            with atomic_writer(path) as out:
+                stats = merge_collection(
+                    path if path.exists() else None,
+                    read_journal(self.journal.path),
+                    out,
+                    time_field=self.time_field,
+                    workdir=self.workdir,
+                    chunk_size=store.chunk_size,
+                    index_limit=store.index_limit,
+                )
+        except Exception as exc:
+            self.abort(f"saving {self.resource} failed: {exc}", requests)
+            raise
+        figures = {
+            "file": path.name,
+            "total": stats.total,
+            "new": stats.new,
+            "fetched": self.journal.count,
+            "newest_key": stats.newest_key,
+            "newest_ids": stats.newest_ids,
+            "oldest_key": stats.oldest_key,
+            f"newest_{self.time_field}": stats.field_of("newest", self.time_field),
+            f"oldest_{self.time_field}": stats.field_of("oldest", self.time_field),
+        }
+        if self.resource == "messages":
+            figures["characters"] = stats.characters
+        try:
+            store._record(self.personality, self.resource, meta.record_success, figures, requests)
+        finally:
+            self.closed = True
+            store._finish(self)
+        return {"resource": self.resource, "requests": requests, "runs": stats.runs,
+                "index_spilled": stats.index_spilled, "resorted": stats.saved_resorted, **figures}
+
+    def abort(self, error: str, requests: int) -> None:
+        """Drop the staged records, keep the saved file as it is, record the failure."""
+        if self.closed:
+            return
+        self.closed = True
+        self.journal.close()
+        try:
+            self.store._record(self.personality, self.resource, meta.record_failure, error, requests)
+        finally:
+            self.store._finish(self)
+
+
+def _username(personality: dict) -> str:
+    username = personality.get("username") if isinstance(personality, dict) else None
+    if not isinstance(username, str):
+        raise ValueError(f"a personality needs a string 'username', got {username!r}")
+    return username
+
+
+def _discard_stale(directory: Path) -> None:
+    """Remove what a killed run left: staged journals and the temp files of interrupted writes."""
+    shutil.rmtree(directory / STAGING, ignore_errors=True)
+    for leftover in directory.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+__all__ = ["BackupStore", "BackupLocked", "BackupOwnerMismatch", "CollectionRun", "HeldState"]

@@ -1,0 +1,100 @@
+"""Collections on disk: a JSON array with exactly one record per line.
+
+``[\\n{...},\\n{...}\\n]\\n`` is plain JSON any tool can open, and it can also be read back one
+line at a time, so a history of millions of messages never has to be held in memory. A file not in
+that shape (hand-edited, pretty-printed) is still read, with ``json.load``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import IO, Iterator
+
+
+class CorruptCollectionError(ValueError):
+    """A backup file that is not a JSON array: never overwritten, reported to the user."""
+
+
+class _NotLineShaped(Exception):
+    pass
+
+
+def dump_line(value) -> str:
+    """One record as one line: the value exactly as received, non-ASCII text kept readable."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+class ArrayWriter:
+    """Writes records, one per line, as a JSON array to an open text file."""
+
+    def __init__(self, fh: IO[str]):
+        self.fh = fh
+        self.count = 0
+        fh.write("[")
+
+    def write_line(self, line: str) -> None:
+        self.fh.write("\n" if self.count == 0 else ",\n")
+        self.fh.write(line)
+        self.count += 1
+
+    def close(self) -> None:
+        self.fh.write("\n]\n" if self.count else "]\n")
+
+
+def read_array(path: str | Path) -> Iterator[tuple[str, object]]:
+    """Yield ``(line, value)`` for every element of the JSON array in ``path``, streaming if it can."""
+    yielded = 0
+    try:
+        for item in _read_line_shaped(path):
+            yield item
+            yielded += 1
+        return
+    except _NotLineShaped:
+        pass
+    # The lines streamed so far were whole elements in order, so the full parse repeats them first.
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except ValueError as exc:
+        raise CorruptCollectionError(f"{path} is not valid JSON ({exc}); it was left untouched") from exc
+    if not isinstance(data, list):
+        raise CorruptCollectionError(f"{path} holds a JSON {type(data).__name__}, not an array; left untouched")
+    for value in itertools.islice(data, yielded, None):
+        yield dump_line(value), value
+
+
+def _read_line_shaped(path) -> Iterator[tuple[str, object]]:
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        first = fh.readline().strip()
+        if first == "[]":
+            if fh.read().strip():
+                raise _NotLineShaped
+            return
+        if first != "[":
+            raise _NotLineShaped
+        comma = True  # whether the previous element line ended with the separator
+        closed = False
+        for raw in fh:
+            text = raw.strip()
+            if closed or not text:
+                if text:
+                    raise _NotLineShaped
+                continue
+            if text == "]":
+                if comma:  # "[\n]" or a trailing comma: let json.load judge it
+                    raise _NotLineShaped
+                closed = True
+                continue
+            if not comma:
+                raise _NotLineShaped
+            comma = text.endswith(",")
+            body = text[:-1] if comma else text
+            try:
+                value = json.loads(body)
+            except ValueError:
+                raise _NotLineShaped from None
+            yield body, value
+        if not closed:
+            raise _NotLineShaped

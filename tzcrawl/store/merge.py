@@ -1,0 +1,287 @@
+"""Streaming merge: the saved collection (sorted) + the fetched journal (any order) -> new file.
+
+Memory stays bounded whatever the history's size: the journal is sorted in chunks into run files
+(an external sort), the runs and the saved file are merged with ``heapq.merge``, and the ids of the
+fetched records sit in a dict that spills to SQLite past a limit. Output is oldest first, one
+record per id; a fetched record replaces the saved one with the same id, wherever its timestamp
+puts it; records without an id are deduplicated by content. Nothing saved is ever dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from .jsonarray import ArrayWriter, read_array
+from .timestamps import SortKey, id_text, sort_key
+
+OLD, NEW = 0, 1  # on equal keys the saved copy comes first; dedupe keeps the fetched one anyway
+
+# (key, source, seq, dedupe id, characters, line): (key, source, seq) is unique, so heapq never
+# compares further.
+Entry = tuple[SortKey, int, int, str, int, str]
+
+
+def dedupe_id(value) -> str:
+    """Identity of a record: its id, or a digest of its whole content when it has none."""
+    if isinstance(value, dict) and value.get("id") is not None:
+        return "i:" + id_text(value)
+    canonical = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "c:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def conversation_chars(value) -> int:
+    """Characters of conversation in a message: the user's ``message`` plus the ``reply``."""
+    if not isinstance(value, dict):
+        return 0
+    return sum(len(value[k]) for k in ("message", "reply") if isinstance(value.get(k), str))
+
+
+def to_entry(line: str, value, time_field: str, source: int, seq: int) -> Entry:
+    return (sort_key(value, time_field), source, seq, dedupe_id(value), conversation_chars(value), line)
+
+
+class IdIndex:
+    """Dedupe id -> seq of its last fetched copy; a dict that spills to SQLite past ``limit``."""
+
+    def __init__(self, workdir: Path, limit: int):
+        self.limit = limit
+        self._path = workdir / "ids.sqlite"
+        self._mem: dict[str, int] = {}
+        self._marked: set[str] = set()
+        self._pending: list[tuple[str, int]] = []
+        self._db: sqlite3.Connection | None = None
+        self.marked = 0  # distinct fetched ids that were already in the saved file
+
+    @property
+    def spilled(self) -> bool:
+        return self._db is not None
+
+    def put(self, did: str, seq: int) -> None:
+        if self._db is None:
+            self._mem[did] = seq
+            if len(self._mem) > self.limit:
+                self._spill()
+        else:
+            self._pending.append((did, seq))
+            if len(self._pending) >= self.limit:
+                self._flush()
+
+    def _spill(self) -> None:
+        self._db = sqlite3.connect(self._path)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-8000", "temp_store=FILE"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE ids (did TEXT PRIMARY KEY, seq INTEGER, old INTEGER DEFAULT 0) WITHOUT ROWID")
+        self._pending = list(self._mem.items())
+        self._mem = {}
+        self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany(
+            "INSERT INTO ids (did, seq) VALUES (?, ?) ON CONFLICT (did) DO UPDATE SET seq = excluded.seq",
+            self._pending,
+        )
+        self._pending = []
+
+    def freeze(self) -> None:
+        """End of the puts: make every id visible to lookups."""
+        if self._db is not None and self._pending:
+            self._flush()
+
+    def seq(self, did: str) -> int | None:
+        if self._db is None:
+            return self._mem.get(did)
+        row = self._db.execute("SELECT seq FROM ids WHERE did = ?", (did,)).fetchone()
+        return row[0] if row else None
+
+    def claim_old(self, did: str) -> bool:
+        """True when ``did`` was fetched again (the saved copy is superseded); counts it once."""
+        if self._db is None:
+            if did not in self._mem:
+                return False
+            if did not in self._marked:
+                self._marked.add(did)
+                self.marked += 1
+            return True
+        if self._db.execute("UPDATE ids SET old = 1 WHERE did = ? AND old = 0", (did,)).rowcount:
+            self.marked += 1
+            return True
+        return self._db.execute("SELECT 1 FROM ids WHERE did = ?", (did,)).fetchone() is not None
+
+    def __len__(self) -> int:
+        if self._db is None:
+            return len(self._mem)
+        self.freeze()
+        return self._db.execute("SELECT count(*) FROM ids").fetchone()[0]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            self._path.unlink(missing_ok=True)
+
+
+class Runs:
+    """Sorted runs of entries: in memory when they fit one chunk, else run files in ``workdir``."""
+
+    def __init__(self, workdir: Path, prefix: str, chunk_size: int):
+        self.workdir, self.prefix, self.chunk_size = workdir, prefix, chunk_size
+        self.files: list[Path] = []
+        self.memory: list[Entry] = []
+
+    def fill(self, entries: Iterable[Entry]) -> "Runs":
+        chunk: list[Entry] = []
+        for entry in entries:
+            chunk.append(entry)
+            if len(chunk) >= self.chunk_size:
+                self._write(chunk)
+                chunk = []
+        chunk.sort()
+        if self.files and chunk:
+            self._write(chunk)
+        else:
+            self.memory = chunk
+        return self
+
+    def _write(self, chunk: list[Entry]) -> None:
+        chunk.sort()
+        path = self.workdir / f"{self.prefix}-{len(self.files):05d}.run"
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            for key, source, seq, did, chars, line in chunk:
+                # The header is JSON (no raw tab inside), the record line follows the tab as is.
+                fh.write(json.dumps([key[0], key[1], key[2], source, seq, did, chars], ensure_ascii=False))
+                fh.write("\t")
+                fh.write(line)
+                fh.write("\n")
+        self.files.append(path)
+
+    def streams(self) -> list[Iterable[Entry]]:
+        return [self.memory] + [_read_run(path) for path in self.files]
+
+    def remove(self) -> None:
+        for path in self.files:
+            path.unlink(missing_ok=True)
+
+
+def _read_run(path: Path) -> Iterator[Entry]:
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for raw in fh:
+            header, line = raw[:-1].split("\t", 1)
+            flag, seconds, ident, source, seq, did, chars = json.loads(header)
+            yield ((flag, seconds, ident), source, seq, did, chars, line)
+
+
+class SavedFileUnsorted(Exception):
+    """The saved file is not in timeline order (hand-edited, or an older sort rule): sort it too."""
+
+
+def _checked_order(entries: Iterable[Entry]) -> Iterator[Entry]:
+    previous = None
+    for entry in entries:
+        if previous is not None and entry[0] < previous:
+            raise SavedFileUnsorted
+        previous = entry[0]
+        yield entry
+
+
+def saved_entries(path: Path | None, time_field: str) -> Iterator[Entry]:
+    if path is None or not path.exists():
+        return iter(())
+    return (to_entry(line, value, time_field, OLD, seq) for seq, (line, value) in enumerate(read_array(path)))
+
+
+@dataclass
+class MergeStats:
+    total: int = 0
+    new: int = 0
+    characters: int = 0
+    runs: int = 0  # run files written by the external sort (0: the journal fit one chunk)
+    index_spilled: bool = False
+    saved_resorted: bool = False
+    oldest_key: float | None = None
+    oldest_line: str | None = None
+    newest_key: float | None = None
+    newest_line: str | None = None
+    newest_ids: list[str] = field(default_factory=list)
+
+    def count(self, entry: Entry) -> None:
+        (flag, seconds, ident), _source, _seq, _did, chars, line = entry
+        self.total += 1
+        self.characters += chars
+        if not flag:
+            return
+        if self.oldest_key is None:
+            self.oldest_key, self.oldest_line = seconds, line
+        if self.newest_key is None or seconds > self.newest_key:
+            self.newest_key, self.newest_line, self.newest_ids = seconds, line, []
+        if ident:
+            self.newest_ids.append(ident)
+
+    def field_of(self, which: str, time_field: str):
+        """The timestamp as received (``oldest``/``newest`` record's ``time_field``)."""
+        line = self.oldest_line if which == "oldest" else self.newest_line
+        return None if line is None else json.loads(line).get(time_field)
+
+
+def merge_collection(
+    saved: Path | None,
+    fetched: Iterable[tuple[str, object]],
+    out: IO[str],
+    *,
+    time_field: str,
+    workdir: Path,
+    chunk_size: int = 10_000,
+    index_limit: int = 100_000,
+) -> MergeStats:
+    """Write ``saved`` merged with ``fetched`` to ``out`` as a line-shaped JSON array."""
+    index = IdIndex(workdir, index_limit)
+    fetched_runs = Runs(workdir, "fetched", chunk_size)
+    saved_runs = Runs(workdir, "saved", chunk_size)
+    try:
+
+        def indexed():
+            for seq, (line, value) in enumerate(fetched):
+                entry = to_entry(line, value, time_field, NEW, seq)
+                index.put(entry[3], seq)
+                yield entry
+
+        fetched_runs.fill(indexed())
+        index.freeze()
+        start = out.tell()
+        try:
+            stats = _merge_streams(_checked_order(saved_entries(saved, time_field)), fetched_runs, index, out)
+        except SavedFileUnsorted:
+            out.seek(start)
+            out.truncate()
+            saved_runs.fill(saved_entries(saved, time_field))
+            stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_runs, index, out)
+            stats.saved_resorted = True
+        stats.runs = len(fetched_runs.files)
+        stats.index_spilled = index.spilled
+        stats.new = len(index) - index.marked
+        return stats
+    finally:
+        index.close()
+        fetched_runs.remove()
+        saved_runs.remove()
+
+
+def _merge_streams(saved: Iterable[Entry], fetched_runs: Runs, index: IdIndex, out: IO[str]) -> MergeStats:
+    stats = MergeStats()
+    writer = ArrayWriter(out)
+    for entry in heapq.merge(saved, *fetched_runs.streams()):
+        _key, source, seq, did, _chars, line = entry
+        if source == OLD:
+            if index.claim_old(did):
+                continue  # superseded by the copy fetched now
+        elif index.seq(did) != seq:
+            continue  # fetched twice in this run (pages shift): keep the last copy
+        writer.write_line(line)
+        stats.count(entry)
+    writer.close()
+    return stats

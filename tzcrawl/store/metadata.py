@@ -1,0 +1,95 @@
+"""``.backup-metadata.json``: what was saved, when, and what the next incremental run starts from.
+
+The updates are pure (dict in, dict out) so the rules are easy to test: a failed run records the
+failure but never erases the figures of the last good sync, because the data file still holds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import tzcrawl
+from tzcrawl.fsutil import atomic_write_text
+
+METADATA_NAME = ".backup-metadata.json"
+FORMAT = 1
+ERROR_MAX_CHARS = 2000
+
+logger = logging.getLogger(__name__)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def load(path: Path) -> dict:
+    """The metadata in ``path``; ``{}`` when missing or unreadable (the next run is then a full one)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable backup metadata %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save(path: Path, metadata: dict) -> None:
+    atomic_write_text(path, json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+
+
+def personality_block(personality: dict, dir_name: str) -> dict:
+    return {
+        "id": personality.get("id"),
+        "username": personality.get("username"),
+        "name": personality.get("name"),
+        "dir_name": dir_name,
+    }
+
+
+def _base(metadata: dict, personality: dict, dir_name: str) -> dict:
+    updated = copy.deepcopy(metadata)
+    updated["format"] = FORMAT
+    updated["tool"] = "tzcrawl"
+    updated["tool_version"] = tzcrawl.__version__
+    updated["personality"] = personality_block(personality, dir_name)
+    updated.setdefault("resources", {})
+    return updated
+
+
+def record_success(
+    metadata: dict, personality: dict, dir_name: str, resource: str, figures: dict, requests: int, now: datetime
+) -> dict:
+    """Metadata after ``resource`` was saved completely; ``figures`` are total/new/newest_... ."""
+    updated = _base(metadata, personality, dir_name)
+    previous = updated["resources"].get(resource, {})
+    entry = {k: previous[k] for k in ("last_error", "last_error_at") if k in previous}
+    entry.update(figures)
+    entry.update(outcome="complete", last_sync=iso(now), last_attempt=iso(now), requests=requests)
+    updated["resources"][resource] = entry
+    updated["last_backup"] = iso(now)
+    return updated
+
+
+def record_failure(
+    metadata: dict, personality: dict, dir_name: str, resource: str, error: str, requests: int, now: datetime
+) -> dict:
+    """Metadata after ``resource`` failed: the last good figures stay, the failure is added."""
+    updated = _base(metadata, personality, dir_name)
+    entry = dict(updated["resources"].get(resource, {}))
+    text = str(error)[:ERROR_MAX_CHARS]
+    entry.update(
+        outcome="failed",
+        error=text,
+        last_error=text,
+        last_error_at=iso(now),
+        last_attempt=iso(now),
+        last_attempt_requests=requests,
+    )
+    updated["resources"][resource] = entry
+    return updated
