@@ -1,0 +1,181 @@
+"""Streaming merge and the line-shaped JSON array: order, dedupe, new count, reader fallback."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import pytest
+
+from tzcrawl.store.jsonarray import ArrayWriter, CorruptCollectionError, dump_line, read_array
+from tzcrawl.store.merge import conversation_chars, dedupe_id, merge_collection
+
+
+def pairs(records):
+    return [(dump_line(r), r) for r in records]
+
+
+def write_array(path, records):
+    with open(path, "w", encoding="utf-8") as fh:
+        writer = ArrayWriter(fh)
+        for r in records:
+            writer.write_line(dump_line(r))
+        writer.close()
+
+
+def merged(tmp_path, saved_records, fetched, *, field="ts", chunk_size=10_000, index_limit=100_000):
+    saved = None
+    if saved_records is not None:
+        saved = tmp_path / "saved.json"
+        write_array(saved, saved_records)
+    out = io.StringIO()
+    stats = merge_collection(saved, pairs(fetched), out, time_field=field, workdir=tmp_path,
+                             chunk_size=chunk_size, index_limit=index_limit)
+    text = out.getvalue()
+    return json.loads(text), stats, text
+
+
+def test_writer_shape_is_one_record_per_line():
+    out = io.StringIO()
+    writer = ArrayWriter(out)
+    writer.write_line(dump_line({"a": "é"}))
+    writer.write_line(dump_line([1, 2]))
+    writer.close()
+    assert out.getvalue() == '[\n{"a": "é"},\n[1, 2]\n]\n'
+    empty = io.StringIO()
+    ArrayWriter(empty).close()
+    assert json.loads(empty.getvalue()) == []
+
+
+def test_first_run_sorts_oldest_first_and_dedupes(tmp_path):
+    fetched = [{"id": "c", "ts": 3}, {"id": "b", "ts": 2}, {"id": "c", "ts": 3, "v": 2}, {"id": "a", "ts": 1}]
+    records, stats, _ = merged(tmp_path, None, fetched)
+    assert records == [{"id": "a", "ts": 1}, {"id": "b", "ts": 2}, {"id": "c", "ts": 3, "v": 2}]
+    assert (stats.total, stats.new) == (3, 3)
+    assert stats.newest_key == 3 and stats.newest_ids == ["c"] and stats.oldest_key == 1
+
+
+def test_saved_records_the_service_dropped_are_kept(tmp_path):
+    saved = [{"id": "gone", "ts": 1}, {"id": "b", "ts": 2, "v": "old"}]
+    fetched = [{"id": "d", "ts": 4}, {"id": "b", "ts": 2, "v": "new"}]
+    records, stats, _ = merged(tmp_path, saved, fetched)
+    assert records == [{"id": "gone", "ts": 1}, {"id": "b", "ts": 2, "v": "new"}, {"id": "d", "ts": 4}]
+    assert (stats.total, stats.new) == (3, 1)
+
+
+def test_fetched_copy_replaces_saved_one_even_when_its_timestamp_moved(tmp_path):
+    saved = [{"id": "x", "ts": 1}, {"id": "y", "ts": 2}]
+    fetched = [{"id": "x", "ts": "1970-01-01T00:00:05Z"}]
+    records, stats, _ = merged(tmp_path, saved, fetched)
+    assert records == [{"id": "y", "ts": 2}, {"id": "x", "ts": "1970-01-01T00:00:05Z"}]
+    assert (stats.total, stats.new) == (2, 0)
+
+
+def test_records_without_id_dedupe_by_content(tmp_path):
+    saved = [{"ts": 1, "t": "a"}]
+    fetched = [{"t": "a", "ts": 1}, {"ts": 1, "t": "b"}, {"ts": 1, "t": "b"}]
+    records, stats, _ = merged(tmp_path, saved, fetched)
+    assert sorted(r["t"] for r in records) == ["a", "b"]
+    assert stats.new == 1
+
+
+def test_unreadable_timestamps_are_kept_and_sorted_first(tmp_path):
+    fetched = [{"id": "2", "ts": 5}, {"id": "1", "ts": "garbage"}, {"id": "0"}, {"id": "n", "ts": None}]
+    records, stats, _ = merged(tmp_path, [], fetched)
+    assert [r["id"] for r in records] == ["0", "1", "n", "2"]
+    assert stats.oldest_key == 5 and stats.newest_key == 5 and stats.total == 4
+
+
+def test_newest_ids_hold_every_id_at_the_newest_timestamp(tmp_path):
+    fetched = [{"id": "b", "ts": 9.5}, {"id": "a", "ts": "9.5"}, {"id": "z", "ts": 1}]
+    _, stats, _ = merged(tmp_path, [{"id": "c", "ts": 9500}], fetched)  # 9500 is seconds, not ms
+    assert stats.newest_key == 9500 and stats.newest_ids == ["c"]
+    _, stats, _ = merged(tmp_path, [{"id": "c", "ts": 9.5}], fetched)
+    assert stats.newest_key == 9.5 and stats.newest_ids == ["a", "b", "c"]
+    assert stats.field_of("newest", "ts") in (9.5, "9.5")
+
+
+def test_unknown_fields_and_values_are_kept_exactly(tmp_path):
+    odd = {"id": "m", "ts": 1.10, "unknown": {"deep": [None, True, 1.5e300, "\u2028", "\ud83d\ude00", "名"]},
+           "regenerated_replies": [], "big": 12345678901234567890, "neg0": -0.0}
+    records, _, text = merged(tmp_path, [], [odd])
+    assert records == [odd]
+    assert "名" in text  # readable, not \u-escaped
+    assert json.loads(text)[0]["big"] == 12345678901234567890
+
+
+def test_messages_characters():
+    assert conversation_chars({"message": "héllo", "reply": "ok"}) == 7
+    assert conversation_chars({"message": None, "reply": 5}) == 0
+    assert conversation_chars("x") == 0
+
+
+def test_dedupe_id_int_and_string_ids_agree_and_content_is_key_order_free():
+    assert dedupe_id({"id": 5}) == dedupe_id({"id": "5"})
+    assert dedupe_id({"a": 1, "b": 2}) == dedupe_id({"b": 2, "a": 1})
+    assert dedupe_id({"id": None, "a": 1}) != dedupe_id({"id": None, "a": 2})
+
+
+def test_chunked_external_sort_and_spilled_index_give_the_same_result(tmp_path):
+    rng = random.Random(3)
+    saved = [{"id": f"s{i}", "ts": i * 2} for i in range(300)]
+    fetched = [{"id": f"s{rng.randrange(300)}", "ts": rng.randrange(600), "v": i} for i in range(200)]
+    fetched += [{"id": f"n{i}", "ts": rng.choice([rng.random() * 600, "bad", None])} for i in range(250)]
+    rng.shuffle(fetched)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small, s_stats, _ = merged(tmp_path / "a", saved, fetched, chunk_size=7, index_limit=5)
+    big, b_stats, _ = merged(tmp_path / "b", saved, fetched)
+    assert s_stats.runs > 10 and s_stats.index_spilled and b_stats.runs == 0 and not b_stats.index_spilled
+    assert small == big
+    assert (s_stats.total, s_stats.new) == (b_stats.total, b_stats.new) == (550, 250)
+    last = {}
+    for r in fetched:
+        last[r["id"]] = r
+    assert {r["id"]: r for r in big if r["id"] in last} == last
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["saved.json"]  # runs and index removed
+
+
+def test_unsorted_saved_file_is_resorted_not_mangled(tmp_path):
+    saved = [{"id": "c", "ts": 3}, {"id": "a", "ts": 1}, {"id": "b", "ts": 2}]
+    records, stats, text = merged(tmp_path, saved, [{"id": "d", "ts": 0}], chunk_size=2)
+    assert [r["id"] for r in records] == ["d", "a", "b", "c"]
+    assert stats.saved_resorted and text.count("\n") == 6  # "[", 4 records, "]"
+
+
+# -- reading --------------------------------------------------------------------------------
+
+def test_reader_streams_our_shape(tmp_path):
+    path = tmp_path / "a.json"
+    write_array(path, [{"id": 1}, "s", [1, {"x": ","}], None])
+    assert [v for _, v in read_array(path)] == [{"id": 1}, "s", [1, {"x": ","}], None]
+    write_array(path, [])
+    assert list(read_array(path)) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps([{"id": 1, "ts": 2}, {"id": 2, "t": [1, 2]}], indent=2),  # pretty-printed by hand
+        '[{"id": 1, "ts": 2}, {"id": 2, "t": [1, 2]}]',                          # one line
+        '[\n{"id": 1, "ts": 2},\n{"id": 2,\n "t": [1, 2]}\n]\n',                 # one record split late
+        '[\n{"id": 1, "ts": 2}\n,{"id": 2, "t": [1, 2]}\n]',                     # leading commas
+        '\n[\n{"id": 1, "ts": 2},\n\n{"id": 2, "t": [1, 2]}\n]\n\n',             # blank lines
+        '[\r\n{"id": 1, "ts": 2},\r\n{"id": 2, "t": [1, 2]}\r\n]\r\n',           # CRLF
+    ],
+)
+def test_reader_falls_back_to_json_load(tmp_path, text):
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    assert [v for _, v in read_array(path)] == [{"id": 1, "ts": 2}, {"id": 2, "t": [1, 2]}]
+
+
+@pytest.mark.parametrize(
+    "text", ['[\n{"id": 1},\n{"id": 2}\n', '[\n{"id": 1},\n]\n', '{"id": 1}\n', "", '[\n{"id": 1}\n{"id": 2}\n]\n'],
+)
+def test_reader_refuses_broken_files_clearly(tmp_path, text):
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CorruptCollectionError, match="untouched"):
+        list(read_array(path))
