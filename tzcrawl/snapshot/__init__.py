@@ -1,0 +1,14 @@
+"""Consistent snapshots of the codex brain database and its code tree.
+
+Pure pieces (``naming``, ``retention``, ``manifest``, ``config``) take plain data and a clock; thin I/O
+pieces (``dbcopy``, ``codetree``, ``archive``, ``lock``, ``store``) do the work; ``cli`` wires them up.
+"""
+
+DB_NAME = "codex-brain.db"
+CODE_NAME = "codex-code.tar.gz"
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".snapshot.lock"
+
+
+class SnapshotError(Exception):
+    """A failure with a message meant for the user; the CLI prints it and exits non-zero."""

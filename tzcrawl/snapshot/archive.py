@@ -1,0 +1,274 @@
+"""The code tarball: written as a tar stream piped through the ``gzip`` program (as GNU ``tar czf``
+does), read back to the very end for verification, and extracted without leaving the target.
+
+Members are relative paths (no leading ``/``, no ``..``), modes and symlinks are kept, hard links stay
+links, and the result extracts with plain ``tar -xzf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import grp
+import gzip
+import hashlib
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from . import SnapshotError
+from .codetree import Entry
+
+COPY_BUFSIZE = 1 << 20
+
+
+@dataclass
+class TarStats:
+    members: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    bytes_in: int = 0
+    vanished: int = 0
+
+
+def resolve_compressor(choice: str) -> list[str] | None:
+    """Command for an external gzip-compatible compressor, or None to compress in-process."""
+    if choice == "python":
+        return None
+    candidates = ("pigz", "gzip") if choice == "auto" else (choice,)
+    for prog in candidates:
+        path = shutil.which(prog)
+        if path:
+            return [path]
+    if choice != "auto":
+        raise SnapshotError(f"compressor {choice!r} not found on PATH")
+    return None
+
+
+class _Counter:
+    """A write-only stream that knows its position: all TarFile needs besides ``write``."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.pos = 0
+
+    def write(self, data):
+        n = self.raw.write(data)
+        self.pos += len(data)
+        return n
+
+    def tell(self):
+        return self.pos
+
+
+@functools.lru_cache(maxsize=None)
+def _owner_name(kind: str, ident: int) -> str:
+    """uid/gid → name, looked up once each (tarfile would ask NSS for every file)."""
+    try:
+        return pwd.getpwuid(ident).pw_name if kind == "user" else grp.getgrgid(ident).gr_name
+    except KeyError:
+        return ""
+
+
+def _tarinfo(entry: Entry, st: os.stat_result, links: dict) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(entry.rel)
+    ti.mode = stat.S_IMODE(st.st_mode)
+    ti.uid, ti.gid = st.st_uid, st.st_gid
+    ti.uname, ti.gname = _owner_name("user", st.st_uid), _owner_name("group", st.st_gid)
+    ti.mtime = int(st.st_mtime)  # a float would cost a pax header per member
+    if stat.S_ISDIR(st.st_mode):
+        ti.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = os.readlink(entry.path)
+    else:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            ti.type = tarfile.LNKTYPE
+            ti.linkname = links[key]
+        else:
+            if st.st_nlink > 1:
+                links[key] = entry.rel
+            ti.type = tarfile.REGTYPE
+            ti.size = st.st_size
+    return ti
+
+
+def _add_entries(tar: tarfile.TarFile, entries: Iterable[Entry], should_stop: Callable[[], bool]) -> TarStats:
+    stats, links = TarStats(), {}
+    for entry in entries:
+        if should_stop():
+            raise SnapshotError("stopped before the code tarball was complete")
+        try:
+            st = os.lstat(entry.path)
+            ti = _tarinfo(entry, st, links)
+            if ti.type == tarfile.REGTYPE:
+                with open(entry.path, "rb") as fh:
+                    try:
+                        tar.addfile(ti, fh)
+                    except OSError as exc:
+                        if "unexpected end of data" in str(exc):
+                            raise SnapshotError(f"{entry.rel} shrank while it was being read; "
+                                                "something is writing the code tree, try again") from None
+                        raise
+                stats.files += 1
+                stats.bytes_in += ti.size
+            else:
+                tar.addfile(ti)
+                stats.dirs += ti.type == tarfile.DIRTYPE
+                stats.symlinks += ti.type == tarfile.SYMTYPE
+                stats.hardlinks += ti.type == tarfile.LNKTYPE
+        except FileNotFoundError as exc:
+            if exc.filename in (entry.path, None) and not os.path.lexists(entry.path):
+                stats.vanished += 1  # deleted since the walk: nothing of it left to save
+                continue
+            raise
+        except PermissionError as exc:
+            raise SnapshotError(f"cannot read {entry.rel} in the code tree: {exc.strerror}") from None
+        stats.members += 1
+    return stats
+
+
+def write_tarball(out_path: str, entries: Iterable[Entry], *, compressor: list[str] | None, level: int = 6,
+                  should_stop: Callable[[], bool] = lambda: False) -> TarStats:
+    """Write ``entries`` as a gzip tarball to the new file ``out_path`` (0600); fsynced on success."""
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        if compressor is None:
+            with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0) as gz:
+                stats = _write_tar(gz, entries, should_stop)
+        else:
+            stats = _write_through_program(out, entries, compressor + [f"-{level}", "-c", "-n"], should_stop)
+        out.flush()
+        os.fsync(out.fileno())
+    return stats
+
+
+def _write_tar(fileobj, entries, should_stop) -> TarStats:
+    counter = _Counter(fileobj)
+    tar = tarfile.TarFile(fileobj=counter, mode="w", format=tarfile.PAX_FORMAT)
+    tar.copybufsize = COPY_BUFSIZE
+    stats = _add_entries(tar, entries, should_stop)
+    tar.close()
+    return stats
+
+
+def _write_through_program(out, entries, argv, should_stop) -> TarStats:
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, bufsize=COPY_BUFSIZE)
+        try:
+            try:
+                stats = _write_tar(proc.stdin, entries, should_stop)
+                proc.stdin.close()
+            except BrokenPipeError:
+                stats = None
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            raise
+        if rc != 0 or stats is None:
+            err.seek(0)
+            message = err.read().decode(errors="replace").strip() or f"exit status {rc}"
+            raise SnapshotError(f"{argv[0]} failed while writing the code tarball: {message}")
+    return stats
+
+
+class _HashingReader:
+    def __init__(self, raw):
+        self.raw, self.sha = raw, hashlib.sha256()
+        self.size = 0
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+def unsafe_member_reason(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    if name.startswith("/") or os.path.isabs(name):
+        return "absolute path"
+    if ".." in name.split("/"):
+        return "'..' in path"
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        return "special file"
+    return None
+
+
+def read_through(path: str) -> dict:
+    """Read the whole tarball (every byte decompressed, gzip CRC checked); return its sha256 and counts.
+
+    Raises SnapshotError for a damaged archive or an unsafe member.
+    """
+    counts = {"members": 0, "bytes": 0}
+    try:
+        with open(path, "rb") as raw:
+            reader = _HashingReader(raw)
+            with tarfile.open(fileobj=reader, mode="r|gz") as tar:
+                for member in tar:
+                    why = unsafe_member_reason(member)
+                    if why:
+                        raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
+                    counts["members"] += 1
+                    if member.isreg():
+                        fh = tar.extractfile(member)
+                        while chunk := fh.read(COPY_BUFSIZE):
+                            counts["bytes"] += len(chunk)
+            while reader.read(COPY_BUFSIZE):
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise SnapshotError(f"code tarball is damaged: {exc}") from None
+    counts["sha256"] = reader.sha.hexdigest()
+    counts["size"] = reader.size
+    return counts
+
+
+def _make_room(member: tarfile.TarInfo, dest: str) -> None:
+    """Like GNU tar: an existing non-folder in the way is unlinked first, so a file is never written
+    through a symlink that happens to sit at its path."""
+    target = os.path.join(dest, member.name)
+    if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+        os.unlink(target)
+    elif os.path.isdir(target) and not member.isdir():
+        raise SnapshotError(f"cannot restore {member.name}: a folder is in the way")
+
+
+def extract(path: str, dest: str) -> int:
+    """Extract the tarball into ``dest`` (created if missing); refuses members that would land outside."""
+    os.makedirs(dest, exist_ok=True)
+
+    def guard(member, dest_path):
+        why = unsafe_member_reason(member)
+        if why:
+            raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
+        member = tarfile.tar_filter(member, dest_path)
+        _make_room(member, dest_path)
+        return member
+
+    count = 0
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for _ in tar:
+                count += 1
+            tar.extractall(dest, filter=guard)
+    except tarfile.FilterError as exc:
+        raise SnapshotError(f"refusing to extract: {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise SnapshotError(f"no space left while extracting into {dest}") from None
+        raise SnapshotError(f"extracting into {dest} failed: {exc}") from None
+    return count

@@ -1,0 +1,264 @@
+"""``snapshot.py`` / ``tzcrawl-snapshot``: create, watch, boot, list, prune, verify, restore.
+
+Exit status: 0 done; 1 failed (message on stderr); 2 bad usage; 3 a snapshot does not verify;
+75 another snapshot operation holds the lock (try again later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import SnapshotError, dbcopy, store
+from .config import Config, load_config, require
+from .lock import LockBusy, dest_lock
+from .restore import restore
+from .retention import BAD, GOOD, INCOMPLETE, format_duration, parse_duration, plan_prune
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNVERIFIED, EXIT_BUSY = 1, 2, 3, 75
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+class Stopped(BaseException):
+    """SIGTERM during a one-shot command: unwinds like Ctrl-C so nothing half-made is left."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dest", help="folder holding the snapshots (SNAPSHOT_DEST)")
+    common.add_argument("--config", help="config file (default: $SNAPSHOT_CONFIG or ~/.config/tzcrawl/snapshot.toml)")
+    sources = argparse.ArgumentParser(add_help=False)
+    sources.add_argument("--db", help="the live SQLite database (SNAPSHOT_DB)")
+    sources.add_argument("--code", help="the code tree to archive (SNAPSHOT_CODE)")
+
+    parser = argparse.ArgumentParser(prog="snapshot.py", description="Consistent snapshots of the codex brain "
+                                     "database and code tree.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("create", parents=[common, sources], help="take a snapshot now")
+    p.add_argument("--reason", choices=store.REASONS, default="manual")
+    p = sub.add_parser("watch", parents=[common, sources], help="snapshot whenever the database has grown")
+    p.add_argument("--interval", help="how often to look at the database (default 60s)")
+    p.add_argument("--growth", help="growth since the last snapshot that triggers one (default 50KB)")
+    sub.add_parser("boot", parents=[common, sources], help="one snapshot for a boot manager; exit status tells")
+    p = sub.add_parser("list", parents=[common], help="snapshots with time, reason, sizes and verification")
+    p.add_argument("--quick", action="store_true", help="check presence and sizes only (no hashing)")
+    p = sub.add_parser("prune", parents=[common], help="delete snapshots outside the retention rules")
+    p.add_argument("--keep-last", type=int, help="keep the newest N good snapshots")
+    p.add_argument("--max-age", help="keep snapshots younger than this (7d, 12h, 1d12h)")
+    p.add_argument("--dry-run", action="store_true", help="print the decisions, change nothing")
+    p = sub.add_parser("verify", parents=[common], help="full check of one snapshot (default: all)")
+    p.add_argument("snapshot", nargs="?", help="folder path, name under --dest, or 'latest'")
+    p = sub.add_parser("restore", parents=[common], help="verify a snapshot, then put it back")
+    p.add_argument("snapshot", help="folder path, name under --dest, or 'latest'")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--db-only", action="store_true")
+    part.add_argument("--code-only", action="store_true")
+    p.add_argument("--target", help="where to put it: the code folder (with --db-only: the database file); "
+                                    "default: the configured source, else where the snapshot came from")
+    p.add_argument("--db", help="where the database goes when restoring both (default as --target)")
+    p.add_argument("--force", action="store_true", help="restore the database even while it is in use")
+    return parser
+
+
+def _config(args) -> Config:
+    cli = {key: getattr(args, key, None) for key in ("db", "code", "dest", "interval", "growth")}
+    if args.command == "restore":
+        cli["db"] = None  # restore's --db names the target, not the source
+    return load_config(cli, path=args.config)
+
+
+def cmd_create(cfg: Config, args) -> int:
+    path = store.create(cfg, args.reason if args.command == "create" else "boot")
+    m = store.read_manifest(path)
+    say(f"snapshot {path} ({m['reason']}): db {human(m['files']['codex-brain.db']['size'])}, "
+        f"code {human(m['files']['codex-code.tar.gz']['size'])} ({m['code']['members']} entries), "
+        f"{m['timings']['total_s']:.1f}s")
+    for warning in m["code"].get("warnings", []):
+        say(f"  warning: {warning}")
+    return 0
+
+
+def cmd_watch(cfg: Config, args) -> int:
+    require(cfg, "db", "code", "dest")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    interval = cfg.interval.total_seconds()
+    say(f"watching {cfg.db} every {format_duration(cfg.interval)}; a snapshot when it has grown by more than "
+        f"{human(cfg.growth)} since the last one, into {cfg.dest}")
+    waiting_said = False
+    while not stop.is_set():
+        try:
+            if not cfg.db.exists():
+                if not waiting_said:
+                    say(f"waiting for {cfg.db} to exist (looking every {format_duration(cfg.interval)})")
+                    waiting_said = True
+            else:
+                waiting_said = False
+                size = dbcopy.logical_size(cfg.db)
+                last = store.latest_db_size(cfg.dest, cfg.db) if cfg.dest.exists() else None
+                if last is None or size - last > cfg.growth:
+                    why = "no snapshot of it yet" if last is None else f"grew by {human(size - last)}"
+                    say(f"{cfg.db} {why}: taking a snapshot")
+                    path = store.create(cfg, "growth", should_stop=stop.is_set, lock_wait=0)
+                    say(f"snapshot {path}")
+        except LockBusy:
+            say("another snapshot is being taken; looking again next round")
+        except SnapshotError as exc:
+            if not stop.is_set():
+                print(f"snapshot: error: {exc}", file=sys.stderr, flush=True)
+        stop.wait(interval)
+    say("watch stopped")
+    return 0
+
+
+def _status_text(snap, problems) -> str:
+    if snap.status == INCOMPLETE:
+        return "INCOMPLETE (never finished; prune removes it)"
+    if snap.status not in (GOOD, BAD):
+        return f"UNKNOWN ({snap.detail})"
+    if problems is None:
+        return "ok (sizes)" if snap.status == GOOD else f"BAD ({snap.detail})"
+    return "verified" if not problems else "BAD (" + "; ".join(problems) + ")"
+
+
+def cmd_list(cfg: Config, args) -> int:
+    require(cfg, "dest")
+    snaps = store.scan(cfg.dest)
+    if not snaps:
+        say(f"no snapshots in {cfg.dest}")
+        return 0
+    say(f"{'SNAPSHOT':<40} {'TIME (UTC)':<23} {'REASON':<7} {'DB':>10} {'CODE':>10}  STATUS")
+    bad = 0
+    for snap in snaps:
+        m = snap.manifest or {}
+        files = m.get("files", {})
+        problems = None
+        if snap.status in (GOOD, BAD) and not args.quick:
+            problems = store.verify(snap.path)
+        bad += bool(problems) or snap.status == BAD
+        say(f"{snap.name:<40} {snap.time:%Y-%m-%d %H:%M:%S}.{snap.time.microsecond // 1000:03d} "
+            f"{m.get('reason', '-'):<7} {human(files.get('codex-brain.db', {}).get('size')):>10} "
+            f"{human(files.get('codex-code.tar.gz', {}).get('size')):>10}  {_status_text(snap, problems)}")
+    return EXIT_UNVERIFIED if bad else 0
+
+
+def cmd_prune(cfg: Config, args) -> int:
+    require(cfg, "dest")
+    keep_last = args.keep_last if args.keep_last is not None else cfg.keep_last
+    max_age = parse_duration(args.max_age) if args.max_age else cfg.max_age
+    now = datetime.now(timezone.utc)
+    with dest_lock(cfg.dest, wait=cfg.lock_wait.total_seconds()):
+        snaps = store.scan(cfg.dest)
+        # The newest good snapshot is what must survive: make sure it really is good.
+        for snap in snaps:
+            if snap.status == GOOD:
+                problems = store.verify(snap.path)
+                if not problems:
+                    break
+                snap.status, snap.detail = BAD, "; ".join(problems)
+        try:
+            decisions = plan_prune([s.entry() for s in snaps], now, keep_last, max_age)
+        except ValueError as exc:
+            raise SnapshotError(str(exc)) from None
+        by_name = {s.name: s for s in snaps}
+        verb = "would prune" if args.dry_run else "prune"
+        for d in decisions:
+            say(f"{'keep' if d.keep else verb:<11} {d.name}: {d.reason}")
+            if not d.keep and not args.dry_run:
+                store.delete(by_name[d.name])
+        pruned = sum(not d.keep for d in decisions)
+        say(f"{len(decisions) - pruned} kept, {pruned} {'to prune (dry run: nothing changed)' if args.dry_run else 'pruned'}")
+    return 0
+
+
+def cmd_verify(cfg: Config, args) -> int:
+    dest = cfg.dest
+    if args.snapshot:
+        targets = [store.resolve(dest, args.snapshot)]
+    else:
+        require(cfg, "dest")
+        targets = [s.path for s in store.scan(dest) if s.status in (GOOD, BAD)]
+        if not targets:
+            say(f"no snapshots in {dest}")
+            return 0
+    failed = 0
+    for path in targets:
+        problems = store.verify(path)
+        failed += bool(problems)
+        say(f"{path.name}: " + ("ok" if not problems else "BAD: " + "; ".join(problems)))
+    return EXIT_UNVERIFIED if failed else 0
+
+
+def cmd_restore(cfg: Config, args) -> int:
+    snapshot = store.resolve(cfg.dest, args.snapshot)
+    sources = store.read_manifest(snapshot).get("sources", {})
+
+    def pick(given, configured, recorded, what):
+        value = given or configured or recorded
+        if not value:
+            raise SnapshotError(f"say where to restore the {what} (--target)")
+        return Path(value).expanduser().absolute()
+
+    db = code = None
+    if args.db_only:
+        db = pick(args.target or args.db, cfg.db, sources.get("db"), "database")
+    elif args.code_only:
+        code = pick(args.target, cfg.code, sources.get("code"), "code")
+    else:
+        db = pick(args.db, cfg.db, sources.get("db"), "database")
+        code = pick(args.target, cfg.code, sources.get("code"), "code")
+    if cfg.dest is not None and cfg.dest.is_dir():
+        with dest_lock(cfg.dest, wait=cfg.lock_wait.total_seconds()):
+            restore(snapshot, db=db, code=code, force=args.force, log=say)
+    else:
+        restore(snapshot, db=db, code=code, force=args.force, log=say)
+    return 0
+
+
+COMMANDS = {"create": cmd_create, "boot": cmd_create, "watch": cmd_watch, "list": cmd_list,
+            "prune": cmd_prune, "verify": cmd_verify, "restore": cmd_restore}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "watch" and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        cfg = _config(args)
+        return COMMANDS[args.command](cfg, args)
+    except LockBusy as exc:
+        print(f"snapshot: busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except (SnapshotError, ValueError) as exc:
+        print(f"snapshot: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, Stopped):
+        print("snapshot: interrupted; nothing half-made was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

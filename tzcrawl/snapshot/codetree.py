@@ -1,0 +1,147 @@
+"""Which files of the code tree go into the tarball.
+
+Git's rules through pathspec's gitignore matcher: every ``.gitignore`` applies to its own folder and
+below, deeper files win, negations work, and a file under an ignored folder cannot be re-included.
+Some things never go in, whatever the ``.gitignore`` files say: dependency and build folders, secrets,
+browser profiles, logs, the snapshot destination itself, and the live database (it is copied
+separately and consistently; a file copy of it would be torn).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from . import SnapshotError
+
+ALWAYS_EXCLUDED = (
+    ".git/",
+    "node_modules/",
+    "dist/",
+    ".env*",
+    "*.log",
+    "logs/",
+    "*browser-profile*/",
+    "*browser_profile*/",
+    "*chrome-profile*/",
+    "*chromium-profile*/",
+    "user-data-dir/",
+)
+# A folder holding one of these is a browser profile whatever it is called.
+_PROFILE_MARKERS = ({"Local State"}, {"prefs.js", "compatibility.ini"})
+
+
+@dataclass
+class Entry:
+    rel: str  # archive name, "/"-separated, relative to the tree root
+    path: str  # absolute path on disk
+    st: os.stat_result
+
+
+@dataclass
+class Selection:
+    entries: list[Entry] = field(default_factory=list)
+    excluded: int = 0
+    skipped_special: list[str] = field(default_factory=list)
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def excluded_identities(paths) -> set[tuple[int, int]]:
+    """(device, inode) of paths to leave out wherever they sit in the tree."""
+    return {ident for p in paths if p for ident in [_identity(p)] if ident}
+
+
+def db_companions(db: str | os.PathLike) -> list[str]:
+    return [str(db)] + [f"{db}{suffix}" for suffix in ("-wal", "-shm", "-journal")]
+
+
+def _is_browser_profile(names: set[str]) -> bool:
+    return any(marker <= names for marker in _PROFILE_MARKERS)
+
+
+def _scan(path: str, rel: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise SnapshotError(f"cannot read folder {rel or '.'} in the code tree: {exc.strerror}") from None
+
+
+def _load_gitignore(path: str, rel: str) -> pathspec.GitIgnoreSpec | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {rel or '.'}/.gitignore: {exc.strerror}") from None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _gitignored(stack: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str, is_dir: bool) -> bool:
+    """Deepest .gitignore with an opinion decides; within one file the last matching line does."""
+    for base, spec in reversed(stack):
+        sub = rel[len(base) + 1:] if base else rel
+        result = spec.check_file(sub + "/" if is_dir else sub)
+        if result.include is not None:
+            return result.include
+    return False
+
+
+def select(root: str | os.PathLike, *, skip=(), extra_excludes=()) -> Selection:
+    """Walk ``root`` (not following symlinks) and return what to archive, folders before their content.
+
+    ``skip`` are paths (the destination, the database) left out by identity wherever they are.
+    """
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise SnapshotError(f"code folder not found: {root}")
+    always = pathspec.GitIgnoreSpec.from_lines([*ALWAYS_EXCLUDED, *extra_excludes])
+    skip_ids = excluded_identities(skip)
+    sel = Selection()
+    # Each pending folder carries the .gitignore stack of its parent.
+    pending: list[tuple[str, str, os.stat_result | None, list]] = [("", root, None, [])]
+    while pending:
+        rel_dir, abs_dir, dir_st, stack = pending.pop()
+        children = _scan(abs_dir, rel_dir)
+        names = {e.name for e in children}
+        if dir_st is not None:
+            if _is_browser_profile(names):
+                sel.excluded += 1
+                continue
+            sel.entries.append(Entry(rel_dir, abs_dir, dir_st))
+        if ".gitignore" in names:
+            spec = _load_gitignore(os.path.join(abs_dir, ".gitignore"), rel_dir)
+            if spec is not None:
+                stack = [*stack, (rel_dir, spec)]
+        subdirs = []
+        for child in children:
+            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+            try:
+                st = child.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished since the listing
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if ((st.st_dev, st.st_ino) in skip_ids
+                    or always.check_file(rel + "/" if is_dir else rel).include
+                    or _gitignored(stack, rel, is_dir)):
+                sel.excluded += 1
+            elif is_dir:
+                subdirs.append((rel, child.path, st, stack))
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                sel.entries.append(Entry(rel, child.path, st))
+            else:
+                sel.skipped_special.append(rel)
+        pending.extend(reversed(subdirs))
+    return sel

@@ -1,0 +1,86 @@
+"""Putting a snapshot back: verify it, move the current database aside, swap the copy in atomically,
+extract the code. Replaces the original tool's manual ``cp``/``tar -xzf`` steps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..fsutil import fsync_dir
+from . import CODE_NAME, DB_NAME, SnapshotError, archive, dbcopy
+from .manifest import read_manifest
+from .store import verify
+
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def aside_name(target: Path) -> Path:
+    """``X.backup`` as in the original instructions; ``X.backup-<UTC time>`` if that is taken."""
+    first = target.with_name(target.name + ".backup")
+    if not os.path.lexists(first):
+        return first
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%fZ")
+    return target.with_name(f"{target.name}.backup-{stamp}")
+
+
+def check_not_in_use(db: Path) -> None:
+    """Refuse when a process writes to ``db`` or has it open; the caller skips this for ``--force``."""
+    why = dbcopy.writer_holding(db)
+    pids = sorted({pid for p in [db, *(Path(f"{db}{s}") for s in COMPANIONS)] for pid in dbcopy.open_by_others(p)})
+    if pids:
+        opened = f"open in process(es) {', '.join(map(str, pids))}"
+        why = f"{why}; {opened}" if why else opened
+    if why:
+        raise SnapshotError(f"database {db} is in use: {why}. Stop the app first, or pass --force")
+
+
+def restore_db(snapshot: Path, manifest: dict, db: Path, *, force: bool, log: Callable[[str], None]) -> Path | None:
+    """Swap the snapshot's database in at ``db``; return where the previous one was moved."""
+    if not force:
+        check_not_in_use(db)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.restore-{os.getpid()}.tmp")
+    journal_mode = manifest.get("db", {}).get("source_journal_mode")
+    try:
+        dbcopy.prepare_restore_copy(str(snapshot / DB_NAME), str(tmp), journal_mode)
+        if dbcopy.integrity(tmp) != "ok":
+            raise SnapshotError("the copy written for the restore fails integrity_check; nothing changed")
+        aside = None
+        if os.path.lexists(db):
+            aside = aside_name(db)
+            try:
+                os.link(db, aside)  # the old database stays reachable under its .backup name
+            except OSError:
+                os.rename(db, aside)  # file systems without hard links: a brief gap, no loss
+            for suffix in COMPANIONS:  # a stale WAL/journal must not be applied to the restored file
+                if os.path.lexists(f"{db}{suffix}"):
+                    os.rename(f"{db}{suffix}", f"{aside}{suffix}")
+        os.replace(tmp, db)
+        fsync_dir(db.parent)
+    except OSError as exc:
+        raise SnapshotError(f"restoring the database to {db} failed: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    if aside:
+        log(f"previous database moved aside: {aside}")
+    log(f"database restored: {db}")
+    return aside
+
+
+def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
+            log: Callable[[str], None] = print) -> None:
+    """Verify ``snapshot`` then restore the parts asked for (``db`` and/or ``code`` not None)."""
+    problems = verify(snapshot)
+    if problems:
+        raise SnapshotError(f"{snapshot.name} does not verify, refusing to restore it: " + "; ".join(problems))
+    log(f"verified {snapshot.name}")
+    manifest = read_manifest(snapshot)
+    if db is not None:
+        restore_db(snapshot, manifest, db, force=force, log=log)
+    if code is not None:
+        count = archive.extract(str(snapshot / CODE_NAME), str(code))
+        log(f"code restored: {count} entries extracted into {code}")

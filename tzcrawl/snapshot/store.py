@@ -1,0 +1,257 @@
+"""Snapshot folders on disk: create (build in a hidden folder, then rename), scan, verify, delete, restore.
+
+A snapshot exists only once complete: everything is written into ``DEST/.tmp-<name>.<pid>/`` and the
+folder is renamed to its final name as the very last step. Anything left under a ``.tmp-`` name is
+an interrupted build that nobody calls good and ``prune`` removes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..fsutil import atomic_write_text, ensure_private_dir, fsync_dir
+from . import CODE_NAME, DB_NAME, SnapshotError, archive, codetree, dbcopy
+from .config import Config, require
+from .lock import dest_lock
+from .manifest import ManifestError, build_manifest, dumps, quick_problems, read_manifest
+from .naming import PREFIX, TMP_PREFIX, is_temp_name, parse_snapshot_name, snapshot_name
+from .retention import BAD, GOOD, INCOMPLETE, LEGACY, Entry
+
+REASONS = ("manual", "boot", "growth")
+
+
+@dataclass
+class Snapshot:
+    name: str
+    path: Path
+    time: datetime
+    status: str
+    detail: str = ""
+    manifest: dict | None = None
+
+    def entry(self) -> Entry:
+        return Entry(self.name, self.time, self.status, self.detail)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _file_record(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _os_error(exc: OSError, where: Path) -> SnapshotError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SnapshotError(f"no space left on the device holding {where}")
+    if exc.errno == errno.EFBIG:
+        return SnapshotError(f"file too large to write in {where}")
+    name = f" ({exc.filename})" if exc.filename else ""
+    return SnapshotError(f"writing the snapshot failed: {exc.strerror or exc}{name}")
+
+
+def create(cfg: Config, reason: str = "manual", *, should_stop: Callable[[], bool] = lambda: False,
+           lock_wait: float | None = None, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+           log: Callable[[str], None] = print) -> Path:
+    """Take one snapshot; return its folder. Raises SnapshotError; leaves nothing behind on failure."""
+    require(cfg, "db", "code", "dest")
+    if reason not in REASONS:
+        raise SnapshotError(f"reason must be one of {', '.join(REASONS)}")
+    dbcopy.open_readonly(cfg.db).close()  # fail fast: missing or unreadable database
+    if not cfg.code.is_dir():
+        raise SnapshotError(f"code folder not found: {cfg.code}")
+    dest = ensure_private_dir(cfg.dest)
+    wait = cfg.lock_wait.total_seconds() if lock_wait is None else lock_wait
+    with dest_lock(dest, wait=wait):
+        when = clock()
+        name = snapshot_name(when)
+        while (dest / name).exists():
+            when += timedelta(milliseconds=1)
+            name = snapshot_name(when)
+        tmp = dest / f".tmp-{name}.{os.getpid()}"
+        tmp.mkdir(mode=0o700)
+        try:
+            manifest = _build(cfg, reason, name, when, tmp, should_stop, log)
+            atomic_write_text(tmp / "manifest.json", dumps(manifest))
+            fsync_dir(tmp)
+            os.rename(tmp, dest / name)
+            fsync_dir(dest)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _os_error(exc, dest) from None
+            raise
+    return dest / name
+
+
+def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
+           should_stop: Callable[[], bool], log: Callable[[str], None]) -> dict:
+    started = time.monotonic()
+    db_result: dict = {}
+
+    def copy_db():  # runs beside the tarball: the copy waits on disk, the tarball on gzip
+        try:
+            info = dbcopy.copy_database(cfg.db, tmp / DB_NAME)
+            t = time.monotonic()
+            info["record"] = _file_record(tmp / DB_NAME)
+            info["hash_s"] = round(time.monotonic() - t, 3)
+            db_result["info"] = info
+        except BaseException as exc:  # handed to the main thread
+            db_result["error"] = exc
+        db_result["done_s"] = round(time.monotonic() - started, 3)
+
+    worker = threading.Thread(target=copy_db, name="snapshot-db", daemon=True)
+    worker.start()
+    try:
+        t0 = time.monotonic()
+        sel = codetree.select(cfg.code, skip=[cfg.dest, *codetree.db_companions(cfg.db)],
+                              extra_excludes=cfg.exclude)
+        t1 = time.monotonic()
+        compressor = archive.resolve_compressor(cfg.compressor)
+        stats = archive.write_tarball(str(tmp / CODE_NAME), sel.entries, compressor=compressor,
+                                      level=cfg.compresslevel,
+                                      should_stop=lambda: should_stop() or "error" in db_result)
+        t2 = time.monotonic()
+        code_record = _file_record(tmp / CODE_NAME)
+        t3 = time.monotonic()
+    finally:
+        worker.join()
+    if "error" in db_result:
+        raise db_result["error"]
+    db_info = db_result["info"]
+    files = {DB_NAME: db_info.pop("record"), CODE_NAME: code_record}
+    warnings = [f"special file left out: {p}" for p in sel.skipped_special]
+    if stats.vanished:
+        warnings.append(f"{stats.vanished} file(s) vanished while the tarball was written")
+    return build_manifest(
+        name=name,
+        created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        reason=reason,
+        tool_version=__version__,
+        sources={"db": str(cfg.db), "code": str(cfg.code), "host": os.uname().nodename},
+        files=files,
+        db=db_info,
+        code={"members": stats.members, "files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks,
+              "hardlinks": stats.hardlinks, "bytes": stats.bytes_in, "excluded_entries": sel.excluded,
+              "matcher": "pathspec gitignore (nested .gitignore files) + always-excluded patterns",
+              "compressor": f"{os.path.basename(compressor[0]) if compressor else 'python zlib'} "
+                            f"-{cfg.compresslevel}",
+              "warnings": warnings},
+        timings={"total_s": round(time.monotonic() - started, 3), "walk_s": round(t1 - t0, 3),
+                 "tar_s": round(t2 - t1, 3), "tar_hash_s": round(t3 - t2, 3), "db_s": db_result["done_s"],
+                 "db_copy_s": db_info.get("copy_s"), "db_check_s": db_info.get("check_s")},
+    )
+
+
+def scan(dest: str | os.PathLike) -> list[Snapshot]:
+    """Every snapshot-like folder in ``dest`` with a cheap status, newest first."""
+    dest = Path(dest)
+    found = []
+    try:
+        names = os.listdir(dest)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        path = dest / name
+        if is_temp_name(name):
+            base = name[len(".tmp-"):].split(".")[0]
+            when = parse_snapshot_name(base) or datetime.fromtimestamp(path.lstat().st_mtime, timezone.utc)
+            found.append(Snapshot(name, path, when, INCOMPLETE, "interrupted or in progress"))
+            continue
+        when = parse_snapshot_name(name)
+        if when is None or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            manifest = read_manifest(path)
+        except ManifestError as exc:
+            found.append(Snapshot(name, path, when, LEGACY, str(exc)))
+            continue
+        problems = quick_problems(path, manifest)
+        status = BAD if problems else GOOD
+        found.append(Snapshot(name, path, when, status, "; ".join(problems), manifest))
+    found.sort(key=lambda s: (s.time, s.name), reverse=True)
+    return found
+
+
+def verify(path: str | os.PathLike) -> list[str]:
+    """Full check of one snapshot; an empty list means it is good."""
+    path = Path(path)
+    try:
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        return [str(exc)]
+    problems = quick_problems(path, manifest)
+    if problems:
+        return problems
+    db = path / DB_NAME
+    if sha256_file(db) != manifest["files"][DB_NAME]["sha256"]:
+        problems.append(f"{DB_NAME} sha256 differs from the manifest")
+    check = dbcopy.integrity(db)
+    if check != "ok":
+        problems.append(f"{DB_NAME} integrity_check: {check}")
+    try:
+        read = archive.read_through(str(path / CODE_NAME))
+    except SnapshotError as exc:
+        problems.append(str(exc))
+    else:
+        if read["sha256"] != manifest["files"][CODE_NAME]["sha256"]:
+            problems.append(f"{CODE_NAME} sha256 differs from the manifest")
+        want = manifest.get("code", {}).get("members")
+        if isinstance(want, int) and read["members"] != want:
+            problems.append(f"{CODE_NAME} holds {read['members']} entries, manifest says {want}")
+    return problems
+
+
+def resolve(dest: Path | None, ref: str) -> Path:
+    """A snapshot folder from a path, a name under ``dest``, or ``latest`` (newest good one)."""
+    if ref == "latest":
+        if dest is None:
+            raise SnapshotError("'latest' needs --dest")
+        for snap in scan(dest):
+            if snap.status == GOOD:
+                return snap.path
+        raise SnapshotError(f"no good snapshot in {dest}")
+    path = Path(ref).expanduser()
+    if not path.is_dir() and dest is not None and "/" not in ref:
+        path = dest / ref
+    if not path.is_dir():
+        raise SnapshotError(f"snapshot not found: {ref}")
+    return path.absolute()
+
+
+def delete(snap: Snapshot) -> None:
+    """Remove a snapshot; renamed to a build name first, so a crash halfway leaves nothing called good."""
+    doomed = snap.path
+    if not is_temp_name(snap.name):
+        doomed = snap.path.with_name(f".tmp-{snap.name}.deleting")
+        os.rename(snap.path, doomed)
+    shutil.rmtree(doomed)
+    fsync_dir(snap.path.parent)
+
+
+def latest_db_size(dest: Path, db: Path) -> int | None:
+    """Database size recorded by the newest good snapshot of ``db`` (the watch baseline)."""
+    for snap in scan(dest):
+        if snap.status == GOOD and snap.manifest.get("sources", {}).get("db") == str(db):
+            size = snap.manifest.get("db", {}).get("logical_size")
+            if isinstance(size, int):
+                return size
+    return None
+
+
+__all__ = ["Snapshot", "create", "scan", "verify", "resolve", "delete", "latest_db_size", "REASONS",
+           "PREFIX", "TMP_PREFIX", "dest_lock"]
