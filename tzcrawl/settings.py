@@ -39,3 +39,15 @@ USER_AGENT = "tzcrawl (personal backup tool)"
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
+
+DOWNLOADER_MIDDLEWARES = {
+    "tzcrawl.middlewares.RequestWaitMiddleware": 50,
+    "tzcrawl.middlewares.SessionCookieMiddleware": 450,
+    # Retries wait first (Retry-After, else backoff): replaces Scrapy's RetryMiddleware in its place.
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "tzcrawl.middlewares.BackoffRetryMiddleware": 550,
+    # Above the retry middleware, so it sees a 429 before it is retried.
+    "tzcrawl.middlewares.AdaptivePacingMiddleware": 560,
+}
+ITEM_PIPELINES = {"tzcrawl.pipelines.BackupPipeline": 300}
+EXTENSIONS = {"tzcrawl.extensions.BackupReport": 500}

@@ -1,0 +1,38 @@
+"""``scrapy crawl``, with tzcrawl's promises: configuration problems are one line and exit 2, and
+the exit status is 0 only when the backup was complete (Scrapy's own exits 0 whatever happened)."""
+
+from __future__ import annotations
+
+import sys
+
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.exceptions import UsageError
+
+from tzcrawl.config import ConfigError
+from tzcrawl.extensions import EXIT_CODE_STAT
+
+
+class Command(ScrapyCrawlCommand):
+    def run(self, args, opts):
+        if len(args) != 1:
+            return super().run(args, opts)
+        try:
+            spidercls = self.crawler_process.spider_loader.load(args[0])
+        except KeyError:
+            raise UsageError(f"no spider named {args[0]!r}; `scrapy list` shows them") from None
+        check = getattr(spidercls, "check_config", None)
+        if check is not None:
+            try:
+                check(self.settings, opts.spargs)
+            except ConfigError as exc:
+                print(f"tzcrawl: {exc}", file=sys.stderr)
+                self.exitcode = 2
+                return
+        crawler = self._create_crawler(spidercls)
+        self.crawler_process.crawl(crawler, **opts.spargs)
+        self.crawler_process.start()
+        status = crawler.stats.get_value(EXIT_CODE_STAT) if crawler.stats else None
+        if self.crawler_process.bootstrap_failed:
+            self.exitcode = 1
+        elif status is not None:
+            self.exitcode = int(status)

@@ -1,0 +1,102 @@
+"""Progress lines, the closing summary, and the exit status that cron and scrapyd rely on."""
+
+from __future__ import annotations
+
+import logging
+
+from scrapy import signals
+
+from tzcrawl.config import cookie_file
+from tzcrawl.items import RESOURCES
+from tzcrawl.signals import resource_finished
+
+logger = logging.getLogger(__name__)
+
+EXIT_CODE_STAT = "tzcrawl/exit_code"
+
+
+def exit_status(finish_reason: str, *, requested: int, complete: int, failed: int, errors: int) -> int:
+    """0 only when the crawl finished and every requested resource was completely backed up."""
+    ok = finish_reason == "finished" and not failed and not errors and complete == requested
+    return 0 if ok else 1
+
+
+def summary_table(rows: dict[str, dict[str, dict]]) -> str:
+    """One line per personality: each resource's total (``new`` in brackets) or FAILED."""
+    columns = [r for r in RESOURCES if any(r in res for res in rows.values())]
+    header = ["personality", *columns, "characters"]
+    lines = [header]
+    for username, resources in rows.items():
+        line = [username]
+        for resource in columns:
+            cell = resources.get(resource)
+            if cell is None:
+                line.append("-")
+            elif not cell["ok"]:
+                line.append("FAILED")
+            elif resource in ("memories", "messages"):
+                line.append(f"{cell.get('total', 0)} (+{cell.get('new', 0)})")
+            else:
+                line.append(str(cell.get("total", 0)))
+        line.append(str(resources.get("messages", {}).get("characters", "-")))
+        lines.append(line)
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+
+
+class BackupReport:
+    """Log each resource as it completes and a summary at the end; set the crawl's exit status."""
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+        self.rows: dict[str, dict[str, dict]] = {}
+        crawler.signals.connect(self.resource_finished, signal=resource_finished)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def resource_finished(self, personality, resource, ok, figures, error):
+        username = personality["username"]
+        stats = self.crawler.stats
+        self.rows.setdefault(username, {})[resource] = {"ok": ok, **figures, "error": error}
+        if not ok:
+            stats.inc_value("backup/resources/failed")
+            stats.inc_value(f"backup/{resource}/failed")
+            logger.error("%s · %s: FAILED (%s)", username, resource, error)
+            return
+        stats.inc_value("backup/resources/complete")
+        for figure in ("new", "total", "requests", "characters"):
+            if figure in figures:
+                stats.inc_value(f"backup/{resource}/{figure}", figures[figure] or 0)
+        if resource in ("memories", "messages"):
+            logger.info("%s · %s: %d new, %d total, %d requests", username, resource,
+                        figures.get("new", 0), figures.get("total", 0), figures.get("requests", 0))
+        else:
+            logger.info("%s · %s: saved (%d entries, %d requests)", username, resource,
+                        figures.get("total", 0), figures.get("requests", 0))
+
+    def spider_closed(self, spider, reason):
+        stats = self.crawler.stats
+        complete_people = sum(1 for res in self.rows.values() if res and all(c["ok"] for c in res.values()))
+        stats.set_value("backup/personalities/complete", complete_people)
+        code = exit_status(reason,
+                           requested=stats.get_value("backup/resources/requested", 0),
+                           complete=stats.get_value("backup/resources/complete", 0),
+                           failed=stats.get_value("backup/resources/failed", 0),
+                           errors=stats.get_value("backup/errors", 0))
+        stats.set_value(EXIT_CODE_STAT, code)
+        if self.rows:
+            logger.info("Backup summary (total (+new) per resource):\n%s", summary_table(self.rows))
+        wanted = stats.get_value("backup/personalities/requested", 0)
+        auth = stats.get_value("backup/auth_failed")
+        if auth:
+            logger.error("Authentication failed (%s): %d of %d personalities were completed. Get a fresh "
+                         "appSession cookie (scrapy crawl login, or set SERVICE_COOKIE / %s) and run again.",
+                         auth, complete_people, wanted, cookie_file(self.crawler.settings))
+        elif code:
+            logger.error("Backup INCOMPLETE (%s): %d of %d personalities complete; see the errors above. "
+                         "Files of failed resources were left as they were.", reason, complete_people, wanted)
+        else:
+            logger.info("Backup complete: %d of %d personalities.", complete_people, wanted)
