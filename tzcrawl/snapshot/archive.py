@@ -218,16 +218,20 @@ def read_through(path: str) -> dict:
     try:
         with open(path, "rb") as raw:
             reader = _HashingReader(raw)
-            with tarfile.open(fileobj=reader, mode="r|gz") as tar:
-                for member in tar:
-                    why = unsafe_member_reason(member)
-                    if why:
-                        raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
-                    counts["members"] += 1
-                    if member.isreg():
-                        fh = tar.extractfile(member)
-                        while chunk := fh.read(COPY_BUFSIZE):
-                            counts["bytes"] += len(chunk)
+            # gzip.GzipFile checks the CRC and length trailer; tarfile's own "r|gz" would not.
+            with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
+                with tarfile.open(fileobj=gz, mode="r|") as tar:
+                    for member in tar:
+                        why = unsafe_member_reason(member)
+                        if why:
+                            raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
+                        counts["members"] += 1
+                        if member.isreg():
+                            fh = tar.extractfile(member)
+                            while chunk := fh.read(COPY_BUFSIZE):
+                                counts["bytes"] += len(chunk)
+                while gz.read(COPY_BUFSIZE):  # to the end: padding, then the trailer check
+                    pass
             while reader.read(COPY_BUFSIZE):
                 pass
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
@@ -255,9 +259,8 @@ def extract(path: str, dest: str) -> int:
         why = unsafe_member_reason(member)
         if why:
             raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
-        member = tarfile.tar_filter(member, dest_path)
-        _make_room(member, dest_path)
-        return member
+        _make_room(member, dest_path)  # before the filter, which resolves symlinks in the way
+        return tarfile.tar_filter(member, dest_path)
 
     count = 0
     try:

@@ -80,7 +80,7 @@ def format_age(delta: timedelta) -> str:
 
 def format_duration(delta: timedelta) -> str:
     secs = int(delta.total_seconds())
-    for unit, size in (("w", _UNITS["w"]), ("d", _UNITS["d"]), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", _UNITS["d"]), ("h", 3600), ("m", 60)):
         if secs and secs % size == 0:
             return f"{secs // size}{unit}"
     return f"{secs}s"
