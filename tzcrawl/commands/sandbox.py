@@ -90,6 +90,8 @@ class Command(ScrapyCommand):
             signal.signal(signum, lambda *_: stop.set())
         sandbox = Sandbox(config, port=opts.port, max_lifetime=opts.max_lifetime).start()
         try:
+            if opts.ready_file:  # the socket is listening already: a reader of this file can connect
+                atomic_write_text(opts.ready_file, json.dumps({"base_url": sandbox.base_url, "cookie": sandbox.cookie}))
             print(f"tzcrawl sandbox service: {sandbox.base_url}")
             print(f"base_url: {sandbox.base_url}")
             print(f"cookie: {sandbox.cookie}")
@@ -98,8 +100,6 @@ class Command(ScrapyCommand):
             print(f"totals: {json.dumps(sandbox.totals()['sum'])}")
             print("serving until SIGINT/SIGTERM" + (f" or {opts.max_lifetime:g} s" if opts.max_lifetime else ""))
             sys.stdout.flush()
-            if opts.ready_file:
-                atomic_write_text(opts.ready_file, json.dumps({"base_url": sandbox.base_url, "cookie": sandbox.cookie}))
             while not stop.is_set() and not sandbox.stopped.is_set():
                 stop.wait(0.5)
         finally:

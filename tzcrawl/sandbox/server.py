@@ -111,7 +111,7 @@ class Sandbox:
             return self
         self._server = _Server((HOST, self.port), self.app)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"sandbox:{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox:{self.port}", daemon=True)
         self._thread.start()
         if self.max_lifetime:
             self._timer = threading.Timer(self.max_lifetime, self.stop)
