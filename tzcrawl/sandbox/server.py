@@ -7,6 +7,7 @@ block, or by itself after ``max_lifetime`` seconds.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,9 +27,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
 
     def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(error(413, "body too large"))
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._send(error(413 if length > MAX_BODY else 400, "bad or too large body"))
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
@@ -78,6 +82,11 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+        """Clients hanging up mid-answer are normal here (crawlers stop, drops are a knob)."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._connections_lock:
