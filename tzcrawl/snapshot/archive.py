@@ -16,6 +16,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -181,9 +182,17 @@ def _write_through_program(out, entries, argv, should_stop) -> TarStats:
             raise
         if rc != 0 or stats is None:
             err.seek(0)
-            message = err.read().decode(errors="replace").strip() or f"exit status {rc}"
+            message = err.read().decode(errors="replace").strip() or _exit_text(rc)
             raise SnapshotError(f"{argv[0]} failed while writing the code tarball: {message}")
     return stats
+
+
+def _exit_text(rc: int) -> str:
+    if rc == -signal.SIGXFSZ:
+        return "file size limit exceeded (SIGXFSZ)"
+    if rc < 0:
+        return f"killed by {signal.Signals(-rc).name}"
+    return f"exit status {rc}"
 
 
 class _HashingReader:

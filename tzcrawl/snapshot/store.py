@@ -128,8 +128,12 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
         t2 = time.monotonic()
         code_record = _file_record(tmp / CODE_NAME)
         t3 = time.monotonic()
-    finally:
+    except BaseException:
         worker.join()
+        if "error" in db_result:  # the tarball stopped because the copy failed: that is the news
+            raise db_result["error"] from None
+        raise
+    worker.join()
     if "error" in db_result:
         raise db_result["error"]
     db_info = db_result["info"]
