@@ -174,27 +174,18 @@ class BackupStore:
         """Replace a document (profile, knowledge, training, user_data) whole, atomically."""
         if resource not in DOCUMENTS:
             raise ValueError(f"{resource!r} is not a document; expected one of {', '.join(DOCUMENTS)}")
-        username = _username(personality)
-        name = self._hold(username, self.lock_timeout)
-        try:
-            self._check_owner(personality)
+        with self._writing(personality) as username:
             path = self.path(username, resource)
             atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
             figures = {"file": path.name, "total": count}
             self._record(personality, resource, meta.record_success, figures, requests)
             return {"resource": resource, "requests": requests, **figures}
-        finally:
-            self._unhold(name)
 
     def record_failure(self, personality: dict, resource: str, error: str, requests: int) -> None:
         """Note that ``resource`` failed this run; its saved data and last good figures stay."""
         self.path(_username(personality), resource)  # validates the resource name
-        name = self._hold(_username(personality), self.lock_timeout)
-        try:
-            self._check_owner(personality)
+        with self._writing(personality):
             self._record(personality, resource, meta.record_failure, error, requests)
-        finally:
-            self._unhold(name)
 
     def begin(self, personality: dict, resource: str) -> "CollectionRun":
         """Start staging a collection (memories or messages); holds the lock until commit/abort."""
@@ -217,6 +208,17 @@ class BackupStore:
                 self._runs.discard((name, resource))
             self._unhold(name)
             raise
+
+    @contextlib.contextmanager
+    def _writing(self, personality: dict) -> Iterator[str]:
+        """Hold the lock (taking it if this store does not hold it yet) and check the owner."""
+        username = _username(personality)
+        name = self._hold(username, self.lock_timeout)
+        try:
+            self._check_owner(personality)
+            yield username
+        finally:
+            self._unhold(name)
 
     def _finish(self, run: "CollectionRun") -> None:
         shutil.rmtree(run.workdir, ignore_errors=True)
