@@ -18,12 +18,12 @@ COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def aside_name(target: Path) -> Path:
-    """``X.backup`` as in the original instructions; ``X.backup-<UTC time>`` if that is taken."""
+    """``X.backup`` as in the original instructions; ``X.backup.<UTC time>`` if that is taken."""
     first = target.with_name(target.name + ".backup")
     if not os.path.lexists(first):
         return first
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%fZ")
-    return target.with_name(f"{target.name}.backup-{stamp}")
+    return target.with_name(f"{target.name}.backup.{stamp}")
 
 
 def check_not_in_use(db: Path) -> None:
