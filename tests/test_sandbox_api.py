@@ -140,7 +140,8 @@ def test_chat_history_rejects_bad_queries(sandbox):
     pid = _first(sandbox)["id"]
     base = f"/api/personalities/{pid}/chat/history"
     for query in ("?limit=50", f"?limit=50&shape_id=other", f"?limit=0&shape_id={pid}", f"?limit=x&shape_id={pid}",
-                  f"?limit=50&shape_id={pid}&before_ts=yesterday"):
+                  f"?limit=50&shape_id={pid}&before_ts=yesterday", f"?limit=50&shape_id={pid}&before_ts=nan",
+                  f"?limit=50&shape_id={pid}&before_ts=inf"):
         answer = call(sandbox.base_url, base + query, sandbox.cookie)
         assert answer.status == 400 and "error" in answer.json()
 

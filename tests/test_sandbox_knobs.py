@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import socket
 from datetime import datetime
 
 import pytest
@@ -108,6 +109,12 @@ def test_unsafe_usernames_are_served_percent_decoded(sandbox_factory):
     for p in sb.personalities:
         profile = call(sb.base_url, "/api/personalities/username/" + quote(p["username"], safe=""), sb.cookie)
         assert profile.status == 200 and profile.json()["id"] == p["id"], p["username"]
+    # a raw (unencoded) UTF-8 username in the request line works too
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=5) as sock:
+        sock.sendall(f"GET /api/personalities/username/名前 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     f"Cookie: appSession={sb.cookie}\r\n\r\n".encode())
+        raw = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert raw.startswith(b"HTTP/1.1 200") and json.loads(raw.split(b"\r\n\r\n", 1)[1])["username"] == "名前"
     sb.set_knobs(unsafe_usernames=False)
     assert "../x" not in [p["username"] for p in sb.personalities]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import secrets
 import threading
 import time
@@ -300,7 +301,9 @@ class App:
             try:
                 before_ts = float(before)
             except ValueError:
-                raise BadRequest("before_ts must be a number") from None
+                before_ts = math.nan
+            if not math.isfinite(before_ts):
+                raise BadRequest("before_ts must be a finite number")
         return self.world.chat_history(p, before_ts, limit)
 
     # -- browser pages --------------------------------------------------------------------------

@@ -36,7 +36,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
-        response = self.server.app.handle(self.command, self.path, self.headers, body, self.client_address[0])
+        try:  # http.server reads the request line as latin-1; raw UTF-8 paths are sent by some clients
+            target = self.path.encode("iso-8859-1").decode("utf-8")
+        except UnicodeError:
+            target = self.path
+        response = self.server.app.handle(self.command, target, self.headers, body, self.client_address[0])
         if response.delay and self.server.stopping.wait(response.delay):
             response = Response(0, drop=True)
         if response.drop:
