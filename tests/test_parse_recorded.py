@@ -1,0 +1,535 @@
+"""The backup spiders' parse callbacks on answers recorded from the sandbox service.
+
+Each test replays its own cassette, ``tests/fixtures/cassettes/<test name>.yaml`` (scrapy-mock's
+naming), and calls a callback the way Scrapy does: ``callback(response, **response.request.cb_kwargs)``.
+Chained tests follow the requests the spider itself yields, so the spider's URLs are checked against
+what the service really answered.
+
+Re-recording: delete the cassettes concerned and run this module without ``CI`` set::
+
+    rm tests/fixtures/cassettes/test_memory_page*.yaml
+    .venv/bin/python -m pytest tests/test_parse_recorded.py -q
+
+A missing cassette then starts one sandbox (``SANDBOX`` below: fixed seed, small data) on a free
+loopback port and records into it. With ``CI`` set the record mode is "none": a missing cassette fails,
+nothing touches the network. The cookie is never stored (``filter_headers``, ``Set-Cookie`` dropped):
+every recording is checked for the live cookie value, and ``test_cassettes_hold_no_cookie`` scans them all.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+import scrapy
+import vcr
+import yaml
+from scrapy.exceptions import CloseSpider
+from scrapy.http import TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.test import get_crawler
+from scrapy_mock import slugify
+from twisted.python.failure import Failure
+
+from tzcrawl.items import RESOURCES, Document, Page, PersonalityEnd, PersonalityStart, ResourceDone
+from tzcrawl.sandbox import Sandbox, SandboxConfig
+from tzcrawl.spiders.base import Job
+from tzcrawl.spiders.resources import AllPersonalitiesSpider, PersonalitySpider
+
+CASSETTES = Path(__file__).resolve().parent / "fixtures" / "cassettes"
+REPLAY_BASE = "http://127.0.0.1:9"  # never contacted: vcr answers from the cassette or raises
+PAGE_SIZE, MEMORIES, MESSAGES, KNOWLEDGE, TRAINING = 5, 12, 60, 3, 2
+
+# p0..p2 each speak another pagination spelling and document shapes; p3 is the empty one.
+SANDBOX = dict(
+    seed=7, personalities=4, memories=MEMORIES, messages=MESSAGES, memory_page_size=PAGE_SIZE,
+    overrides={
+        0: dict(pagination="pagination", knowledge_shape="array", training_shape="training",
+                knowledge=KNOWLEDGE, training=TRAINING),
+        1: dict(pagination="meta", knowledge_shape="story", training_shape="single",
+                knowledge=KNOWLEDGE, training=TRAINING),
+        2: dict(pagination="camel", knowledge_shape="single", training_shape="items",
+                knowledge=KNOWLEDGE, training=TRAINING),
+    },
+)
+# The personalities as the list endpoint shows them: generated from the seed, no socket opened.
+PEOPLE = Sandbox(SandboxConfig(**SANDBOX)).personalities
+
+
+def person(i: int) -> dict:
+    return {k: PEOPLE[i][k] for k in ("id", "username", "name")}
+
+
+def history_path(i: int, before_ts: str | None = None) -> str:
+    pid = PEOPLE[i]["id"]
+    return f"/api/personalities/{pid}/chat/history?limit=50&shape_id={pid}" + (
+        f"&before_ts={before_ts}" if before_ts is not None else "")
+
+
+def memories_path(i: int, page: int) -> str:
+    return f"/api/memory/{PEOPLE[i]['id']}?page={page}"
+
+
+# -- scrapy-mock's fixtures, overridden for this module ------------------------------------------
+def _drop_set_cookie(response: dict) -> dict:
+    response["headers"] = {k: v for k, v in response["headers"].items() if k.lower() != "set-cookie"}
+    return response
+
+
+@pytest.fixture(scope="session")
+def vcr_settings():
+    """scrapy-mock's settings, but no cookie stored, any port, and the test file's cassette dir."""
+    return vcr.VCR(
+        serializer="yaml",
+        decode_compressed_response=True,
+        cassette_library_dir=str(CASSETTES),
+        record_mode="none" if os.getenv("CI") else "once",
+        filter_headers=["cookie"],
+        before_record_response=_drop_set_cookie,
+        match_on=("method", "path", "query"),
+    )
+
+
+class LazySandbox:
+    """One sandbox for the whole session, started only when a cassette has to be recorded."""
+
+    def __init__(self):
+        self.sandbox: Sandbox | None = None
+
+    def get(self) -> Sandbox:
+        if self.sandbox is None:
+            self.sandbox = Sandbox(SandboxConfig(**SANDBOX), port=0, max_lifetime=300).start()
+        return self.sandbox
+
+    def reset(self) -> None:
+        """Back to the configured knobs and a valid cookie, for the next recording."""
+        defaults = dataclasses.asdict(SandboxConfig(**SANDBOX).knobs())
+        self.sandbox.set_knobs(**defaults)
+        self.sandbox.new_cookie()
+
+
+@pytest.fixture(scope="session")
+def live_sandbox():
+    lazy = LazySandbox()
+    yield lazy
+    if lazy.sandbox is not None:
+        lazy.sandbox.stop()
+
+
+@pytest.fixture
+def knobs() -> dict:
+    """Sandbox knobs while recording this test's cassette (parametrize to change)."""
+    return {}
+
+
+@pytest.fixture
+def cookie_expired() -> bool:
+    """Record with a cookie the sandbox no longer accepts (parametrize to change)."""
+    return False
+
+
+@dataclasses.dataclass
+class Service:
+    """Fetches through the test's cassette: recorded from a live sandbox, or replayed."""
+
+    base: str
+    cookie: str | None
+    session: requests.Session
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def fetch(self, request: scrapy.Request) -> TextResponse:
+        """The answer to ``request`` as Scrapy would hand it over: real status, headers and body."""
+        cookies = {"appSession": self.cookie} if self.cookie else None
+        answer = self.session.get(request.url, cookies=cookies, allow_redirects=False, timeout=10)
+        return TextResponse(url=request.url, status=answer.status_code, headers=dict(answer.headers),
+                            body=answer.content, request=request)
+
+
+@pytest.fixture
+def service(request, vcr_settings, live_sandbox, knobs, cookie_expired):
+    name = f"{slugify(request)}.yaml"
+    path = CASSETTES / name
+    recording = not path.exists()
+    if recording and os.getenv("CI"):
+        pytest.fail(f"cassette {path} is missing; record it by running this module without CI set")
+    base, cookie = REPLAY_BASE, None
+    if recording:
+        sandbox = live_sandbox.get()
+        sandbox.set_knobs(**knobs)
+        base, cookie = sandbox.base_url, sandbox.cookie
+        if cookie_expired:
+            sandbox.expire_cookie()
+    try:
+        with vcr_settings.use_cassette(name), requests.Session() as session:
+            yield Service(base, cookie, session)
+    finally:
+        if recording:
+            live_sandbox.reset()
+    if recording:
+        text = path.read_text(encoding="utf-8")
+        assert cookie not in text and "appSession" not in text, f"{path} holds the session cookie"
+
+
+@pytest.fixture
+def cb_kwargs() -> dict:
+    return {}
+
+
+@pytest.fixture
+def response(service, url, cb_kwargs) -> TextResponse:
+    """The recorded answer to ``url`` (a path), its request carrying (a fresh copy of) ``cb_kwargs``."""
+    return service.fetch(scrapy.Request(service.url(url), cb_kwargs=copy.deepcopy(cb_kwargs)))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+@pytest.fixture
+def make_spider(service, tmp_path):
+    def make(cls=PersonalitySpider, **args):
+        crawler = get_crawler(cls, {
+            "SERVICE_WEBSITE": service.base,
+            "SERVICE_COOKIE": "unit-test-cookie-never-sent",
+            "BACKUP_DIR": str(tmp_path / "backup"),
+            "BACKUP_PERSONALITY_DELAY": "0.5",
+        })
+        return cls.from_crawler(crawler, **args)
+
+    return make
+
+
+def call(callback, response):
+    """Run a callback as Scrapy does; return what it yielded and the CloseSpider it raised, if any."""
+    out = []
+    try:
+        for thing in callback(response, **response.request.cb_kwargs) or ():
+            out.append(thing)
+    except CloseSpider as exc:
+        return out, exc
+    return out, None
+
+
+def kinds(out) -> list[str]:
+    return [type(x).__name__ for x in out]
+
+
+def body(response):
+    return json.loads(response.body)
+
+
+def assert_request(request, spider, url: str, callback, job, **kwargs):
+    assert isinstance(request, scrapy.Request)
+    assert request.url == url
+    assert request.callback == callback and request.errback == spider.on_error
+    assert request.cb_kwargs == {"job": job, **kwargs}
+    assert request.dont_filter
+
+
+# -- the personality list and a profile ------------------------------------------------------------
+@pytest.mark.parametrize("url", ["/api/personalities?category=self"], ids=["self"])
+def test_personality_list_starts_the_first_profile(response, make_spider, service):
+    spider = make_spider(AllPersonalitiesSpider)
+    out, closed = call(spider.parse_list, response)
+    listed = body(response)
+    assert closed is None and [p["username"] for p in listed] == [p["username"] for p in PEOPLE]
+    assert kinds(out) == ["Request"]
+    job = out[0].cb_kwargs["job"]
+    assert_request(out[0], spider, service.url(f"/api/personalities/username/{listed[0]['username']}"),
+                   spider.parse_profile, job)
+    assert job.personality == listed[0] and job.resources == list(RESOURCES) and job.requests == 1
+    assert "tzcrawl_wait" not in out[0].meta  # the first personality does not wait
+    assert [j.personality["username"] for j in spider.queue] == [p["username"] for p in listed[1:]]
+    assert spider.crawler.stats.get_value("backup/personalities/requested") == len(PEOPLE)
+
+
+@pytest.mark.parametrize("url, cb_kwargs", [(
+    f"/api/personalities/username/{PEOPLE[0]['username']}",
+    {"job": Job({"username": PEOPLE[0]["username"]}, list(RESOURCES), requests=1)},
+)], ids=["p0"])
+def test_profile_then_memories(response, make_spider, service):
+    spider = make_spider(personality=PEOPLE[0]["username"])
+    job = response.request.cb_kwargs["job"]
+    out, closed = call(spider.parse_profile, response)
+    assert closed is None
+    assert kinds(out) == ["PersonalityStart", "Document", "ResourceDone", "Request"]
+    assert out[0] == PersonalityStart(person(0))
+    assert out[1] == Document(person(0), "profile", body(response), 1)
+    assert out[1].payload["settings"]["behaviour"]["nested"]  # the whole profile, nested parts included
+    assert out[2] == ResourceDone(person(0), "profile", ok=True, requests=1)
+    assert_request(out[3], spider, service.url(memories_path(0, 1)), spider.parse_memories, job, page=1)
+    assert job.resources == list(RESOURCES[1:]) and job.requests == 1
+
+
+# -- memory pages in every pagination spelling -----------------------------------------------------
+SPELLINGS = {0: "pagination", 1: "meta", 2: "camel"}
+
+
+def spelled(payload: dict, style: str) -> bool:
+    if style == "meta":
+        return "pagination" not in payload and payload["meta"]["pagination"]["total_pages"] == 3
+    key = "totalPages" if style == "camel" else "total_pages"
+    return "meta" not in payload and payload["pagination"][key] == 3
+
+
+@pytest.mark.parametrize("url, cb_kwargs", [
+    (memories_path(i, page), {"job": Job(person(i), ["memories", "messages"], requests=page), "page": page})
+    for i in SPELLINGS for page in (1, 2, 3, 4)
+], ids=[f"{SPELLINGS[i]}-page{page}" for i in SPELLINGS for page in (1, 2, 3, 4)])
+def test_memory_page(response, make_spider, service):
+    spider = make_spider(personality="x")
+    job, page = response.request.cb_kwargs["job"], response.request.cb_kwargs["page"]
+    i = next(k for k, p in enumerate(PEOPLE) if p["id"] == job.personality["id"])
+    payload = body(response)
+    assert response.status == 200 and spelled(payload, SPELLINGS[i])
+    out, closed = call(spider.parse_memories, response)
+    assert closed is None
+    expected_records = {1: PAGE_SIZE, 2: PAGE_SIZE, 3: MEMORIES - 2 * PAGE_SIZE, 4: 0}[page]
+    assert len(payload["items"]) == expected_records
+    if page < 3:  # first and middle page: this page, then the next one
+        assert kinds(out) == ["Page", "Request"]
+        assert_request(out[1], spider, service.url(memories_path(i, page + 1)), spider.parse_memories, job,
+                       page=page + 1)
+        assert job.resources == ["memories", "messages"] and job.requests == page + 1
+    else:  # last page, or past the end: memories complete, on to the chat history
+        note = "last page" if page == 3 else "empty page"
+        assert kinds(out) == (["Page"] if page == 3 else []) + ["ResourceDone", "Request"]
+        assert out[-2] == ResourceDone(person(i), "memories", ok=True, requests=page, note=note)
+        assert_request(out[-1], spider, service.url(history_path(i)), spider.parse_history, job, before_ts=None)
+        assert job.resources == ["messages"]
+    if expected_records:
+        assert out[0] == Page(person(i), "memories", payload["items"])
+
+
+# -- chat history ----------------------------------------------------------------------------------
+def history_job(i: int) -> Job:
+    return Job(person(i), ["messages", "knowledge"], requests=1)
+
+
+def second_smallest_ts(batch: list[dict]):
+    return sorted({m["ts"] for m in batch})[1]
+
+
+def walk_history(spider, service, i: int):
+    """Follow the spider's own history requests from the first batch to its end."""
+    request = scrapy.Request(service.url(history_path(i)), cb_kwargs={"job": history_job(i), "before_ts": None})
+    steps = []
+    for _ in range(10):  # 60 messages take 3 requests: a bound, not a guess
+        response = service.fetch(request)
+        out, closed = call(spider.parse_history, response)
+        assert closed is None
+        steps.append((response, out))
+        follow = [x for x in out if isinstance(x, scrapy.Request) and x.callback == spider.parse_history]
+        if not follow:
+            return steps
+        request = follow[0]
+    pytest.fail("the history walk did not end")
+
+
+def test_history_first_batch_before_ts_batch_and_empty_end(make_spider, service):
+    spider = make_spider(personality="x")
+    steps = walk_history(spider, service, 0)
+    assert len(steps) == 3
+    first, second, last = (body(r) for r, _ in steps)
+    job = steps[0][0].request.cb_kwargs["job"]
+    # The first batch is full, so it may have been cut inside its oldest ts group: the next request
+    # asks again from the batch's second-smallest distinct ts.
+    before = second_smallest_ts(first)
+    assert len(first) == 50 and kinds(steps[0][1]) == ["Page", "Request"]
+    assert steps[0][1][0] == Page(person(0), "messages", first)
+    assert_request(steps[0][1][1], spider, service.url(history_path(0, str(before))), spider.parse_history, job,
+                   before_ts=str(before))
+    # The before_ts batch: only older messages, starting again at the first batch's oldest message.
+    assert steps[1][0].request.cb_kwargs["before_ts"] == str(before)
+    assert 0 < len(second) < 50 and all(m["ts"] < before for m in second)
+    assert second[0]["id"] == first[-1]["id"]
+    # A short batch is whole: next before_ts is its oldest ts; the answer is empty and ends the resource.
+    assert steps[2][0].request.cb_kwargs["before_ts"] == str(min(m["ts"] for m in second))
+    assert last == []
+    out = steps[2][1]
+    assert kinds(out) == ["ResourceDone", "Request"]
+    assert out[0] == ResourceDone(person(0), "messages", ok=True, requests=3, note="empty batch")
+    assert_request(out[1], spider, service.url(f"/api/personalities/{PEOPLE[0]['id']}/story"),
+                   spider.parse_document, job)
+    ids = [m["id"] for batch in (first, second) for m in batch]
+    assert len(set(ids)) == MESSAGES and len(ids) == MESSAGES + 1  # one message came twice, none lost
+    assert [x.records for _, out in steps for x in out if isinstance(x, Page)] == [first, second]
+
+
+@pytest.mark.parametrize("knobs", [{"ts_ties": True}], ids=["ties"])
+def test_history_tie_group_straddling_the_edge(make_spider, service):
+    spider = make_spider(personality="x")
+    steps = walk_history(spider, service, 0)
+    first, second = body(steps[0][0]), body(steps[1][0])
+    oldest = min(m["ts"] for m in first)
+    group_first = {m["id"] for m in first if m["ts"] == oldest}
+    group_second = {m["id"] for m in second if m["ts"] == oldest}
+    assert len(first) == 50 and len(group_first) >= 2  # the full batch ends inside a tie group
+    assert group_second - group_first, "the recording must hold a group cut by the batch edge"
+    # The next before_ts is the second-smallest distinct ts, not the group's own ts (which would skip
+    # the rest of the group: the service returns only ts < before_ts).
+    before = steps[1][0].request.cb_kwargs["before_ts"]
+    assert before == str(second_smallest_ts(first)) and float(before) > oldest
+    assert group_first <= group_second
+    ids = {m["id"] for response, _ in steps for m in body(response)}
+    assert len(ids) == MESSAGES
+    assert steps[-1][1][0] == ResourceDone(person(0), "messages", ok=True, requests=len(steps), note="empty batch")
+
+
+# -- whole documents in their shapes ---------------------------------------------------------------
+DOCUMENTS = [  # resource, personality, path tail, shape check, entry count
+    ("knowledge", 0, "story", lambda d: isinstance(d, list), KNOWLEDGE),
+    ("knowledge", 1, "story", lambda d: set(d) == {"story", "x_version"}, KNOWLEDGE),
+    ("knowledge", 2, "story", lambda d: isinstance(d, dict) and "content" in d, 1),
+    ("knowledge", 3, "story", lambda d: d["items"] == [], 0),
+    ("training", 0, "training", lambda d: set(d) == {"training", "x_version"}, TRAINING),
+    ("training", 1, "training", lambda d: isinstance(d, dict) and "question" in d, 1),
+    ("training", 2, "training", lambda d: isinstance(d["items"], list), TRAINING),
+    ("training", 3, "training", lambda d: d == [], 0),
+    ("user_data", 0, "user", lambda d: isinstance(d, dict) and "nickname" in d, 4),
+    ("user_data", 3, "user", lambda d: d == {}, 0),
+]
+
+
+@pytest.mark.parametrize("url, cb_kwargs, shape, count", [
+    (f"/api/personalities/{PEOPLE[i]['id']}/{tail}", {"job": Job(person(i), [resource], requests=1)}, shape, count)
+    for resource, i, tail, shape, count in DOCUMENTS
+], ids=[f"{resource}-p{i}" for resource, i, *_ in DOCUMENTS])
+def test_document(response, make_spider, shape, count):
+    spider = make_spider(personality="x")
+    job = response.request.cb_kwargs["job"]
+    resource, who = job.resources[0], dict(job.personality)
+    payload = body(response)
+    assert shape(payload)
+    out, closed = call(spider.parse_document, response)
+    assert closed is None
+    assert out == [Document(who, resource, payload, count), ResourceDone(who, resource, ok=True, requests=1),
+                   PersonalityEnd(who)]
+    assert job.resources == []
+
+
+# -- authentication failures stop the crawl --------------------------------------------------------
+AUTH_MODES = [{"auth_failure": "401"}, {"auth_failure": "html"}]
+
+
+@pytest.mark.parametrize("cookie_expired", [True], ids=["expired"])
+@pytest.mark.parametrize("knobs", AUTH_MODES, ids=["401", "html"])
+@pytest.mark.parametrize("url, cb_kwargs", [(
+    memories_path(0, 2), {"job": Job(person(0), ["memories", "messages", "knowledge"], requests=2), "page": 2},
+)], ids=["memories"])
+def test_auth_failure_mid_resource(response, make_spider, knobs):
+    html = knobs["auth_failure"] == "html"
+    assert (response.status, b"<form" in response.body) == ((200, True) if html else (401, False))
+    spider = make_spider(personality="x")
+    out, closed = call(spider.parse_memories, response)
+    assert isinstance(closed, CloseSpider) and closed.reason == "auth_failed"
+    assert kinds(out) == ["ResourceDone"] * 3 + ["PersonalityEnd"]
+    done = out[:3]
+    assert [d.resource for d in done] == ["memories", "messages", "knowledge"]
+    assert not any(d.ok for d in done) and done[0].requests == 2
+    assert done[0].error.startswith("not authenticated: ")
+    assert {d.error for d in done[1:]} == {"not attempted: not authenticated"}
+    assert spider.crawler.stats.get_value("backup/auth_failed")
+    assert not any(isinstance(x, (Page, scrapy.Request)) for x in out)  # the login page is not data
+
+
+@pytest.mark.parametrize("cookie_expired", [True], ids=["expired"])
+@pytest.mark.parametrize("knobs", [{"auth_failure": "html"}], ids=["html"])
+@pytest.mark.parametrize("url, cb_kwargs", [(
+    f"/api/personalities/username/{PEOPLE[1]['username']}",
+    {"job": Job({"username": PEOPLE[1]["username"]}, list(RESOURCES), requests=1)},
+)], ids=["profile"])
+def test_auth_failure_on_profile(response, make_spider):
+    spider = make_spider(personality=PEOPLE[1]["username"])
+    spider.queue = [Job({"username": PEOPLE[2]["username"]}, list(RESOURCES))]
+    out, closed = call(spider.parse_profile, response)
+    assert isinstance(closed, CloseSpider) and closed.reason == "auth_failed"
+    who = {"username": PEOPLE[1]["username"]}
+    assert out == [ResourceDone(who, r, ok=False, error="not attempted: not authenticated") for r in RESOURCES] \
+        + [PersonalityEnd(who)]  # and no request for the next personality
+
+
+@pytest.mark.parametrize("cookie_expired", [True], ids=["expired"])
+@pytest.mark.parametrize("url", ["/api/personalities?category=self"], ids=["401"])
+def test_auth_failure_on_the_list(response, make_spider):
+    assert response.status == 401
+    spider = make_spider(AllPersonalitiesSpider)
+    out, closed = call(spider.parse_list, response)
+    assert out == [] and isinstance(closed, CloseSpider) and closed.reason == "auth_failed"
+    assert spider.crawler.stats.get_value("backup/auth_failed")
+
+
+# -- a failing answer fails its resource only: the crawl goes on -----------------------------------
+MEMORIES_P2 = memories_path(0, 2), {"job": Job(person(0), ["memories", "messages"], requests=2), "page": 2}
+
+
+def assert_failed_then_history(out, spider, service, job, error_start: str):
+    assert kinds(out) == ["ResourceDone", "Request"]
+    assert out[0].resource == "memories" and out[0].ok is False and out[0].requests == 2
+    assert out[0].error.startswith(error_start), out[0].error
+    assert_request(out[1], spider, service.url(history_path(0)), spider.parse_history, job, before_ts=None)
+    assert job.resources == ["messages"]
+
+
+@pytest.mark.parametrize("knobs", [{"error_rate": 1.0}], ids=["5xx"])
+@pytest.mark.parametrize("entry", ["callback", "errback"])
+@pytest.mark.parametrize("url, cb_kwargs", [MEMORIES_P2], ids=["memories"])
+def test_server_error_fails_the_resource_and_moves_on(response, make_spider, service, entry):
+    assert response.status in (500, 502, 503)
+    spider = make_spider(personality="x")
+    job = response.request.cb_kwargs["job"]
+    if entry == "callback":
+        out, closed = call(spider.parse_memories, response)
+    else:  # what Scrapy does once retries are spent: HttpErrorMiddleware → errback
+        failure = Failure(HttpError(response, "Ignoring non-200 response"))
+        failure.request = response.request
+        out, closed = list(spider.on_error(failure)), None
+    assert closed is None
+    assert_failed_then_history(out, spider, service, job, f"HTTP {response.status} from {response.url}")
+
+
+@pytest.mark.parametrize("url, cb_kwargs", [MEMORIES_P2], ids=["memories"])
+def test_torn_json_fails_the_resource_and_moves_on(response, make_spider, service):
+    assert response.status == 200 and body(response)["items"]
+    torn = response.replace(body=response.body[: len(response.body) // 2])
+    spider = make_spider(personality="x")
+    out, closed = call(spider.parse_memories, torn)
+    assert closed is None and not any(isinstance(x, Page) for x in out)
+    assert_failed_then_history(out, spider, service, response.request.cb_kwargs["job"], "invalid JSON from")
+
+
+@pytest.mark.parametrize("knobs", [{"error_rate": 1.0}], ids=["5xx"])
+@pytest.mark.parametrize("url, cb_kwargs", [(
+    f"/api/personalities/username/{PEOPLE[0]['username']}",
+    {"job": Job({"username": PEOPLE[0]["username"]}, list(RESOURCES), requests=1)},
+)], ids=["profile"])
+def test_profile_server_error_moves_to_the_next_personality(response, make_spider, service):
+    spider = make_spider(personality=f"{PEOPLE[0]['username']},{PEOPLE[1]['username']}")
+    nxt = Job({"username": PEOPLE[1]["username"]}, list(RESOURCES))
+    spider.queue = [nxt]
+    out, closed = call(spider.parse_profile, response)
+    assert closed is None
+    who = {"username": PEOPLE[0]["username"]}
+    error = f"profile unavailable: HTTP {response.status} from {response.url}"
+    assert out[:-1] == [ResourceDone(who, r, ok=False, error=error) for r in RESOURCES] + [PersonalityEnd(who)]
+    assert_request(out[-1], spider, service.url(f"/api/personalities/username/{PEOPLE[1]['username']}"),
+                   spider.parse_profile, nxt)
+    assert out[-1].meta["tzcrawl_wait"] == 0.5  # BACKUP_PERSONALITY_DELAY between personalities
+
+
+# -- the cassettes themselves ----------------------------------------------------------------------
+def test_cassettes_hold_no_cookie():
+    """Runs last: every committed cassette, whoever recorded it, is free of session cookies."""
+    files = sorted(CASSETTES.glob("*.yaml"))
+    assert len(files) >= 30, f"expected this module's cassettes in {CASSETTES}"
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert "appSession" not in text, path
+        for interaction in yaml.safe_load(text)["interactions"]:
+            request_headers = {k.lower() for k in interaction["request"]["headers"]}
+            response_headers = {k.lower() for k in interaction["response"]["headers"]}
+            assert "cookie" not in request_headers and "set-cookie" not in response_headers, path
