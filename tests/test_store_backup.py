@@ -198,6 +198,8 @@ def test_bad_arguments_are_clear_errors(store):
     with pytest.raises(ValueError, match="username"):
         store.begin({"id": 1}, "memories")
     run = store.begin(ALICE, "memories")
+    with pytest.raises(TypeError, match="page"):
+        run.add({"id": "a single record, not a page"})
     with pytest.raises(RuntimeError, match="already open"):
         store.begin(ALICE, "memories")
     run.commit(requests=0)
@@ -241,3 +243,18 @@ def test_clock_is_used_for_sync_times(tmp_path):
     store = BackupStore(tmp_path, clock=lambda: datetime(2024, 7, 24, 13, 48, 55, tzinfo=timezone.utc))
     store.save_document(ALICE, "profile", {}, 1, 1)
     assert store.metadata("alice")["resources"]["profile"]["last_sync"] == "2024-07-24T13:48:55Z"
+
+
+def test_commits_in_worker_threads_do_not_lose_metadata_updates(store):
+    import threading
+
+    runs = [store.begin(ALICE, "memories"), store.begin(ALICE, "messages")]
+    for i, run in enumerate(runs):
+        run.add([{"id": str(n), "created_at": n, "ts": n} for n in range(2000 * (i + 1))])
+    threads = [threading.Thread(target=run.commit, args=(1,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    resources = store.metadata("alice")["resources"]
+    assert resources["memories"]["total"] == 2000 and resources["messages"]["total"] == 4000

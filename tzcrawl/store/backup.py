@@ -86,6 +86,7 @@ class BackupStore:
         self._locks: dict[str, list] = {}  # dir name -> [PersonalityLock, holds]
         self._runs: set[tuple[str, str]] = set()
         self._guard = threading.Lock()
+        self._metadata_guard = threading.Lock()
 
     # -- layout -----------------------------------------------------------------------------
     def dir_name(self, username: str) -> str:
@@ -239,8 +240,9 @@ class BackupStore:
     def _record(self, personality: dict, resource: str, update, *args) -> None:
         username = _username(personality)
         path = self.metadata_path(username)
-        updated = update(meta.load(path), personality, self.dir_name(username), resource, *args, self.clock())
-        meta.save(path, updated)
+        with self._metadata_guard:  # commits may run in worker threads: no lost updates
+            updated = update(meta.load(path), personality, self.dir_name(username), resource, *args, self.clock())
+            meta.save(path, updated)
 
 
 class CollectionRun:
@@ -261,6 +263,8 @@ class CollectionRun:
         """Stage one page of records (flushed); returns how many."""
         if self.closed:
             raise RuntimeError(f"the {self.resource} run for {self.name!r} is already closed")
+        if isinstance(records, (dict, str, bytes)):
+            raise TypeError(f"add() takes a page (a list of records), not a {type(records).__name__}")
         return self.journal.add(records)
 
     def commit(self, requests: int) -> dict:
