@@ -1,0 +1,238 @@
+"""Scheduled backups on scrapyd: a real scrapyd on a loopback port, the project deployed as an egg,
+``all_personalities`` scheduled through ``scripts/scrapyd/tzcrawl_scrapyd.py`` against the sandbox.
+
+The cookie travels in the cookie file named by scrapyd's environment, never as a job argument: the
+test checks that neither ``listjobs.json``, the job log nor scrapyd's own log holds it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_login import assert_backup_matches
+from tzcrawl.cookies import save_cookie_file
+
+ROOT = Path(__file__).resolve().parents[1]
+CTL_PATH = ROOT / "scripts" / "scrapyd" / "tzcrawl_scrapyd.py"
+SCRAPYD = Path(sys.executable).parent / "scrapyd"
+FAST = ["--setting", "DOWNLOAD_DELAY=0", "--setting", "AUTOTHROTTLE_ENABLED=False",
+        "--setting", "BACKUP_PERSONALITY_DELAY=0"]
+
+_spec = importlib.util.spec_from_file_location("tzcrawl_scrapyd", CTL_PATH)
+ctl_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ctl_module)
+
+
+# -- pure decisions --------------------------------------------------------------------------------
+
+def test_job_fields_pass_settings_and_arguments():
+    fields = ctl_module.job_fields("all_personalities", ["DOWNLOAD_DELAY=0", "LOG_LEVEL=INFO"], ["full=yes"])
+    assert fields == [("project", "tzcrawl"), ("spider", "all_personalities"), ("setting", "DOWNLOAD_DELAY=0"),
+                      ("setting", "LOG_LEVEL=INFO"), ("full", "yes")]
+
+
+@pytest.mark.parametrize("settings, args", [
+    (["SERVICE_COOKIE=abc"], []),
+    ([], ["cookie=abc"]),
+    ([], ["password=hunter2"]),
+    (["TZCRAWL_PASSWORD=x"], []),
+    (["USER_AGENT=appSession=abc"], []),
+    ([], ["api_token=abc"]),
+])
+def test_secret_job_arguments_are_refused(settings, args):
+    with pytest.raises(ctl_module.UsageError, match="listjobs.json"):
+        ctl_module.job_fields("all_personalities", settings, args)
+
+
+@pytest.mark.parametrize("settings, args, message", [
+    (["DOWNLOAD_DELAY"], [], "KEY=VALUE"),
+    ([], ["=x"], "KEY=VALUE"),
+    ([], ["spider=profile"], "schedule.json field"),
+])
+def test_malformed_job_arguments_are_refused(settings, args, message):
+    with pytest.raises(ctl_module.UsageError, match=message):
+        ctl_module.job_fields("all_personalities", settings, args)
+
+
+def test_busy_jobs_sees_pending_and_running_of_the_same_spider_only():
+    listjobs = {"pending": [{"id": "p1", "spider": "all_personalities"}, {"id": "p2", "spider": "profile"}],
+                "running": [{"id": "r1", "spider": "all_personalities"}],
+                "finished": [{"id": "f1", "spider": "all_personalities"}]}
+    assert ctl_module.busy_jobs(listjobs, "all_personalities") == ["p1", "r1"]
+    assert ctl_module.busy_jobs({"pending": [], "running": []}, "all_personalities") == []
+
+
+def test_job_outcome_reads_the_final_stats():
+    ok = ("2026 [tzcrawl.extensions] INFO: Backup complete: 2 of 2 personalities.\n"
+          " 'finish_reason': 'finished',\n 'tzcrawl/exit_code': 0}\n")
+    assert ctl_module.job_outcome(ok) == ("ok", "exit code 0, finish_reason finished: Backup complete: 2 of 2 "
+                                                "personalities.")
+    failed = ("ERROR: Authentication failed (401): 0 of 2 personalities were completed. Get a fresh cookie\n"
+              " 'finish_reason': 'auth_failed',\n 'tzcrawl/exit_code': 1,\n")
+    outcome, detail = ctl_module.job_outcome(failed)
+    assert outcome == "FAILED" and detail.startswith("exit code 1, finish_reason auth_failed: Authentication failed")
+    assert ctl_module.job_outcome("2026 INFO: Scrapy 2.19.0 started\n")[0] == "unknown"
+    assert ctl_module.job_outcome("")[0] == "unknown"
+
+
+# -- a real scrapyd ----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ScrapydServer:
+    """scrapyd started from a temporary directory holding its scrapyd.conf (it has no --config flag)."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home = home
+        self.logs_dir = home / "logs"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        home.mkdir(parents=True)
+        (home / "scrapyd.conf").write_text(
+            "[scrapyd]\n"
+            "bind_address = 127.0.0.1\n"
+            f"http_port = {self.port}\n"
+            f"eggs_dir = {home / 'eggs'}\n"
+            f"logs_dir = {self.logs_dir}\n"
+            "items_dir =\n"
+            f"dbs_dir = {home / 'dbs'}\n"
+            "poll_interval = 1.0\n"
+            "max_proc = 2\n"
+            "jobstorage = scrapyd.jobstorage.SqliteJobStorage\n")
+        self.log_path = home / "scrapyd.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([str(SCRAPYD)], cwd=home, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.get("daemonstatus.json")
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"scrapyd did not start: {self.log_path.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"{self.url}/{path}", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def wait_finished(self, jobid: str, timeout: float = 150) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for job in self.get("listjobs.json?project=tzcrawl")["finished"]:
+                if job["id"] == jobid:
+                    return job
+            time.sleep(1)
+        raise AssertionError(f"job {jobid} did not finish in {timeout}s; scrapyd log:\n"
+                             f"{self.log_path.read_text()[-3000:]}")
+
+    def job_log(self, spider: str, jobid: str) -> str:
+        return (self.logs_dir / "tzcrawl" / spider / f"{jobid}.log").read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def scrapyd_factory(tmp_path):
+    servers: list[ScrapydServer] = []
+
+    def start(**env_extra: str) -> ScrapydServer:
+        env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_COOKIE", "SERVICE_WEBSITE", "BACKUP_DIR")}
+        env.update(env_extra)
+        server = ScrapydServer(tmp_path / f"scrapyd{len(servers)}", env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def ctl(server: ScrapydServer, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CTL_PATH), "--url", server.url, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def schedule(server: ScrapydServer, *args: str) -> str:
+    run = ctl(server, "schedule", *args)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout.strip().rsplit("job ", 1)[1]
+
+
+DEPLOY_LEFTOVERS = ("setup.py", "build", "tzcrawl.egg-info", "project.egg-info")
+
+
+def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tmp_path):
+    sb = sandbox_factory(personalities=2, memories=7, messages=12)
+    cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie, site=sb.base_url)
+    backup_dir = tmp_path / "backup"
+    server = scrapyd_factory(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path),
+                             BACKUP_DIR=str(backup_dir))
+
+    leftovers_before = {name: (ROOT / name).exists() for name in DEPLOY_LEFTOVERS}
+    deployed = ctl(server, "deploy", "--version", "r1")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert {name: (ROOT / name).exists() for name in DEPLOY_LEFTOVERS} == leftovers_before, \
+        "deploy left build output in the work tree"
+    spiders = server.get("listspiders.json?project=tzcrawl")["spiders"]
+    assert {"all_personalities", "login"} <= set(spiders)
+
+    # A secret as a job argument is refused before anything reaches scrapyd.
+    refused = ctl(server, "schedule", "--setting", f"SERVICE_COOKIE={sb.cookie}")
+    assert refused.returncode == 2 and "cookie file" in refused.stderr
+    assert server.get("daemonstatus.json")["pending"] == 0
+
+    jobid = schedule(server, *FAST)
+    job = server.wait_finished(jobid)
+    assert_backup_matches(backup_dir, sb.totals())
+    status = ctl(server, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"{jobid}  all_personalities  ok" in status.stdout
+    assert "exit code 0, finish_reason finished: Backup complete: 2 of 2 personalities." in status.stdout
+    assert f"Process finished: project='tzcrawl' spider='all_personalities' job='{jobid}'" \
+        in server.log_path.read_text()
+    assert job["log_url"].endswith(f"{jobid}.log")
+
+    # The cookie expires between runs: the next job fails, says so, and nothing saved is lost.
+    sb.expire_cookie()
+    failed_id = schedule(server, *FAST)
+    server.wait_finished(failed_id)
+    status = ctl(server, "status")
+    assert status.returncode == 1
+    failed_line = next(line for line in status.stdout.splitlines() if line.startswith(failed_id))
+    assert "FAILED" in failed_line and "exit code 1" in failed_line and "Authentication failed" in failed_line
+    assert f"Process died: exitstatus=1 project='tzcrawl' spider='all_personalities' job='{failed_id}'" \
+        in server.log_path.read_text()
+    assert_backup_matches(backup_dir, sb.totals())
+
+    # The cookie appears nowhere scrapyd publishes or logs.
+    published = json.dumps(server.get("listjobs.json?project=tzcrawl"))
+    logs = server.job_log("all_personalities", jobid) + server.job_log("all_personalities", failed_id)
+    assert "Using session cookie" in logs
+    for text in (published, logs, server.log_path.read_text()):
+        assert sb.cookie not in text
