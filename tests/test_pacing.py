@@ -1,0 +1,145 @@
+"""Retry-After parsing, retry waits and the learned request interval (tzcrawl.pacing, pure)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tzcrawl.pacing import (CREEP, FAR, MAX_RETRY_AFTER, MIN_INTERVAL, NEAR, learn_interval, parse_retry_after,
+                            retry_wait)
+
+NOW = datetime(2024, 7, 24, 12, 0, 0, tzinfo=timezone.utc)
+
+
+# -- parse_retry_after ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    ("120", 120.0),
+    (" 7 ", 7.0),
+    (b"3", 3.0),
+    ("1.5", 1.5),
+    ("0", 0.0),
+])
+def test_retry_after_seconds(value, expected):
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_retry_after_http_date():
+    assert parse_retry_after("Wed, 24 Jul 2024 12:00:30 GMT", now=NOW) == 30.0
+    assert parse_retry_after(b"Wed, 24 Jul 2024 12:05:00 GMT", now=NOW) == 300.0
+
+
+def test_retry_after_http_date_in_the_past_is_zero():
+    assert parse_retry_after("Wed, 24 Jul 2024 11:59:00 GMT", now=NOW) == 0.0
+
+
+def test_retry_after_http_date_far_ahead_is_capped():
+    assert parse_retry_after("Thu, 25 Jul 2024 12:00:00 GMT", now=NOW) == MAX_RETRY_AFTER
+
+
+def test_retry_after_http_date_uses_the_real_clock_without_now():
+    soon = datetime.now(timezone.utc) + timedelta(seconds=100)
+    value = soon.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 90.0 <= parse_retry_after(value) <= 100.0
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "later please", "12 seconds", "Wed, 99 Foo 2024", b"\xff\xfe"])
+def test_retry_after_garbage_is_none(value):
+    assert parse_retry_after(value, now=NOW) is None
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_retry_after_nan_is_none(value):
+    assert parse_retry_after(value, now=NOW) is None
+
+
+@pytest.mark.parametrize("value", ["-5", "-0.1", "-inf"])
+def test_retry_after_negative_is_zero(value):
+    assert parse_retry_after(value, now=NOW) == 0.0
+
+
+@pytest.mark.parametrize("value", ["601", "86400", "1e300", "inf"])
+def test_retry_after_huge_is_capped(value):
+    assert parse_retry_after(value, now=NOW) == MAX_RETRY_AFTER == 600.0
+
+
+# -- retry_wait -------------------------------------------------------------------------------------
+
+def test_retry_wait_prefers_retry_after():
+    assert retry_wait(42.0, 1, base=1.0, cap=10.0) == 42.0
+    assert retry_wait(0.0, 5, base=1.0, cap=10.0) == 0.0  # "retry now" is an answer, not absence
+
+
+def test_retry_wait_exponential_backoff_capped():
+    waits = [retry_wait(None, n, base=0.5, cap=6.0) for n in range(1, 7)]
+    assert waits == [0.5, 1.0, 2.0, 4.0, 6.0, 6.0]
+
+
+def test_retry_wait_zeroth_retry_is_base():
+    assert retry_wait(None, 0, base=2.0, cap=60.0) == 2.0
+
+
+# -- learn_interval ---------------------------------------------------------------------------------
+
+def test_first_429_sets_the_minimum_interval():
+    assert learn_interval(0.0, limited=True, successes_since_limit=0) == MIN_INTERVAL == 0.05
+    assert learn_interval(0.01, limited=True, successes_since_limit=100) == MIN_INTERVAL
+
+
+def test_429_after_few_successes_backs_off_far():
+    assert learn_interval(0.2, limited=True, successes_since_limit=0) == pytest.approx(0.2 * FAR)
+    assert learn_interval(0.2, limited=True, successes_since_limit=19) == pytest.approx(0.3)
+
+
+def test_429_after_many_successes_backs_off_near():
+    assert learn_interval(0.2, limited=True, successes_since_limit=20) == pytest.approx(0.2 * NEAR)
+    assert learn_interval(0.2, limited=True, successes_since_limit=5000) == pytest.approx(0.22)
+
+
+def test_success_creeps_closer():
+    assert learn_interval(0.2, limited=False, successes_since_limit=3) == pytest.approx(0.2 * CREEP)
+    assert learn_interval(0.2, limited=False, successes_since_limit=3) < 0.2
+    assert learn_interval(0.0, limited=False, successes_since_limit=0) == 0.0
+
+
+class TokenBucket:
+    """A server's rate limit on a fake clock: ``rate`` tokens/s, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def simulate(requests: int, rate: float = 5.0, burst: float = 5.0):
+    """Drive requests at the learned interval the way AdaptivePacingMiddleware does."""
+    bucket, now, interval, successes, ok, limited = TokenBucket(rate, burst), 0.0, 0.0, 0, 0, 0
+    for _ in range(requests):
+        was_limited = not bucket.take(now)
+        limited += was_limited
+        ok += not was_limited
+        if was_limited or interval:
+            interval = learn_interval(interval, limited=was_limited, successes_since_limit=successes)
+        successes = 0 if was_limited else successes + 1
+        now += interval
+    return ok, now, limited / requests, interval
+
+
+def test_learned_interval_settles_near_a_token_bucket_limit():
+    ok, elapsed, limited_share, interval = simulate(2000)
+    achieved = ok / elapsed
+    print(f"pacing simulation: {achieved:.3f} successful requests/s, {limited_share:.2%} answered 429, "
+          f"final interval {interval * 1000:.1f} ms")
+    assert achieved >= 4.5, f"achieved {achieved:.3f}/s against a 5/s limit"
+    assert limited_share <= 0.01, f"{limited_share:.2%} of requests answered 429"
+    assert ok <= 5.0 + 5.0 * elapsed  # sanity: the simulated bucket cannot be beaten
+    assert not math.isnan(interval) and interval >= 0.18
