@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
+import shutil
+import stat
 import signal
 import socket
 import subprocess
@@ -184,6 +187,52 @@ def schedule(server: ScrapydServer, *args: str) -> str:
     return run.stdout.strip().rsplit("job ", 1)[1]
 
 
+def install_units(home: Path) -> Path:
+    """Run the installer into a scratch home; returns the user unit directory."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = str(home)
+    run = subprocess.run(["sh", str(ROOT / "scripts" / "scrapyd" / "install-user-units.sh")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "systemctl --user enable --now tzcrawl-backup.timer" in run.stdout
+    return home / ".config" / "systemd" / "user"
+
+
+def exec_start(unit: Path) -> list[str]:
+    line = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
+    return shlex.split(line[len("ExecStart="):])
+
+
+def test_installed_units_point_at_this_checkout_and_systemd_accepts_them(tmp_path):
+    home = tmp_path / "home"
+    units = install_units(home)
+    names = ["tzcrawl-scrapyd.service", "tzcrawl-backup.service", "tzcrawl-backup.timer"]
+    for name in names:
+        text = (units / name).read_text()
+        assert "@TZCRAWL_DIR@" not in text
+    assert exec_start(units / "tzcrawl-scrapyd.service") == [str(ROOT / ".venv" / "bin" / "scrapyd")]
+    assert exec_start(units / "tzcrawl-backup.service")[:3] == [
+        str(ROOT / ".venv" / "bin" / "python"), str(CTL_PATH), "schedule"]
+    env_file = home / ".config" / "tzcrawl" / "tzcrawl.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert f"TZCRAWL_COOKIE_FILE={home}/.config/tzcrawl/cookie.json" in env_file.read_text()
+    conf = (home / ".local" / "share" / "tzcrawl" / "scrapyd" / "scrapyd.conf").read_text()
+    assert "bind_address = 127.0.0.1" in conf and "items_dir    =\n" in conf
+    # A second run keeps the user's edited files.
+    env_file.write_text("SERVICE_WEBSITE=https://mine.example\n")
+    install_units(home)
+    assert env_file.read_text() == "SERVICE_WEBSITE=https://mine.example\n"
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("NO systemd-analyze: the unit files were rendered but not verified by systemd")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    verify = subprocess.run([analyze, "verify", "--user", *names], cwd=units, capture_output=True, text=True,
+                            env={**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}, timeout=60)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+
+
 DEPLOY_LEFTOVERS = ("setup.py", "build", "tzcrawl.egg-info", "project.egg-info")
 
 
@@ -207,7 +256,12 @@ def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tm
     assert refused.returncode == 2 and "cookie file" in refused.stderr
     assert server.get("daemonstatus.json")["pending"] == 0
 
-    jobid = schedule(server, *FAST)
+    # The first run is scheduled by the exact command the systemd timer's service runs.
+    timer_command = exec_start(install_units(tmp_path / "home") / "tzcrawl-backup.service")
+    timed = subprocess.run([*timer_command, *FAST], env={**os.environ, "SCRAPYD_URL": server.url},
+                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert timed.returncode == 0, timed.stdout + timed.stderr
+    jobid = timed.stdout.strip().rsplit("job ", 1)[1]
     job = server.wait_finished(jobid)
     assert_backup_matches(backup_dir, sb.totals())
     status = ctl(server, "status")

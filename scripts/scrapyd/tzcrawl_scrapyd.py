@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -128,6 +129,18 @@ class Scrapyd:
             raise ScrapydError(f"scrapyd refused {endpoint}: {reply.get('message', reply)}")
         return reply
 
+    def wait_until_up(self, seconds: float) -> None:
+        """At boot the timer can fire before scrapyd listens: retry for a bounded while."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.call("daemonstatus.json")
+                return
+            except ScrapydError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(2)
+
     def log_tail(self, log_url: str) -> str:
         """The end of a job log. (Twisted answers 500 to a suffix range longer than the file: ask its size.)"""
         try:
@@ -181,6 +194,8 @@ def deploy(args, client: Scrapyd) -> int:
 
 def schedule(args, client: Scrapyd) -> int:
     fields = job_fields(args.spider, args.setting, args.arg, args.project)
+    if args.wait:
+        client.wait_until_up(args.wait)
     if not args.allow_overlap:
         busy = busy_jobs(client.call("listjobs.json", query={"project": args.project}), args.spider)
         if busy:
@@ -195,13 +210,15 @@ def schedule(args, client: Scrapyd) -> int:
 def status(args, client: Scrapyd) -> int:
     jobs = client.call("listjobs.json", query={"project": args.project})
     for state in ("pending", "running"):
-        for job in jobs.get(state, []):
+        for job in [] if args.failed_only else jobs.get(state, []):
             print(f"{job['id']}  {job['spider']:<18} {state}  since {job.get('start_time', '-')}")
     failed = 0
     for job in jobs.get("finished", [])[-args.last:]:
         outcome, detail = job_outcome(client.log_tail(job["log_url"])) if job.get("log_url") else \
             ("unknown", "no job log (logs_dir is off)")
         failed += outcome != "ok"
+        if args.failed_only and outcome == "ok":
+            continue
         print(f"{job['id']}  {job['spider']:<18} {outcome:<7}  ended {job['end_time']}  {detail}")
     return 1 if failed else 0
 
@@ -217,10 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     sch.add_argument("spider", nargs="?", default=SPIDER)
     sch.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="a Scrapy setting (-s)")
     sch.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="a spider argument (-a)")
+    sch.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                     help="keep trying this long while scrapyd is not up yet (at boot)")
     sch.add_argument("--allow-overlap", action="store_true",
                      help="queue a run even if one of the same spider is pending or running")
     st = sub.add_parser("status", help="running jobs, and how the last finished ones ended")
     st.add_argument("--last", type=int, default=10, help="how many finished jobs (default 10)")
+    st.add_argument("--failed-only", action="store_true",
+                    help="print only jobs that did not end well (silent when all is well: for cron mail)")
     args = parser.parse_args(argv)
     args.username = os.environ.get("SCRAPYD_USERNAME")
     args.password = os.environ.get("SCRAPYD_PASSWORD")
