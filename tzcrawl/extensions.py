@@ -81,11 +81,14 @@ class BackupReport:
         stats = self.crawler.stats
         complete_people = sum(1 for res in self.rows.values() if res and all(c["ok"] for c in res.values()))
         stats.set_value("backup/personalities/complete", complete_people)
+        # A bug of ours or an unexpected answer that raised in a callback: never report success.
+        unexpected = sum(v for k, v in stats.get_stats().items()
+                         if k.startswith("spider_exceptions/") and isinstance(v, int))
         code = exit_status(reason,
                            requested=stats.get_value("backup/resources/requested", 0),
                            complete=stats.get_value("backup/resources/complete", 0),
                            failed=stats.get_value("backup/resources/failed", 0),
-                           errors=stats.get_value("backup/errors", 0))
+                           errors=stats.get_value("backup/errors", 0) + unexpected)
         stats.set_value(EXIT_CODE_STAT, code)
         if self.rows:
             logger.info("Backup summary (total (+new) per resource):\n%s", summary_table(self.rows))

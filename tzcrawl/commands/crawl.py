@@ -6,29 +6,35 @@ from __future__ import annotations
 import sys
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
-from scrapy.exceptions import UsageError
+from scrapy.spiderloader import get_spider_loader
 
 from tzcrawl.config import ConfigError
 from tzcrawl.extensions import EXIT_CODE_STAT
 
 
 class Command(ScrapyCrawlCommand):
-    def run(self, args, opts):
+    def process_options(self, args, opts):
+        """Check the spider's configuration before Scrapy starts logging, so an error is one line."""
+        super().process_options(args, opts)
         if len(args) != 1:
-            return super().run(args, opts)
+            return
         try:
-            spidercls = self.crawler_process.spider_loader.load(args[0])
+            spidercls = get_spider_loader(self.settings).load(args[0])
         except KeyError:
-            raise UsageError(f"no spider named {args[0]!r}; `scrapy list` shows them") from None
+            print(f"tzcrawl: no spider named {args[0]!r}; `scrapy list` shows them", file=sys.stderr)
+            raise SystemExit(2) from None
         check = getattr(spidercls, "check_config", None)
         if check is not None:
             try:
                 check(self.settings, opts.spargs)
             except ConfigError as exc:
                 print(f"tzcrawl: {exc}", file=sys.stderr)
-                self.exitcode = 2
-                return
-        crawler = self._create_crawler(spidercls)
+                raise SystemExit(2) from None
+
+    def run(self, args, opts):
+        if len(args) != 1:
+            return super().run(args, opts)
+        crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         status = crawler.stats.get_value(EXIT_CODE_STAT) if crawler.stats else None

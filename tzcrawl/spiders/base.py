@@ -102,6 +102,8 @@ class BackupSpider(scrapy.Spider):
     def parse_list(self, response, job=None):
         try:
             listed = api.personality_list(self._decode(response))
+        except api.NotAuthenticated:
+            raise CloseSpider("auth_failed") from None
         except api.BadAnswer as exc:
             self.crawler.stats.inc_value("backup/errors")
             self.logger.error("Cannot read the list of personalities: %s", exc)

@@ -1,0 +1,62 @@
+"""Run real `scrapy crawl` processes against a sandbox and read back what they saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tzcrawl.store import BackupStore
+from tzcrawl.store.timestamps import sort_key
+
+REPO = Path(__file__).resolve().parent.parent
+# Flat out against the local sandbox; short backoff so retried faults don't slow the suite.
+FAST = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "False", "BACKUP_PERSONALITY_DELAY": "0",
+        "TZCRAWL_RETRY_BACKOFF_BASE": "0.02", "TZCRAWL_RETRY_BACKOFF_MAX": "0.2"}
+
+
+def crawl_env(sb, backup_dir, cookie: str | None = None, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICE_", "TZCRAWL_", "BACKUP_"))}
+    env.update(SERVICE_WEBSITE=sb.base_url, SERVICE_COOKIE=sb.cookie if cookie is None else cookie,
+               BACKUP_DIR=str(backup_dir), TZCRAWL_COOKIE_FILE=str(Path(backup_dir).parent / "no-cookie-file"))
+    env.update(extra)
+    return env
+
+
+def crawl_cmd(spider: str, *args: str, settings: dict | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "scrapy", "crawl", spider, *args]
+    for name, value in {**FAST, **(settings or {})}.items():
+        cmd += ["-s", f"{name}={value}"]
+    return cmd
+
+
+def crawl(sb, spider: str, backup_dir, *args: str, settings: dict | None = None, cookie: str | None = None,
+          env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """One real crawl as a user runs it; returns the finished process (stdout, stderr, returncode)."""
+    return subprocess.run(crawl_cmd(spider, *args, settings=settings), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env or crawl_env(sb, backup_dir, cookie))
+
+
+def saved(backup_dir, username: str, resource: str):
+    store = BackupStore(backup_dir)
+    if resource in ("memories", "messages"):
+        path = store.path(username, resource)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return store.read_document(username, resource)
+
+
+def metadata(backup_dir, username: str) -> dict:
+    return BackupStore(backup_dir).metadata(username)
+
+
+def oldest_first(records: list, field: str) -> list:
+    return sorted(records, key=lambda r: sort_key(r, field))
+
+
+def data_files(backup_dir) -> dict[str, bytes]:
+    """Every saved data file (not metadata or lock) by relative path, with its bytes."""
+    root = Path(backup_dir)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.json"))
+            if p.is_file() and not p.name.startswith(".")}

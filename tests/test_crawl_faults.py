@@ -1,0 +1,165 @@
+"""Faults from the sandbox's knobs: for each, nothing already saved is lost, the exit status is
+right, and the message is clear."""
+
+from __future__ import annotations
+
+import pytest
+
+from crawlhelp import crawl, data_files, metadata, oldest_first, saved
+from test_crawl_backup import assert_matches_sandbox
+
+
+def complete_and_exact(sb, out, result):
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    for p in sb.personalities:
+        assert_matches_sandbox(sb, out, p["username"])
+
+
+def test_rate_limit_429_with_retry_after_is_honoured(sandbox_factory, tmp_path):
+    sb = sandbox_factory(rate_limit=15.0, rate_burst=3)
+    out = tmp_path / "b"
+    result = crawl(sb, "all_personalities", out)
+    complete_and_exact(sb, out, result)
+    assert sb.stats()["status"].get("429", 0) > 0, "the limit should have been hit"
+    assert "'backup/retry/rate_limited'" in result.stderr
+    assert "'backup/retry/wait_seconds'" in result.stderr
+
+
+@pytest.mark.parametrize("knobs", [
+    {"error_rate": 0.25},
+    {"drop_rate": 0.15},
+    {"latency": 0.5, "latency_rate": 0.2},
+], ids=["5xx", "dropped-connections", "slow-answers"])
+def test_transient_faults_are_retried_to_a_complete_backup(sandbox_factory, tmp_path, knobs):
+    sb = sandbox_factory(**knobs)
+    out = tmp_path / "b"
+    result = crawl(sb, "all_personalities", out, settings={"DOWNLOAD_TIMEOUT": "0.3", "RETRY_TIMES": "8"})
+    complete_and_exact(sb, out, result)
+    assert "Backup complete: 3 of 3 personalities" in result.stderr
+
+
+def test_retries_exhausted_fail_the_run_and_keep_previous_files(sandbox, tmp_path):
+    out = tmp_path / "b"
+    assert crawl(sandbox, "all_personalities", out).returncode == 0
+    before = data_files(out)
+    name = sandbox.personalities[0]["username"]
+    sandbox.add(name, memories=5, messages=5)
+    sandbox.set_knobs(error_rate=1.0)
+    result = crawl(sandbox, "personality", out, "-a", f"personality={name}", settings={"RETRY_TIMES": "2"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Backup INCOMPLETE" in result.stderr
+    assert data_files(out) == before, "a failed run must leave every saved file as it was"
+
+
+def test_one_failing_resource_fails_only_itself(sandbox, tmp_path):
+    out = tmp_path / "b"
+    name = sandbox.personalities[0]["username"]
+    assert crawl(sandbox, "personality", out, "-a", f"personality={name}").returncode == 0
+    previous = (next(out.rglob("*_messages.json"))).read_bytes()
+    sandbox.add(name, memories=5, messages=5)
+    sandbox.set_knobs(ignore_before_ts=True)  # chat history repeats its newest batch
+    result = crawl(sandbox, "personality", out, "-a", f"personality={name}", "-a", "full=1", timeout=120)
+    assert result.returncode == 1
+    assert "ignored before_ts" in result.stderr
+    assert next(out.rglob("*_messages.json")).read_bytes() == previous
+    meta = metadata(out, name)["resources"]
+    assert meta["messages"]["outcome"] == "failed" and "before_ts" in meta["messages"]["error"]
+    assert meta["memories"]["outcome"] == "complete" and meta["memories"]["total"] == 50
+    assert saved(out, name, "memories") == oldest_first(sandbox.export(name)["memories"], "created_at")
+
+
+def test_cookie_expiring_mid_run_stops_at_once_and_keeps_finished_personalities(sandbox_factory, tmp_path):
+    sb = sandbox_factory(personalities=3, empty_last=False)
+    out = tmp_path / "b"
+    assert crawl(sb, "all_personalities", out).returncode == 0
+    before = data_files(out)
+    people = [p["username"] for p in sb.personalities]
+    for name in people:
+        sb.add(name, memories=3, messages=3)
+    # 1 list + 6 per personality: the cookie dies during the second personality.
+    sb.set_knobs(cookie_max_requests=10)
+    sb.reset_stats()
+    result = crawl(sb, "all_personalities", out)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Authentication failed" in result.stderr and "1 of 3 personalities were completed" in result.stderr
+    assert "fresh" in result.stderr and "cookie" in result.stderr
+    assert sb.stats()["requests"] <= 11, "the crawl must stop at the first authentication failure"
+    assert_matches_sandbox(sb, out, people[0])
+    after = data_files(out)
+    for rel, blob in before.items():
+        if not rel.startswith(people[0]):
+            # unfinished personalities: each file is the old one or a newer complete one, never less
+            assert rel in after
+            if rel.endswith(("_memories.json", "_messages.json")):
+                import json
+                old_ids = {r["id"] for r in json.loads(blob)}
+                assert old_ids <= {r["id"] for r in json.loads(after[rel])}
+    assert [p for p in people[2:] if data_files(out).keys() and
+            any(k.startswith(p) and after[k] != before[k] for k in before)] == []
+
+
+@pytest.mark.parametrize("mode", ["401", "html", "redirect"])
+def test_not_authenticated_in_every_form_is_a_clear_failure(sandbox_factory, tmp_path, mode):
+    sb = sandbox_factory(auth_failure=mode)
+    sb.expire_cookie()
+    out = tmp_path / "b"
+    result = crawl(sb, "all_personalities", out)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Authentication failed" in result.stderr and "0 of 0 personalities" in result.stderr
+    assert not out.exists() or data_files(out) == {}
+
+
+def test_html_instead_of_json_on_one_personality_is_not_saved_as_data(sandbox_factory, tmp_path):
+    sb = sandbox_factory(auth_failure="html")
+    out = tmp_path / "b"
+    name = sb.personalities[0]["username"]
+    sb.expire_cookie()
+    result = crawl(sb, "memories", out, "-a", f"personality={name}")
+    assert result.returncode == 1
+    assert "HTML page instead of JSON" in result.stderr
+    assert data_files(out) == {} if out.exists() else True
+
+
+@pytest.mark.parametrize("env_change, expected", [
+    ({"SERVICE_WEBSITE": ""}, "SERVICE_WEBSITE is not set"),
+    ({"SERVICE_WEBSITE": "ftp://x"}, "SERVICE_WEBSITE must be an http(s) URL"),
+    ({"SERVICE_COOKIE": "has spaces in it"}, "SERVICE_COOKIE: the appSession cookie holds spaces"),
+    ({"SERVICE_COOKIE": ""}, "scrapy crawl login"),
+    ({"BACKUP_LOCK_TIMEOUT": "soon"}, "BACKUP_LOCK_TIMEOUT must be a number"),
+    ({"PERSONALITY_JARGON_TERM": "a/b"}, "PERSONALITY_JARGON_TERM must be one path word"),
+])
+def test_configuration_problems_are_one_clear_line(sandbox, tmp_path, env_change, expected):
+    from crawlhelp import crawl_env
+    env = crawl_env(sandbox, tmp_path / "b")
+    env.update(env_change)
+    result = crawl(sandbox, "all_personalities", tmp_path / "b", env=env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tzcrawl: ") and expected in lines[0], result.stderr
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_missing_personality_argument_is_one_clear_line(sandbox, tmp_path):
+    result = crawl(sandbox, "memories", tmp_path / "b")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("tzcrawl: say which personality: scrapy crawl memories "
+                                     "-a personality=NAME[,NAME...]")
+
+
+def test_unknown_personality_fails_without_touching_others(sandbox, tmp_path):
+    out = tmp_path / "b"
+    name = sandbox.personalities[0]["username"]
+    result = crawl(sandbox, "personality", out, "-a", f"personality={name},no-such-one")
+    assert result.returncode == 1
+    assert "no-such-one" in result.stderr and "FAILED" in result.stderr
+    assert_matches_sandbox(sandbox, out, name)
+
+
+def test_unknown_spider_is_one_clear_line(sandbox, tmp_path):
+    result = crawl(sandbox, "no_such_spider", tmp_path / "b")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tzcrawl: no spider named 'no_such_spider'; `scrapy list` shows them"
