@@ -165,7 +165,7 @@ def test_backup_seconds_negative(name, monkeypatch):
     monkeypatch.setenv(name, "-1")
     with pytest.raises(ConfigError) as info:
         BackupConfig.from_settings(S())
-    assert one_line(info) == f"{name} must not be negative (got '-1')"
+    assert one_line(info) == f"{name} must be a finite, non-negative number of seconds (got '-1')"
 
 
 def test_backup_seconds_must_be_finite():

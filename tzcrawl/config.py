@@ -6,6 +6,7 @@ command can print it and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ def _float(settings, name: str, default: float) -> float:
         value = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative (got {raw!r})")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite, non-negative number of seconds (got {raw!r})")
     return value
 
 
@@ -86,7 +87,7 @@ class ServiceConfig:
         if not _JARGON_RE.match(jargon):
             raise ConfigError(f"PERSONALITY_JARGON_TERM must be one path word like 'personalities', not {jargon!r}")
         profile_path = str(lookup(settings, "PROFILE_INFO_PRIVATE_PATH", f"{jargon}/username")).strip("/ ")
-        if not _PATH_RE.match(profile_path):
+        if not _PATH_RE.match(profile_path) or {".", ".."} & set(profile_path.split("/")):
             raise ConfigError(f"PROFILE_INFO_PRIVATE_PATH must be a path like '{jargon}/username', not {profile_path!r}")
         return cls(website=website(settings), jargon=jargon, profile_path=profile_path)
 

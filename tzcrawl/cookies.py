@@ -33,7 +33,8 @@ def parse_cookie(text: str) -> str:
     text = (text or "").strip()
     if text.lower().startswith("cookie:"):
         text = text[len("cookie:"):].strip()
-    if "=" in text:
+    # A trailing "=" alone is base64 padding of a bare value, not a name=value pair.
+    if "=" in text.rstrip("=") or text.startswith(f"{COOKIE_NAME}="):
         pairs = (part.strip().partition("=") for part in text.split(";"))
         found = [value.strip() for name, _, value in pairs if name.strip() == COOKIE_NAME]
         if not found:
@@ -52,7 +53,7 @@ def redact(value: str | None, keep: int = 6) -> str:
     """A log-safe form: a short prefix and the length, never the whole value."""
     if not value:
         return "<none>"
-    return f"{value[:keep]}…({len(value)} chars)"
+    return f"{value[:min(keep, len(value) // 4)]}…({len(value)} chars)"
 
 
 def default_cookie_file() -> Path:

@@ -41,7 +41,7 @@ class Job:
     personality: dict
     resources: list[str]
     requests: int = 0                       # requests of the current resource
-    last_ids: frozenset = frozenset()       # ids on the previous memory page (repeat detection)
+    seen_ids: set = field(default_factory=set)  # memory ids seen this run (repeat detection)
     held: paging.Held = field(default_factory=paging.Held)  # the backup's newest, read at resource start
 
 
@@ -145,7 +145,8 @@ class BackupSpider(scrapy.Spider):
 
     def _advance(self, job: Job):
         """Move to the job's next resource, or finish the personality and start the next."""
-        job.requests, job.last_ids = 0, frozenset()
+        job.requests = 0
+        job.seen_ids.clear()
         username = job.personality["username"]
         if job.resources and username not in self.skipped:
             job.held = self._held(job, job.resources[0])
@@ -263,12 +264,13 @@ class BackupSpider(scrapy.Spider):
             return
         if result.items:
             yield Page(job.personality, "memories", result.items)
-        ids = frozenset(str(m.get("id")) for m in result.items if isinstance(m, dict))
+        ids = {str(m.get("id")) for m in result.items if isinstance(m, dict)}
+        new_ids = len(ids - job.seen_ids)
+        job.seen_ids |= ids
         decision = paging.next_memory_page(
-            page, result.items, result.total_pages, new_ids=len(ids - job.last_ids),
+            page, result.items, result.total_pages, new_ids=new_ids,
             held=job.held, full=self.full,
             key=lambda m: to_epoch(m.get("created_at")) if isinstance(m, dict) else None)
-        job.last_ids = ids
         yield from self._follow(job, decision, lambda n: self._request(
             self.endpoints.memories(job.personality["id"], n), self.parse_memories, job, page=n))
 
