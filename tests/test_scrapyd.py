@@ -284,6 +284,15 @@ def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tm
         in server.log_path.read_text()
     assert_backup_matches(backup_dir, sb.totals())
 
+    # A configuration problem: exit 2, its one line in scrapyd's own log (the job's stderr), no final stats.
+    broken_id = schedule(server, "personality")
+    server.wait_finished(broken_id)
+    scrapyd_log = server.log_path.read_text()
+    assert f"Process died: exitstatus=2 project='tzcrawl' spider='personality' job='{broken_id}'" in scrapyd_log
+    assert "say which personality: scrapy crawl personality -a personality=NAME" in scrapyd_log
+    broken_line = next(line for line in ctl(server, "status").stdout.splitlines() if line.startswith(broken_id))
+    assert "unknown" in broken_line and "Process died: exitstatus=N" in broken_line
+
     # The cookie appears nowhere scrapyd publishes or logs.
     published = json.dumps(server.get("listjobs.json?project=tzcrawl"))
     logs = server.job_log("all_personalities", jobid) + server.job_log("all_personalities", failed_id)

@@ -89,8 +89,8 @@ def job_outcome(log_tail: str) -> tuple[str, str]:
     summaries = _SUMMARY_RE.findall(log_tail)
     summary = summaries[-1].strip() if summaries else ""
     if not codes:
-        return "unknown", ("the log has no final stats: the job was killed or stopped before crawling "
-                           "(scrapyd's own log says 'Process died: exitstatus=N')")
+        return "unknown", ("no final stats in the job log: the job was killed or stopped before crawling "
+                           "(scrapyd's own log says 'Process died: exitstatus=N' and why)")
     code = int(codes[-1])
     reason = reasons[-1] if reasons else "?"
     detail = f"exit code {code}, finish_reason {reason}" + (f": {summary}" if summary else "")
@@ -214,8 +214,7 @@ def status(args, client: Scrapyd) -> int:
             print(f"{job['id']}  {job['spider']:<18} {state}  since {job.get('start_time', '-')}")
     failed = 0
     for job in jobs.get("finished", [])[-args.last:]:
-        outcome, detail = job_outcome(client.log_tail(job["log_url"])) if job.get("log_url") else \
-            ("unknown", "no job log (logs_dir is off)")
+        outcome, detail = job_outcome(client.log_tail(job["log_url"]) if job.get("log_url") else "")
         failed += outcome != "ok"
         if args.failed_only and outcome == "ok":
             continue
