@@ -299,3 +299,33 @@ def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tm
     assert "Using session cookie" in logs
     for text in (published, logs, server.log_path.read_text()):
         assert sb.cookie not in text
+
+
+def test_two_overlapping_scheduled_runs_keep_the_backup_whole(sandbox_factory, scrapyd_factory, tmp_path):
+    """Two jobs of all_personalities at once (scrapyd max_proc = 2): the per-personality lock makes the
+    later one wait; both succeed and the backup holds every record exactly once."""
+    # Slow answers keep the first job on the first personality long enough for the second to reach it.
+    sb = sandbox_factory(personalities=2, memories=100, messages=250, latency=0.4)
+    cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie)
+    backup_dir = tmp_path / "backup"
+    server = scrapyd_factory(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path),
+                             BACKUP_DIR=str(backup_dir))
+    deployed = ctl(server, "deploy")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    first = schedule(server, *FAST)
+    second = schedule(server, "--allow-overlap", *FAST)
+    jobs = {jobid: server.wait_finished(jobid, timeout=240) for jobid in (first, second)}
+
+    starts_and_ends = sorted((job["start_time"], job["end_time"]) for job in jobs.values())
+    assert starts_and_ends[1][0] < starts_and_ends[0][1], f"the jobs did not overlap: {starts_and_ends}"
+    logs = {jobid: server.job_log("all_personalities", jobid) for jobid in jobs}
+    assert any("waiting up to" in log for log in logs.values()), "neither job met the other's lock"
+    for jobid, log in logs.items():
+        assert ctl_module.job_outcome(log)[0] == "ok", log[-3000:]
+    assert_backup_matches(backup_dir, sb.totals())
+    for person in sb.totals()["personalities"]:
+        name = person["username"]
+        for resource in ("memories", "messages"):
+            records = json.loads((backup_dir / name / f"{name}_{resource}.json").read_text())
+            assert len({r["id"] for r in records}) == len(records), f"{name} {resource} has duplicates"
