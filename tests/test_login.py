@@ -21,7 +21,7 @@ from scrapy.settings import Settings
 from tzcrawl.browser import DEBIAN_CHROMIUM, QUIET_FLAGS, find_chromium, has_display, plan_login
 from tzcrawl.config import ConfigError
 from tzcrawl.cookies import load_cookie_file, save_cookie_file
-from tzcrawl.spiders.login import expiry_iso, one_line
+from tzcrawl.spiders.login import expiry_iso, launch_failure, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "http://127.0.0.1:8000"
@@ -117,6 +117,22 @@ def test_expiry_and_error_lines():
     assert expiry_iso(1e20) is None
     assert one_line("Page.goto: net::ERR\nCall log:\n  - navigating") == "Page.goto: net::ERR"
     assert one_line("x" * 500).endswith("…") and len(one_line("x" * 500)) == 200
+
+
+def test_launch_failure_quotes_the_browsers_own_error():
+    headed = ("BrowserType.launch: Target page, context or browser has been closed\nBrowser logs:\n\n"
+              "║ Looks like you launched a headed browser without having a XServer running. ║\nCall log:\n"
+              "  - <launched> pid=26927\n"
+              "  - [pid=26927][err] /usr/bin/chromium: 9: [: 25276502016: unexpected operator\n"
+              "  - [pid=26927][err] [26927:26927:1121/210603.466005:ERROR:ui/ozone/platform/x11/"
+              "ozone_platform_x11.cc:257] Missing X server or $DISPLAY\n"
+              "  - [pid=26927][err] [26927:26927:1121/210603.466470:ERROR:ui/aura/env.cc:253] The platform "
+              "failed to initialize.  Exiting.\n")
+    assert launch_failure(headed) == "Missing X server or $DISPLAY"
+    assert launch_failure("BrowserType.launch: closed\n  - [pid=1][err] libnss3.so: cannot open shared object\n") \
+        == "libnss3.so: cannot open shared object"
+    assert launch_failure("BrowserType.launch: Target closed\nCall log:\n  - <launched> pid=5\n") \
+        == "BrowserType.launch: Target closed"
 
 
 # -- real browser runs -----------------------------------------------------------------------------
@@ -282,8 +298,16 @@ def test_a_browser_that_cannot_start_is_a_clear_failure(sandbox, old_cookie, tmp
     run = crawl_login(sandbox.base_url, old_cookie[0], "-a", "email=owner@example.com", password="pw",
                       TZCRAWL_CHROMIUM=str(broken))
     assert run.returncode == 1
-    assert f"Chromium ({broken}) did not start" in run.stderr
+    assert f"Chromium ({broken}) did not start (cannot open display); nothing was written" in run.stderr
     assert "Traceback" not in run.stderr
+    assert_untouched(old_cookie)
+
+
+def test_headed_with_a_display_variable_but_no_display_server(sandbox, old_cookie):
+    chromium_or_skip()
+    run = crawl_login(sandbox.base_url, old_cookie[0], "-a", "timeout=10", DISPLAY=":97")
+    assert run.returncode == 1
+    assert "did not start (Missing X server or $DISPLAY); nothing was written" in run.stderr
     assert_untouched(old_cookie)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import getpass
 import logging
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -55,6 +56,20 @@ def one_line(text: object, limit: int = 200) -> str:
     """The first line of an error (Playwright's carry browser logs and call logs below it)."""
     first = str(text).strip().splitlines()[0] if str(text).strip() else type(text).__name__
     return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+_BROWSER_ERR_RE = re.compile(r"\[err\]\s*(.+)")
+
+
+def launch_failure(message: str) -> str:
+    """Why Chromium did not start, from Playwright's launch error: the browser's own first error line
+    (its stderr is in the call log below the useless "Target page ... has been closed")."""
+    errors = [m.group(1).strip() for m in _BROWSER_ERR_RE.finditer(str(message))]
+    chromium_errors = [e for e in errors if ":ERROR:" in e]
+    if chromium_errors:  # "[26927:26927:1121/...:ERROR:ui/ozone/...cc:257] Missing X server or $DISPLAY"
+        return one_line(chromium_errors[0].split("] ", 1)[-1])
+    useful = [e for e in errors if "unexpected operator" not in e]  # Debian's wrapper script's noise
+    return one_line(useful[0] if useful else message)
 
 
 class LoginSpider(scrapy.Spider):
@@ -144,6 +159,7 @@ class LoginSpider(scrapy.Spider):
         reason = one_line(failure.value)
         if reason.startswith("BrowserType.launch"):
             what = f"Chromium ({self.plan.chromium}) did not start"
+            reason = launch_failure(str(failure.value))
         else:
             what = f"could not open {self.plan.login_url} in Chromium"
         self._finish(1, f"login failed: {what} ({reason}); nothing was written")
