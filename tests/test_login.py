@@ -9,10 +9,13 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pty
+import select
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -327,3 +330,44 @@ def test_configuration_errors_are_one_line_and_exit_2(sandbox, old_cookie, args,
     assert "sandbox-password" not in run.stdout + run.stderr
     assert_untouched(old_cookie)
     assert sandbox.stats()["requests"] == 0, "no browser may start on a configuration error"
+
+
+def test_headless_login_prompts_for_the_password_on_a_terminal(sandbox, tmp_path):
+    """The password typed at the prompt (on a real pseudo-terminal), never echoed or logged."""
+    chromium_or_skip()
+    cookie_path = tmp_path / "cookie.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_COOKIE", "TZCRAWL_PASSWORD", "DISPLAY")}
+    env.update(SERVICE_WEBSITE=sandbox.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path))
+    argv = [sys.executable, "-m", "scrapy", "crawl", "login", "-a", "email=owner@example.com", "--nolog"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty, as in an interactive shell
+        try:
+            os.chdir(ROOT)
+            os.execve(sys.executable, argv, env)
+        finally:
+            os._exit(127)
+    output, typed, deadline = b"", False, time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not typed and b"password for owner@example.com at " in output:
+                os.write(fd, b"sandbox-password\n")
+                typed = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = output.decode("utf-8", "replace")
+    assert typed, text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "sandbox-password" not in text, "the password was echoed"
+    assert f"to {cookie_path}" in text
+    assert load_cookie_file(cookie_path).site == sandbox.base_url
