@@ -42,6 +42,17 @@ def _float(settings, name: str, default: float) -> float:
     return value
 
 
+def _int(settings, name: str, default: int) -> int:
+    raw = lookup(settings, name, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1 (got {raw!r})")
+    return value
+
+
 def website(settings) -> str:
     raw = lookup(settings, "SERVICE_WEBSITE")
     if not raw:
@@ -99,6 +110,7 @@ class BackupConfig:
     backup_dir: Path
     personality_delay: float = 2.0
     lock_timeout: float = 60.0
+    merge_chunk: int = 5000  # records sorted in memory at a time when merging (bounds RAM)
 
     @classmethod
     def from_settings(cls, settings) -> "BackupConfig":
@@ -107,4 +119,5 @@ class BackupConfig:
             backup_dir=backup_dir,
             personality_delay=_float(settings, "BACKUP_PERSONALITY_DELAY", 2.0),
             lock_timeout=_float(settings, "BACKUP_LOCK_TIMEOUT", 60.0),
+            merge_chunk=_int(settings, "BACKUP_MERGE_CHUNK", 5000),
         )

@@ -32,7 +32,7 @@ class BackupPipeline:
     @classmethod
     def from_crawler(cls, crawler):
         backup = BackupConfig.from_settings(crawler.settings)
-        return cls(crawler, BackupStore(backup.backup_dir), backup.lock_timeout)
+        return cls(crawler, BackupStore(backup.backup_dir, chunk_size=backup.merge_chunk), backup.lock_timeout)
 
     def process_item(self, item):
         handler = {
