@@ -157,8 +157,12 @@ class Scrapyd:
 
 def project_files(root: Path) -> list[Path]:
     """What goes into the egg build: the files git tracks or would track (no venv, backups, build output)."""
-    listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], capture_output=True, check=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError(f"deploy builds the egg from the files git lists: {root} must be a git checkout "
+                         "(or run scrapyd-deploy yourself from a copy)") from None
     return [Path(name) for name in listed if name and (root / name).is_file()]
 
 
