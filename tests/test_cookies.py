@@ -100,15 +100,19 @@ def test_save_writes_0600_in_a_new_0700_directory(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["cookie.json"]  # no temp file left behind
 
 
-def test_save_tightens_an_existing_directory_and_replaces_the_file(tmp_path):
-    folder = tmp_path / "shared"
+def test_save_leaves_an_existing_directory_alone_and_replaces_the_file(tmp_path):
+    # The cookie file may sit in the user's home: never chmod a directory we did not create.
+    folder = tmp_path / "home"
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
     path = folder / "cookie.json"
     save_cookie_file(path, "first-value")
     save_cookie_file(path, "second-value")
-    assert mode(folder) == 0o700 and mode(path) == 0o600
+    assert mode(folder) == 0o755 and mode(path) == 0o600
     assert load_cookie_file(path).value == "second-value"
+    created = folder / "new" / "deeper" / "cookie.json"
+    save_cookie_file(created, "third-value")
+    assert mode(folder / "new") == 0o700 and mode(folder / "new" / "deeper") == 0o700
 
 
 def test_save_of_a_bad_cookie_keeps_the_old_file(tmp_path):

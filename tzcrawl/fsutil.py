@@ -17,12 +17,26 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
-def ensure_private_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and missing parents) as 0700; tighten it if it already exists and is ours."""
+def ensure_private_dir(path: str | os.PathLike, *, tighten: bool = False) -> Path:
+    """Create ``path`` and its missing parents as 0700 (whatever the umask).
+
+    Existing directories are left as they are (the parent of a cookie file may be the user's
+    home) unless ``tighten``: then ``path`` itself, a directory dedicated to backups, becomes 0700.
+    """
     path = Path(path)
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):
-        if path.stat().st_mode & 0o777 != DIR_MODE:
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=DIR_MODE)
+            directory.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    if tighten and path.stat().st_mode & 0o777 != DIR_MODE:
+        with contextlib.suppress(PermissionError):
             path.chmod(DIR_MODE)
     return path
 

@@ -3,6 +3,7 @@ the exit status is 0 only when the backup was complete (Scrapy's own exits 0 wha
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
@@ -21,15 +22,22 @@ class Command(ScrapyCrawlCommand):
         try:
             spidercls = get_spider_loader(self.settings).load(args[0])
         except KeyError:
-            print(f"tzcrawl: no spider named {args[0]!r}; `scrapy list` shows them", file=sys.stderr)
-            raise SystemExit(2) from None
+            self._fail(f"tzcrawl: no spider named {args[0]!r}; `scrapy list` shows them")
         check = getattr(spidercls, "check_config", None)
         if check is not None:
             try:
                 check(self.settings, opts.spargs)
             except ConfigError as exc:
-                print(f"tzcrawl: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
+                self._fail(f"tzcrawl: {exc}")
+
+    def _fail(self, line: str):
+        """One line on stderr, and in LOG_FILE too (scrapyd keeps a job's log there), then exit 2."""
+        print(line, file=sys.stderr)
+        log_file = self.settings.get("LOG_FILE")
+        if log_file:
+            with contextlib.suppress(OSError), open(log_file, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        raise SystemExit(2)
 
     def run(self, args, opts):
         if len(args) != 1:

@@ -74,7 +74,7 @@ def create(cfg: Config, reason: str = "manual", *, should_stop: Callable[[], boo
     dbcopy.open_readonly(cfg.db).close()  # fail fast: missing or unreadable database
     if not cfg.code.is_dir():
         raise SnapshotError(f"code folder not found: {cfg.code}")
-    dest = ensure_private_dir(cfg.dest)
+    dest = ensure_private_dir(cfg.dest, tighten=True)
     wait = cfg.lock_wait.total_seconds() if lock_wait is None else lock_wait
     with dest_lock(dest, wait=wait):
         when = clock()

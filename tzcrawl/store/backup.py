@@ -78,7 +78,7 @@ class BackupStore:
         lock_timeout: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
-        self.root = ensure_private_dir(root).resolve()
+        self.root = ensure_private_dir(root, tighten=True).resolve()
         self.chunk_size = chunk_size
         self.index_limit = index_limit
         self.lock_timeout = lock_timeout  # used when a write takes the lock by itself
@@ -123,7 +123,7 @@ class BackupStore:
             if name in self._locks:
                 self._locks[name][1] += 1
                 return name
-            directory = ensure_private_dir(self.directory(username))
+            directory = ensure_private_dir(self.directory(username), tighten=True)
             lock = PersonalityLock(directory, name).acquire(timeout)
             self._locks[name] = [lock, 1]
         _discard_stale(directory)  # we are the only writer now: leftovers are from a dead run
