@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tzcrawl.pacing import (CREEP, FAR, MAX_RETRY_AFTER, MIN_INTERVAL, NEAR, learn_interval, parse_retry_after,
+from tzcrawl.pacing import (CREEP, FAR, MARGIN, MAX_RETRY_AFTER, MIN_INTERVAL, MIN_SAMPLE, learn_interval, parse_retry_after,
                             retry_wait)
 
 NOW = datetime(2024, 7, 24, 12, 0, 0, tzinfo=timezone.utc)
@@ -83,19 +84,23 @@ def test_retry_wait_zeroth_retry_is_base():
 
 # -- learn_interval ---------------------------------------------------------------------------------
 
-def test_first_429_sets_the_minimum_interval():
+def test_first_429_with_nothing_to_estimate_from_sets_the_minimum_interval():
     assert learn_interval(0.0, limited=True, successes_since_limit=0) == MIN_INTERVAL == 0.05
-    assert learn_interval(0.01, limited=True, successes_since_limit=100) == MIN_INTERVAL
+    assert learn_interval(0.0, limited=True, successes_since_limit=MIN_SAMPLE - 1, seconds_since_limit=9) == 0.05
 
 
 def test_429_after_few_successes_backs_off_far():
-    assert learn_interval(0.2, limited=True, successes_since_limit=0) == pytest.approx(0.2 * FAR)
-    assert learn_interval(0.2, limited=True, successes_since_limit=19) == pytest.approx(0.3)
+    assert learn_interval(0.2, limited=True, successes_since_limit=0) == pytest.approx(0.2 * FAR) == 0.4
+    assert learn_interval(0.2, limited=True, successes_since_limit=4, seconds_since_limit=10) == pytest.approx(0.4)
 
 
-def test_429_after_many_successes_backs_off_near():
-    assert learn_interval(0.2, limited=True, successes_since_limit=20) == pytest.approx(0.2 * NEAR)
-    assert learn_interval(0.2, limited=True, successes_since_limit=5000) == pytest.approx(0.22)
+def test_429_estimates_the_servers_rate_from_what_got_through_since_the_last():
+    # 50 successes in 10 s between two 429s: the bucket refills 5/s; pace 5 % slower than 0.2 s.
+    assert learn_interval(0.01, limited=True, successes_since_limit=50, seconds_since_limit=10) == \
+        pytest.approx(0.2 * MARGIN) == pytest.approx(0.21)
+    # The estimate replaces the old interval in both directions (never below the floor).
+    assert learn_interval(5.0, limited=True, successes_since_limit=100, seconds_since_limit=10) == pytest.approx(0.105)
+    assert learn_interval(0.2, limited=True, successes_since_limit=10_000, seconds_since_limit=1) == MIN_INTERVAL
 
 
 def test_success_creeps_closer():
@@ -120,22 +125,31 @@ class TokenBucket:
         return False
 
 
-def simulate(requests: int, rate: float = 5.0, burst: float = 5.0):
-    """Drive requests at the learned interval the way AdaptivePacingMiddleware does."""
+def simulate(requests: int, rate: float = 5.0, burst: float = 5.0, retry_after: float = 1.0,
+             jitter: float = 0.1, seed: int = 0):
+    """Drive requests the way the crawl does: at the learned interval (Scrapy's jitter around it,
+    a few ms of overhead), waiting Retry-After after each 429, learning as AdaptivePacingMiddleware."""
+    rnd = random.Random(seed)
     bucket, now, interval, successes, ok, limited = TokenBucket(rate, burst), 0.0, 0.0, 0, 0, 0
+    since = 0.0
     for _ in range(requests):
         was_limited = not bucket.take(now)
         limited += was_limited
         ok += not was_limited
         if was_limited or interval:
-            interval = learn_interval(interval, limited=was_limited, successes_since_limit=successes)
-        successes = 0 if was_limited else successes + 1
-        now += interval
+            interval = learn_interval(interval, limited=was_limited, successes_since_limit=successes,
+                                      seconds_since_limit=now - since)
+        if was_limited:
+            successes, since = 0, now
+        else:
+            successes += 1
+        now += max(interval * rnd.uniform(1 - jitter, 1 + jitter), 0.003) + (retry_after if was_limited else 0)
     return ok, now, limited / requests, interval
 
 
-def test_learned_interval_settles_near_a_token_bucket_limit():
-    ok, elapsed, limited_share, interval = simulate(2000)
+@pytest.mark.parametrize("requests", [466, 2000])
+def test_learned_interval_settles_near_a_token_bucket_limit(requests):
+    ok, elapsed, limited_share, interval = simulate(requests)
     achieved = ok / elapsed
     print(f"pacing simulation: {achieved:.3f} successful requests/s, {limited_share:.2%} answered 429, "
           f"final interval {interval * 1000:.1f} ms")

@@ -85,7 +85,7 @@ def personality_list(payload: object) -> list[dict]:
     if not isinstance(payload, list) or not all(isinstance(p, dict) for p in payload):
         raise BadAnswer("the personality list is not an array of objects")
     for p in payload:
-        if not p.get("username") or p.get("id") in (None, ""):
+        if not isinstance(p.get("username"), str) or not p["username"] or p.get("id") in (None, ""):
             raise BadAnswer(f"a personality without username or id in the list: keys {sorted(p)}")
     return payload
 

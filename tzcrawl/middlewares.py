@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from urllib.parse import urlsplit
 
 from scrapy import Request
@@ -87,10 +88,12 @@ class AdaptivePacingMiddleware:
     Off with ``TZCRAWL_ADAPTIVE_PACING = False``.
     """
 
-    def __init__(self, crawler):
+    def __init__(self, crawler, clock=time.monotonic):
         self.crawler = crawler
+        self.clock = clock
         self.interval = 0.0
         self.successes = 0
+        self.since: float | None = None  # the previous 429, or the first answer
         # Without AutoThrottle nobody else lowers the delay again: fall back to DOWNLOAD_DELAY.
         self.autothrottle = crawler.settings.getbool("AUTOTHROTTLE_ENABLED")
         self.download_delay = crawler.settings.getfloat("DOWNLOAD_DELAY")
@@ -102,10 +105,17 @@ class AdaptivePacingMiddleware:
         return cls(crawler)
 
     def process_response(self, request, response):
+        now = self.clock()
+        if self.since is None:
+            self.since = now
         limited = response.status == 429
         if limited or self.interval:
-            self.interval = learn_interval(self.interval, limited=limited, successes_since_limit=self.successes)
-        self.successes = 0 if limited else self.successes + 1
+            self.interval = learn_interval(self.interval, limited=limited, successes_since_limit=self.successes,
+                                           seconds_since_limit=now - self.since)
+        if limited:
+            self.successes, self.since = 0, now
+        else:
+            self.successes += 1
         slot = self.crawler.engine.downloader.slots.get(request.meta.get("download_slot"))
         if slot is not None and self.interval:
             slot.delay = max(slot.delay if self.autothrottle else self.download_delay, self.interval)

@@ -2,8 +2,10 @@
 
 Scrapy retries a 429 ~0.2 s later and AutoThrottle reacts to latency, not to 429s. These two
 functions fill the gap: ``retry_wait`` honours Retry-After (else exponential backoff), and
-``learn_interval`` is an AIMD rule that settles just above the server's limit: back off on a 429,
-creep closer on each success, so 429s stay rare while the achieved rate stays near the limit.
+``learn_interval`` settles just above the server's limit. A 429 means the server's token bucket is
+empty; between two 429s it went from empty to empty, so what got through is what it refilled:
+``successes / seconds`` estimates its rate. Pace 5 % slower than that, creep closer on each success,
+and 429s stay rare while the achieved rate stays near the limit.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 MAX_RETRY_AFTER = 600.0   # a hostile or broken Retry-After cannot park the crawl for hours
-MIN_INTERVAL = 0.05       # the first 429 means at most 20 requests/s
-CREEP = 0.9995            # per success: ~190 requests to close a 10 % gap
-NEAR = 1.10               # back-off when the limit was already close (many successes since the last 429)
-FAR = 1.5                 # back-off while still searching for the limit
+MIN_INTERVAL = 0.05       # after any 429: at most 20 requests/s
+MARGIN = 1.05             # pace this much slower than the estimated limit
+MIN_SAMPLE = 5            # successes between two 429s needed for an estimate
+CREEP = 0.9995            # per success: ~100 requests to close the 5 % margin
+FAR = 2.0                 # back-off when there is too little to estimate from
 
 
 def parse_retry_after(value: str | bytes | None, now: datetime | None = None) -> float | None:
@@ -47,9 +50,15 @@ def retry_wait(retry_after: float | None, retries: int, *, base: float, cap: flo
     return min(cap, base * 2 ** max(retries - 1, 0))
 
 
-def learn_interval(interval: float, *, limited: bool, successes_since_limit: int) -> float:
-    """The next minimum interval between requests after one answer (429 = ``limited``)."""
-    if limited:
-        factor = NEAR if successes_since_limit >= 20 else FAR
-        return max(interval * factor, MIN_INTERVAL)
-    return interval * CREEP
+def learn_interval(interval: float, *, limited: bool, successes_since_limit: int,
+                   seconds_since_limit: float = 0.0) -> float:
+    """The next minimum interval between requests after one answer (429 = ``limited``).
+
+    ``successes_since_limit`` and ``seconds_since_limit`` count from the previous 429 (or from the
+    first request, before any).
+    """
+    if not limited:
+        return interval * CREEP
+    if successes_since_limit >= MIN_SAMPLE and seconds_since_limit > 0:
+        return max(MARGIN * seconds_since_limit / successes_since_limit, MIN_INTERVAL)
+    return max(interval * FAR, MIN_INTERVAL)

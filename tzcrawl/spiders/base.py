@@ -22,6 +22,18 @@ from tzcrawl.store.timestamps import to_epoch
 
 DOCUMENT_URLS = {"knowledge": "knowledge", "training": "training", "user_data": "user_data"}
 ORDER = ("profile", "memories", "messages", "knowledge", "training", "user_data")
+ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer)
+
+
+def history_timestamps(batch: list[dict]) -> dict[float, str]:
+    """Each message's ts on the common timeline → the ts as the service spelled it."""
+    raw = {}
+    for message in batch:
+        key = to_epoch(message.get("ts"))
+        if key is None:
+            raise api.BadAnswer(f"a message without a usable ts: {message.get('ts')!r}")
+        raw.setdefault(key, str(message.get("ts")))
+    return raw
 
 
 def split_names(value: str | None) -> list[str]:
@@ -116,12 +128,11 @@ class BackupSpider(scrapy.Spider):
 
     def _next_personality(self, first: bool = False):
         """Start the next queued personality, a polite pause after the previous one."""
-        while self.queue:
+        if self.queue:
             job = self.queue.pop(0)
             wait = 0 if first else self.backup.personality_delay
             yield self._request(self.endpoints.profile(job.personality["username"]), self.parse_profile,
                                 job, wait=wait)
-            return
 
     def _request(self, url, callback, job, wait: float = 0, **kwargs):
         if job is not None:
@@ -197,16 +208,8 @@ class BackupSpider(scrapy.Spider):
         yield from self._fail_current(job, error)
         yield from self._advance(job)
 
-    def _guard(self, response, job: Job):
-        """Decode, turning bad answers into a failed resource and auth failures into a stop."""
-        try:
-            return self._decode(response), None
-        except api.NotAuthenticated as exc:
-            return None, exc
-        except api.BadAnswer as exc:
-            return None, exc
-
     def _handle(self, job: Job, exc: Exception):
+        """A bad answer fails the current resource; an authentication failure stops the crawl."""
         if isinstance(exc, api.NotAuthenticated):
             if "id" in job.personality:
                 yield from self._fail_current(job, f"not authenticated: {exc}")
@@ -218,13 +221,9 @@ class BackupSpider(scrapy.Spider):
         yield from self._give_up(job, str(exc))
 
     def parse_profile(self, response, job: Job):
-        payload, exc = self._guard(response, job)
-        if exc is None:
-            try:
-                payload = api.profile(payload, job.personality["username"])
-            except api.BadAnswer as bad:
-                exc = bad
-        if exc is not None:
+        try:
+            payload = api.profile(self._decode(response), job.personality["username"])
+        except ANSWER_ERRORS as exc:
             yield from self._handle(job, exc)
             return
         job.personality = {"id": payload["id"], "username": job.personality["username"],
@@ -238,13 +237,10 @@ class BackupSpider(scrapy.Spider):
 
     def parse_document(self, response, job: Job):
         resource = job.resources[0]
-        payload, exc = self._guard(response, job)
-        if exc is None:
-            try:
-                count = api.entry_count(resource, payload)
-            except api.BadAnswer as bad:
-                exc = bad
-        if exc is not None:
+        try:
+            payload = self._decode(response)
+            count = api.entry_count(resource, payload)
+        except ANSWER_ERRORS as exc:
             yield from self._handle(job, exc)
             return
         yield Document(job.personality, resource, payload, count)
@@ -253,13 +249,9 @@ class BackupSpider(scrapy.Spider):
         yield from self._advance(job)
 
     def parse_memories(self, response, job: Job, page: int):
-        payload, exc = self._guard(response, job)
-        if exc is None:
-            try:
-                result = api.memory_page(payload)
-            except api.BadAnswer as bad:
-                exc = bad
-        if exc is not None:
+        try:
+            result = api.memory_page(self._decode(response))
+        except ANSWER_ERRORS as exc:
             yield from self._handle(job, exc)
             return
         if result.items:
@@ -268,26 +260,16 @@ class BackupSpider(scrapy.Spider):
         new_ids = len(ids - job.seen_ids)
         job.seen_ids |= ids
         decision = paging.next_memory_page(
-            page, result.items, result.total_pages, new_ids=new_ids,
-            held=job.held, full=self.full,
+            page, result.items, result.total_pages, new_ids=new_ids, held=job.held, full=self.full,
             key=lambda m: to_epoch(m.get("created_at")) if isinstance(m, dict) else None)
         yield from self._follow(job, decision, lambda n: self._request(
             self.endpoints.memories(job.personality["id"], n), self.parse_memories, job, page=n))
 
     def parse_history(self, response, job: Job, before_ts):
-        payload, exc = self._guard(response, job)
-        if exc is None:
-            try:
-                batch = api.history_batch(payload)
-                keyed = {}
-                for message in batch:
-                    key = to_epoch(message.get("ts"))
-                    if key is None:
-                        raise api.BadAnswer(f"a message without a usable ts: {message.get('ts')!r}")
-                    keyed.setdefault(key, message.get("ts"))
-            except api.BadAnswer as bad:
-                exc = bad
-        if exc is not None:
+        try:
+            batch = api.history_batch(self._decode(response))
+            raw_ts = history_timestamps(batch)
+        except ANSWER_ERRORS as exc:
             yield from self._handle(job, exc)
             return
         if batch:
@@ -295,9 +277,10 @@ class BackupSpider(scrapy.Spider):
         decision = paging.next_before_ts(
             [to_epoch(m.get("ts")) for m in batch], limit=api.HISTORY_LIMIT,
             before_ts=to_epoch(before_ts), held=job.held, full=self.full)
+        # The next before_ts is sent exactly as the service spelled that message's ts.
         yield from self._follow(job, decision, lambda key: self._request(
-            self.endpoints.chat_history(job.personality["id"], str(keyed[key])), self.parse_history, job,
-            before_ts=str(keyed[key])))
+            self.endpoints.chat_history(job.personality["id"], raw_ts[key]), self.parse_history, job,
+            before_ts=raw_ts[key]))
 
     def _follow(self, job: Job, decision, make_request):
         resource = job.resources[0]
