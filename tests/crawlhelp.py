@@ -60,3 +60,26 @@ def data_files(backup_dir) -> dict[str, bytes]:
     root = Path(backup_dir)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.json"))
             if p.is_file() and not p.name.startswith(".")}
+
+
+RESOURCES = ("profile", "memories", "messages", "knowledge", "training", "user_data")
+
+
+def assert_matches_sandbox(sb, backup_dir, username: str, resources=RESOURCES):
+    truth = sb.export(username)
+    if "profile" in resources:
+        assert saved(backup_dir, username, "profile") == truth["profile"]
+    if "memories" in resources:
+        memories = saved(backup_dir, username, "memories")
+        assert memories == oldest_first(truth["memories"], "created_at")
+        assert len({m["id"] for m in memories}) == len(memories)
+    if "messages" in resources:
+        messages = saved(backup_dir, username, "messages")
+        assert messages == oldest_first(truth["messages"], "ts")
+        assert len({m["id"] for m in messages}) == len(messages)
+    if "knowledge" in resources:
+        assert saved(backup_dir, username, "knowledge") == truth["knowledge"]
+    if "training" in resources:
+        assert saved(backup_dir, username, "training") == truth["training"]
+    if "user_data" in resources:
+        assert saved(backup_dir, username, "user_data") == truth["user"]

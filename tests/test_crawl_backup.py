@@ -8,30 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crawlhelp import crawl, data_files, metadata, oldest_first, saved
-
-RESOURCES = ("profile", "memories", "messages", "knowledge", "training", "user_data")
-
-
-def assert_matches_sandbox(sb, backup_dir, username: str, resources=RESOURCES):
-    truth = sb.export(username)
-    if "profile" in resources:
-        assert saved(backup_dir, username, "profile") == truth["profile"]
-    if "memories" in resources:
-        memories = saved(backup_dir, username, "memories")
-        assert memories == oldest_first(truth["memories"], "created_at")
-        assert len({m["id"] for m in memories}) == len(memories)
-    if "messages" in resources:
-        messages = saved(backup_dir, username, "messages")
-        assert messages == oldest_first(truth["messages"], "ts")
-        assert len({m["id"] for m in messages}) == len(messages)
-    if "knowledge" in resources:
-        assert saved(backup_dir, username, "knowledge") == truth["knowledge"]
-    if "training" in resources:
-        assert saved(backup_dir, username, "training") == truth["training"]
-    if "user_data" in resources:
-        assert saved(backup_dir, username, "user_data") == truth["user"]
-
+from crawlhelp import RESOURCES, assert_matches_sandbox, crawl, data_files, metadata, oldest_first, saved
 
 def test_all_personalities_backs_up_everything_exactly(sandbox_factory, tmp_path):
     sb = sandbox_factory(iso_dates=0.3, pagination_style="mixed")

@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 
-from crawlhelp import crawl, data_files
-from test_crawl_backup import assert_matches_sandbox
+from crawlhelp import assert_matches_sandbox, crawl, data_files
 
 HOLD = """
 import sys, time
