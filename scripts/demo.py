@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-data" / "personalities"
 SCRAPY = [sys.executable, "-m", "scrapy"]
 # Quick but still polite to a real server: small delays instead of the 1 s / 2 s defaults.
-FAST = ["-s", "DOWNLOAD_DELAY=0.05", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "BACKUP_PERSONALITY_DELAY=0.2",
-        "-s", "LOG_LEVEL=INFO"]
+FAST = ["-s", "DOWNLOAD_DELAY=0.05", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "BACKUP_PERSONALITY_DELAY=0.2"]
 
 
 def control(base_url: str, path: str, payload: dict | None = None) -> dict:

@@ -7,7 +7,7 @@ import logging
 from scrapy import signals
 
 from tzcrawl.config import cookie_file
-from tzcrawl.items import RESOURCES
+from tzcrawl.items import COLLECTIONS, RESOURCES
 from tzcrawl.signals import resource_finished
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
                 line.append("-")
             elif not cell["ok"]:
                 line.append("FAILED")
-            elif resource in ("memories", "messages"):
+            elif resource in COLLECTIONS:
                 line.append(f"{cell.get('total', 0)} (+{cell.get('new', 0)})")
             else:
                 line.append(str(cell.get("total", 0)))
@@ -70,7 +70,7 @@ class BackupReport:
         for figure in ("new", "total", "requests", "characters"):
             if figure in figures:
                 stats.inc_value(f"backup/{resource}/{figure}", figures[figure] or 0)
-        if resource in ("memories", "messages"):
+        if resource in COLLECTIONS:
             logger.info("%s · %s: %d new, %d total, %d requests", username, resource,
                         figures.get("new", 0), figures.get("total", 0), figures.get("requests", 0))
         else:

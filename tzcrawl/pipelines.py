@@ -47,7 +47,7 @@ class BackupPipeline:
         return item
 
     def close_spider(self):
-        for (username, resource), run in list(self.runs.items()):
+        for (_, resource), run in list(self.runs.items()):
             run.abort("the crawl stopped before this resource was complete", 0)
             self._finished(run.personality, resource, False, {}, "the crawl stopped before it was complete")
         self.runs.clear()

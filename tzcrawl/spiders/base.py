@@ -15,13 +15,11 @@ from scrapy.exceptions import CloseSpider
 
 from tzcrawl import api, config, paging
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
-from tzcrawl.items import Document, Page, PersonalityEnd, PersonalityStart, ResourceDone
+from tzcrawl.items import COLLECTIONS, RESOURCES, Document, Page, PersonalityEnd, PersonalityStart, ResourceDone
 from tzcrawl.signals import personality_skipped
 from tzcrawl.store import BackupStore
 from tzcrawl.store.timestamps import to_epoch
 
-DOCUMENT_URLS = {"knowledge": "knowledge", "training": "training", "user_data": "user_data"}
-ORDER = ("profile", "memories", "messages", "knowledge", "training", "user_data")
 ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer)
 
 
@@ -107,7 +105,7 @@ class BackupSpider(scrapy.Spider):
             yield request
 
     def _planned(self) -> list[str]:
-        planned = [r for r in ORDER if r in self.resources]
+        planned = [r for r in RESOURCES if r in self.resources]
         self.crawler.stats.inc_value("backup/resources/requested", len(planned))
         return planned
 
@@ -175,11 +173,11 @@ class BackupSpider(scrapy.Spider):
             return self._request(self.endpoints.memories(pid, 1), self.parse_memories, job, page=1)
         if resource == "messages":
             return self._request(self.endpoints.chat_history(pid), self.parse_history, job, before_ts=None)
-        url = getattr(self.endpoints, DOCUMENT_URLS[resource])(pid)
+        url = getattr(self.endpoints, resource)(pid)  # Endpoints.knowledge / .training / .user_data
         return self._request(url, self.parse_document, job)
 
     def _held(self, job: Job, resource: str) -> paging.Held:
-        if self.full or resource not in ("memories", "messages"):
+        if self.full or resource not in COLLECTIONS:
             return paging.Held()
         state = self.store.held(job.personality["username"], resource)
         if not state.incremental:
