@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tzcrawl.store.timestamps import to_epoch
+
 from crawlhelp import RESOURCES, assert_matches_sandbox, crawl, data_files, metadata, oldest_first, saved
 
 def test_all_personalities_backs_up_everything_exactly(sandbox_factory, tmp_path):
@@ -46,7 +48,6 @@ def test_iso_and_float_created_at_sort_on_one_timeline(sandbox_factory, tmp_path
     memories = saved(out, sb.personalities[0]["username"], "memories")
     kinds = {type(m["created_at"]) for m in memories}
     assert kinds == {float, str}, "the sandbox should have served both spellings"
-    from tzcrawl.store.timestamps import to_epoch
     times = [to_epoch(m["created_at"]) for m in memories]
     assert times == sorted(times) and len(memories) == 60
 
