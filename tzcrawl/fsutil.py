@@ -8,8 +8,10 @@ directory, fsync, rename, fsync the directory. A crash leaves either the old fil
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -77,3 +79,45 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int = FILE_MO
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = FILE_MODE) -> None:
     with atomic_writer(path, binary=True, mode=mode) as fh:
         fh.write(data)
+
+
+class LockHeld(Exception):
+    """Another process holds the lock file; ``pid`` is what it wrote there (None if unreadable)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path} is held by {'process %d' % pid if pid else 'another process'}")
+        self.path, self.pid = path, pid
+
+
+def lock_file(path: str | os.PathLike, *, timeout: float = 0.0, poll: float = 0.1) -> int:
+    """Take an exclusive ``flock`` on ``path`` (created 0600), waiting up to ``timeout`` seconds.
+
+    Returns the descriptor; closing it releases the lock, and the kernel releases it when the holder
+    dies, so a killed run never leaves a stale lock. Our pid is written in only to name the holder.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    deadline = time.monotonic() + max(timeout, 0.0)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LockHeld(path, _read_pid(fd)) from None
+                time.sleep(min(poll, remaining))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (ValueError, OSError):
+        return None

@@ -6,12 +6,11 @@ The kernel drops the lock when its holder dies, so a crashed run never leaves a 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from pathlib import Path
 from typing import Iterator
 
+from ..fsutil import LockHeld, lock_file
 from . import LOCK_NAME, SnapshotError
 
 
@@ -23,19 +22,11 @@ class LockBusy(SnapshotError):
 def dest_lock(dest: str | os.PathLike, *, wait: float = 0.0, poll: float = 0.25) -> Iterator[None]:
     """Hold the destination's lock; wait up to ``wait`` seconds for it, then raise LockBusy."""
     path = Path(dest) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockBusy(f"another snapshot operation holds {path} (waited {wait:g}s)") from None
-                time.sleep(poll)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        fd = lock_file(path, timeout=wait, poll=poll)
+    except LockHeld:
+        raise LockBusy(f"another snapshot operation holds {path} (waited {wait:g}s)") from None
+    try:
         yield
     finally:
         os.close(fd)  # closing releases the lock

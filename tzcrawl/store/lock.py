@@ -7,12 +7,10 @@ into the file only to tell the waiting user who holds it.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from pathlib import Path
 
-from tzcrawl.fsutil import FILE_MODE
+from tzcrawl.fsutil import LockHeld, lock_file
 
 POLL_SECONDS = 0.1
 
@@ -40,24 +38,10 @@ class PersonalityLock:
 
     def acquire(self, timeout: float = 0) -> "PersonalityLock":
         """Wait up to ``timeout`` seconds (0: do not wait); raise BackupLocked naming the holder."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        deadline = time.monotonic() + max(timeout, 0)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise BackupLocked(self.name, _read_pid(fd), self.path) from None
-                    time.sleep(min(POLL_SECONDS, remaining))
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+            self._fd = lock_file(self.path, timeout=timeout, poll=POLL_SECONDS)
+        except LockHeld as exc:
+            raise BackupLocked(self.name, exc.pid, self.path) from None
         return self
 
     def release(self) -> None:
@@ -73,9 +57,3 @@ class PersonalityLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip())
-    except (ValueError, OSError):
-        return None
