@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from tzcrawl.sandbox.client import call, post_json
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-data" / "personalities"
@@ -27,10 +28,11 @@ FAST = ["-s", "DOWNLOAD_DELAY=0.05", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "
 
 
 def control(base_url: str, path: str, payload: dict | None = None) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(base_url + path, data=data, method="POST" if data is not None else "GET")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
+    """The sandbox's control surface (loopback only): GET, or POST a JSON payload."""
+    answer = call(base_url, path) if payload is None else post_json(base_url, path, payload)
+    if answer.status != 200:
+        raise SystemExit(f"demo: the sandbox answered {answer.status} to {path}: {answer.text[:200]}")
+    return answer.json()
 
 
 def crawl(env: dict) -> int:
