@@ -7,49 +7,57 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tzcrawl import registry
 from tzcrawl.api import (HISTORY_LIMIT, BadAnswer, Endpoints, MemoryPage, NotAuthenticated, decode, entry_count,
                          history_batch, memory_page, personality_list, profile)
+from tzcrawl.config import ServiceConfig
 
 SITE = "https://service.example.com"
-E = Endpoints(SITE)
+E = Endpoints(ServiceConfig(SITE))
+R = registry.get
+
+
+def url(resource: str, pid="p1", position=None, endpoints=E, username="alice") -> str:
+    return endpoints.resource(R(resource), {"id": pid, "username": username}, position)
 
 
 # -- URLs -------------------------------------------------------------------------------------------
 
 def test_default_urls():
-    assert E.users_me() == f"{SITE}/api/users/me"
     assert E.personalities() == f"{SITE}/api/personalities?category=self"
     assert E.personalities("recent") == f"{SITE}/api/personalities?category=recent"
-    assert E.profile("alice") == f"{SITE}/api/personalities/username/alice"
-    assert E.memories("p1", 1) == f"{SITE}/api/memory/p1?page=1"
-    assert E.memories("p1", 12) == f"{SITE}/api/memory/p1?page=12"
-    assert E.knowledge("p1") == f"{SITE}/api/personalities/p1/story"
-    assert E.training("p1") == f"{SITE}/api/personalities/p1/training"
-    assert E.user_data("p1") == f"{SITE}/api/personalities/p1/user"
-    assert E.chat_history("p1") == f"{SITE}/api/personalities/p1/chat/history?limit=50&shape_id=p1"
+    assert url("profile") == f"{SITE}/api/personalities/username/alice"
+    assert url("memories", position=1) == f"{SITE}/api/memory/p1?page=1"
+    assert url("memories", position=12) == f"{SITE}/api/memory/p1?page=12"
+    assert url("knowledge") == f"{SITE}/api/personalities/p1/story"
+    assert url("training") == f"{SITE}/api/personalities/p1/training"
+    assert url("user_data") == f"{SITE}/api/personalities/p1/user"
+    assert url("messages") == f"{SITE}/api/personalities/p1/chat/history?limit=50&shape_id=p1"
     assert HISTORY_LIMIT == 50
 
 
+def test_the_profile_needs_only_the_username():
+    assert E.resource(R("profile"), {"username": "bob"}) == f"{SITE}/api/personalities/username/bob"
+
+
 def test_jargon_and_profile_path_variants():
-    e = Endpoints("http://127.0.0.1:8080/base", jargon="shapes", profile_path="shapes/username")
+    e = Endpoints(ServiceConfig("http://127.0.0.1:8080/base", jargon="shapes", profile_path="shapes/username"))
     assert e.personalities() == "http://127.0.0.1:8080/base/api/shapes?category=self"
-    assert e.profile("bob") == "http://127.0.0.1:8080/base/api/shapes/username/bob"
-    assert e.knowledge(7) == "http://127.0.0.1:8080/base/api/shapes/7/story"
-    assert e.training(7) == "http://127.0.0.1:8080/base/api/shapes/7/training"
-    assert e.user_data(7) == "http://127.0.0.1:8080/base/api/shapes/7/user"
-    assert e.chat_history(7, "1721828935.24231") == (
+    assert url("profile", endpoints=e, username="bob") == "http://127.0.0.1:8080/base/api/shapes/username/bob"
+    assert url("knowledge", 7, endpoints=e) == "http://127.0.0.1:8080/base/api/shapes/7/story"
+    assert url("training", 7, endpoints=e) == "http://127.0.0.1:8080/base/api/shapes/7/training"
+    assert url("user_data", 7, endpoints=e) == "http://127.0.0.1:8080/base/api/shapes/7/user"
+    assert url("messages", 7, "1721828935.24231", endpoints=e) == (
         "http://127.0.0.1:8080/base/api/shapes/7/chat/history?limit=50&shape_id=7&before_ts=1721828935.24231")
     # memories are not under the jargon word
-    assert e.memories(7, 2) == "http://127.0.0.1:8080/base/api/memory/7?page=2"
-    agents = Endpoints(SITE, jargon="agents", profile_path="agents/private/by-name")
-    assert agents.profile("c") == f"{SITE}/api/agents/private/by-name/c"
+    assert url("memories", 7, 2, endpoints=e) == "http://127.0.0.1:8080/base/api/memory/7?page=2"
+    agents = Endpoints(ServiceConfig(SITE, jargon="agents", profile_path="agents/private/by-name"))
+    assert url("profile", endpoints=agents, username="c") == f"{SITE}/api/agents/private/by-name/c"
 
 
-def test_from_config_takes_the_three_fields():
-    class Config:
-        website, jargon, profile_path = SITE, "agents", "agents/username"
-
-    assert Endpoints.from_config(Config()) == Endpoints(SITE, "agents", "agents/username")
+def test_every_registered_resource_has_a_url():
+    for resource in registry.REGISTRY:
+        assert url(resource.name).startswith(f"{SITE}/api/")
 
 
 @pytest.mark.parametrize("username, encoded", [
@@ -61,35 +69,31 @@ def test_from_config_takes_the_three_fields():
     ("%2F", "%252F"),
 ])
 def test_profile_url_encodes_hostile_usernames_into_one_segment(username, encoded):
-    url = E.profile(username)
-    assert url == f"{SITE}/api/personalities/username/{encoded}"
-    parts = urlsplit(url)
+    address = url("profile", username=username)
+    assert address == f"{SITE}/api/personalities/username/{encoded}"
+    parts = urlsplit(address)
     assert parts.query == "" and parts.fragment == ""
     assert parts.path.split("/")[-1] == encoded
 
 
 @pytest.mark.parametrize("pid", ["../x", "a/b", "名前", "a?b#c"])
 def test_ids_are_encoded_in_paths_and_queries(pid):
-    for url in (E.memories(pid, 3), E.knowledge(pid), E.training(pid), E.user_data(pid),
-                E.chat_history(pid, "5.5")):
-        parts = urlsplit(url)
+    for address in (url("memories", pid, 3), url("knowledge", pid), url("training", pid), url("user_data", pid),
+                    url("messages", pid, "5.5")):
+        parts = urlsplit(address)
         assert parts.fragment == ""
         assert "/" not in pid or pid not in parts.path
-    memories = urlsplit(E.memories(pid, 3))
+    memories = urlsplit(url("memories", pid, 3))
     assert memories.path.count("/") == 3 and parse_qs(memories.query) == {"page": ["3"]}
-    history = urlsplit(E.chat_history(pid, "5.5"))
+    history = urlsplit(url("messages", pid, "5.5"))
     assert history.path.count("/") == 5  # /api/personalities/{pid}/chat/history
     assert parse_qs(history.query) == {"limit": ["50"], "shape_id": [pid], "before_ts": ["5.5"]}
 
 
 @pytest.mark.parametrize("ts", [1721828935.24231, 1700000000.1, 0.30000000000000004, 1721828935.0])
 def test_before_ts_round_trips_exactly(ts):
-    query = parse_qs(urlsplit(E.chat_history("p", ts)).query)
+    query = parse_qs(urlsplit(url("messages", "p", ts)).query)
     assert float(query["before_ts"][0]) == ts
-
-
-def test_chat_history_without_before_ts_and_custom_limit():
-    assert parse_qs(urlsplit(E.chat_history("p", None, limit=10)).query) == {"limit": ["10"], "shape_id": ["p"]}
 
 
 # -- decode -----------------------------------------------------------------------------------------
@@ -188,20 +192,20 @@ ITEMS = [{"id": "m2", "created_at": 2.0}, {"id": "m1", "created_at": 1.0}]
 
 
 @pytest.mark.parametrize("payload, expected", [
-    ({"items": ITEMS, "pagination": {"page": 2, "total_pages": 5}}, MemoryPage(ITEMS, 2, 5)),
-    ({"items": ITEMS, "pagination": {"page": "2", "total_pages": "5", "total": 100}}, MemoryPage(ITEMS, 2, 5)),
-    ({"items": ITEMS, "pagination": {"page": 1, "totalPages": 3}}, MemoryPage(ITEMS, 1, 3)),
-    ({"items": ITEMS, "meta": {"pagination": {"page": 4, "total_pages": 4}}}, MemoryPage(ITEMS, 4, 4)),
-    ({"items": ITEMS, "meta": {"pagination": {"page": 4, "totalPages": 9}}}, MemoryPage(ITEMS, 4, 9)),
-    ({"items": ITEMS, "page": 3, "totalPages": 7}, MemoryPage(ITEMS, 3, 7)),
-    ({"items": ITEMS, "page": 3, "total_pages": 7}, MemoryPage(ITEMS, 3, 7)),
-    ({"items": ITEMS}, MemoryPage(ITEMS, None, None)),
-    ({"items": ITEMS, "pagination": {"page": 1, "total_pages": None}}, MemoryPage(ITEMS, 1, None)),
-    ({"items": ITEMS, "pagination": {"page": 1, "total_pages": "many"}}, MemoryPage(ITEMS, 1, None)),
-    ({"items": ITEMS, "meta": "x"}, MemoryPage(ITEMS, None, None)),
-    (ITEMS, MemoryPage(ITEMS, None, None)),
-    ({}, MemoryPage([], None, None)),
-    ({"items": [], "pagination": {"page": 6, "total_pages": 5}}, MemoryPage([], 6, 5)),
+    ({"items": ITEMS, "pagination": {"page": 2, "total_pages": 5}}, MemoryPage(ITEMS, 5)),
+    ({"items": ITEMS, "pagination": {"page": "2", "total_pages": "5", "total": 100}}, MemoryPage(ITEMS, 5)),
+    ({"items": ITEMS, "pagination": {"page": 1, "totalPages": 3}}, MemoryPage(ITEMS, 3)),
+    ({"items": ITEMS, "meta": {"pagination": {"page": 4, "total_pages": 4}}}, MemoryPage(ITEMS, 4)),
+    ({"items": ITEMS, "meta": {"pagination": {"page": 4, "totalPages": 9}}}, MemoryPage(ITEMS, 9)),
+    ({"items": ITEMS, "page": 3, "totalPages": 7}, MemoryPage(ITEMS, 7)),
+    ({"items": ITEMS, "page": 3, "total_pages": 7}, MemoryPage(ITEMS, 7)),
+    ({"items": ITEMS}, MemoryPage(ITEMS, None)),
+    ({"items": ITEMS, "pagination": {"page": 1, "total_pages": None}}, MemoryPage(ITEMS, None)),
+    ({"items": ITEMS, "pagination": {"page": 1, "total_pages": "many"}}, MemoryPage(ITEMS, None)),
+    ({"items": ITEMS, "meta": "x"}, MemoryPage(ITEMS, None)),
+    (ITEMS, MemoryPage(ITEMS, None)),
+    ({}, MemoryPage([], None)),
+    ({"items": [], "pagination": {"page": 6, "total_pages": 5}}, MemoryPage([], 5)),
 ])
 def test_memory_page_shapes(payload, expected):
     assert memory_page(payload) == expected
@@ -239,13 +243,13 @@ def test_memory_page_bad_shapes(payload):
     ("user_data", [{"a": 1}], 1),
 ])
 def test_entry_count(resource, payload, count):
-    assert entry_count(resource, payload) == count
+    assert entry_count(R(resource), payload) == count
 
 
 @pytest.mark.parametrize("payload", ["text", 5, 1.5, True])
 def test_entry_count_of_a_scalar_is_a_bad_answer(payload):
     with pytest.raises(BadAnswer, match="knowledge"):
-        entry_count("knowledge", payload)
+        entry_count(R("knowledge"), payload)
 
 
 # -- chat history -----------------------------------------------------------------------------------
@@ -269,4 +273,4 @@ def test_history_batch_bad_shapes(payload):
 
 def test_decoded_payloads_round_trip_through_the_shapes():
     body = json.dumps({"items": ITEMS, "meta": {"pagination": {"page": 1, "totalPages": 1}}}).encode()
-    assert memory_page(decode(200, "application/json", body, URL)) == MemoryPage(ITEMS, 1, 1)
+    assert memory_page(decode(200, "application/json", body, URL)) == MemoryPage(ITEMS, 1)

@@ -136,8 +136,9 @@ def test_unsafe_usernames_never_escape_backup_dir(sandbox_factory, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     usernames = [p["username"] for p in sb.personalities]
     assert any("/" in u or ".." in u for u in usernames), usernames
-    children = [p for p in out.iterdir()]
+    children = [p for p in out.iterdir() if p.name != ".locks"]
     assert all(c.is_dir() and c.parent == out for c in children)
+    assert {p.name for p in (out / ".locks").iterdir()} == {f"{c.name}.lock" for c in children}
     assert len(children) == len(usernames), "every personality has its own folder"
     assert sorted(p.name for p in (tmp_path / "inner").iterdir()) == ["backup"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inner"]

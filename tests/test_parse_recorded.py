@@ -18,6 +18,7 @@ every recording is checked for the live cookie value, and ``test_cassettes_hold_
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import json
@@ -36,10 +37,13 @@ from scrapy.utils.test import get_crawler
 from scrapy_mock import slugify
 from twisted.python.failure import Failure
 
-from tzcrawl.items import RESOURCES, Document, Page, PersonalityEnd, PersonalityStart, ResourceDone
+from tzcrawl import registry
+from tzcrawl.items import Document, Outcome, Page, PersonalityEnd, ResourceDone
+from tzcrawl.registry import RESOURCES
 from tzcrawl.sandbox import Sandbox, SandboxConfig
-from tzcrawl.spiders.base import Job
 from tzcrawl.spiders.resources import AllPersonalitiesSpider, PersonalitySpider
+from tzcrawl.store import BackupStore
+from tzcrawl.walk import Walk
 
 CASSETTES = Path(__file__).resolve().parent / "fixtures" / "cassettes"
 REPLAY_BASE = "http://127.0.0.1:9"  # never contacted: vcr answers from the cassette or raises
@@ -63,6 +67,15 @@ PEOPLE = Sandbox(SandboxConfig(**SANDBOX)).personalities
 
 def person(i: int) -> dict:
     return {k: PEOPLE[i][k] for k in ("id", "username", "name")}
+
+
+def Job(personality: dict, resources, requests: int = 0) -> Walk:  # noqa: N802 (reads like the walk it makes)
+    """A walk of ``personality`` through ``resources`` (names), ``requests`` already made for the first."""
+    return Walk(dict(personality), tuple(registry.get(r) for r in resources), requests=requests)
+
+
+def complete(who: dict, resource: str, requests: int, note: str = "") -> ResourceDone:
+    return ResourceDone(who, resource, Outcome.complete(note), requests)
 
 
 def history_path(i: int, before_ts: str | None = None) -> str:
@@ -198,20 +211,30 @@ def make_spider(service, tmp_path):
             "BACKUP_DIR": str(tmp_path / "backup"),
             "BACKUP_PERSONALITY_DELAY": "0.5",
         })
-        return cls.from_crawler(crawler, **args)
+        spider = cls.from_crawler(crawler, **args)
+        spider.store = BackupStore(tmp_path / "backup")  # the pipeline's store, in a crawl
+        return spider
 
     return make
 
 
+def drain(output):
+    """Everything an async callback yields, and the CloseSpider it raised, if any."""
+    async def collect():
+        out = []
+        try:
+            async for thing in output:
+                out.append(thing)
+        except CloseSpider as exc:
+            return out, exc
+        return out, None
+
+    return asyncio.run(collect())
+
+
 def call(callback, response):
     """Run a callback as Scrapy does; return what it yielded and the CloseSpider it raised, if any."""
-    out = []
-    try:
-        for thing in callback(response, **response.request.cb_kwargs) or ():
-            out.append(thing)
-    except CloseSpider as exc:
-        return out, exc
-    return out, None
+    return drain(callback(response, **response.request.cb_kwargs))
 
 
 def kinds(out) -> list[str]:
@@ -222,11 +245,11 @@ def body(response):
     return json.loads(response.body)
 
 
-def assert_request(request, spider, url: str, callback, job, **kwargs):
+def assert_request(request, spider, url: str, callback, job, position=None):
     assert isinstance(request, scrapy.Request)
     assert request.url == url
     assert request.callback == callback and request.errback == spider.on_error
-    assert request.cb_kwargs == {"job": job, **kwargs}
+    assert request.cb_kwargs == {"walk": job, "position": position}
     assert request.dont_filter
 
 
@@ -238,31 +261,33 @@ def test_personality_list_starts_the_first_profile(response, make_spider, servic
     listed = body(response)
     assert closed is None and [p["username"] for p in listed] == [p["username"] for p in PEOPLE]
     assert kinds(out) == ["Request"]
-    job = out[0].cb_kwargs["job"]
+    job = out[0].cb_kwargs["walk"]
     assert_request(out[0], spider, service.url(f"/api/personalities/username/{listed[0]['username']}"),
                    spider.parse_profile, job)
-    assert job.personality == listed[0] and job.resources == list(RESOURCES) and job.requests == 1
+    assert job.personality == listed[0] and job.planned == registry.REGISTRY and job.requests == 1
     assert "tzcrawl_wait" not in out[0].meta  # the first personality does not wait
-    assert [j.personality["username"] for j in spider.queue] == [p["username"] for p in listed[1:]]
+    assert spider.store.holds(listed[0]["username"])  # claimed before its profile is asked for
+    assert not spider.store.holds(listed[1]["username"])
+    assert [j.username for j in spider.queue] == [p["username"] for p in listed[1:]]
     assert spider.crawler.stats.get_value("backup/personalities/requested") == len(PEOPLE)
+    assert spider.crawler.stats.get_value("backup/resources/requested") == len(PEOPLE) * len(RESOURCES)
 
 
 @pytest.mark.parametrize("url, cb_kwargs", [(
     f"/api/personalities/username/{PEOPLE[0]['username']}",
-    {"job": Job({"username": PEOPLE[0]["username"]}, list(RESOURCES), requests=1)},
+    {"walk": Job({"username": PEOPLE[0]["username"]}, RESOURCES, requests=1), "position": None},
 )], ids=["p0"])
 def test_profile_then_memories(response, make_spider, service):
     spider = make_spider(personality=PEOPLE[0]["username"])
-    job = response.request.cb_kwargs["job"]
+    job = response.request.cb_kwargs["walk"]
     out, closed = call(spider.parse_profile, response)
     assert closed is None
-    assert kinds(out) == ["PersonalityStart", "Document", "ResourceDone", "Request"]
-    assert out[0] == PersonalityStart(person(0))
-    assert out[1] == Document(person(0), "profile", body(response), 1)
-    assert out[1].payload["settings"]["behaviour"]["nested"]  # the whole profile, nested parts included
-    assert out[2] == ResourceDone(person(0), "profile", ok=True, requests=1)
-    assert_request(out[3], spider, service.url(memories_path(0, 1)), spider.parse_memories, job, page=1)
-    assert job.resources == list(RESOURCES[1:]) and job.requests == 1
+    assert kinds(out) == ["Document", "ResourceDone", "Request"]
+    assert out[0] == Document(person(0), "profile", body(response), 1)
+    assert out[0].payload["settings"]["behaviour"]["nested"]  # the whole profile, nested parts included
+    assert out[1] == complete(person(0), "profile", 1)
+    assert_request(out[2], spider, service.url(memories_path(0, 1)), spider.parse_memories, job, position=1)
+    assert job.current.name == "memories" and job.requests == 1
 
 
 # -- memory pages in every pagination spelling -----------------------------------------------------
@@ -277,12 +302,12 @@ def spelled(payload: dict, style: str) -> bool:
 
 
 @pytest.mark.parametrize("url, cb_kwargs", [
-    (memories_path(i, page), {"job": Job(person(i), ["memories", "messages"], requests=page), "page": page})
+    (memories_path(i, page), {"walk": Job(person(i), ["memories", "messages"], requests=page), "position": page})
     for i in SPELLINGS for page in (1, 2, 3, 4)
 ], ids=[f"{SPELLINGS[i]}-page{page}" for i in SPELLINGS for page in (1, 2, 3, 4)])
 def test_memory_page(response, make_spider, service):
     spider = make_spider(personality="x")
-    job, page = response.request.cb_kwargs["job"], response.request.cb_kwargs["page"]
+    job, page = response.request.cb_kwargs["walk"], response.request.cb_kwargs["position"]
     i = next(k for k, p in enumerate(PEOPLE) if p["id"] == job.personality["id"])
     payload = body(response)
     assert response.status == 200 and spelled(payload, SPELLINGS[i])
@@ -293,20 +318,20 @@ def test_memory_page(response, make_spider, service):
     if page < 3:  # first and middle page: this page, then the next one
         assert kinds(out) == ["Page", "Request"]
         assert_request(out[1], spider, service.url(memories_path(i, page + 1)), spider.parse_memories, job,
-                       page=page + 1)
-        assert job.resources == ["memories", "messages"] and job.requests == page + 1
+                       position=page + 1)
+        assert job.current.name == "memories" and job.requests == page + 1
     else:  # last page, or past the end: memories complete, on to the chat history
         note = "last page" if page == 3 else "empty page"
         assert kinds(out) == (["Page"] if page == 3 else []) + ["ResourceDone", "Request"]
-        assert out[-2] == ResourceDone(person(i), "memories", ok=True, requests=page, note=note)
-        assert_request(out[-1], spider, service.url(history_path(i)), spider.parse_history, job, before_ts=None)
-        assert job.resources == ["messages"]
+        assert out[-2] == complete(person(i), "memories", page, note)
+        assert_request(out[-1], spider, service.url(history_path(i)), spider.parse_history, job)
+        assert job.current.name == "messages" and job.requests == 1
     if expected_records:
         assert out[0] == Page(person(i), "memories", payload["items"])
 
 
 # -- chat history ----------------------------------------------------------------------------------
-def history_job(i: int) -> Job:
+def history_job(i: int) -> Walk:
     return Job(person(i), ["messages", "knowledge"], requests=1)
 
 
@@ -316,7 +341,7 @@ def second_smallest_ts(batch: list[dict]):
 
 def walk_history(spider, service, i: int):
     """Follow the spider's own history requests from the first batch to its end."""
-    request = scrapy.Request(service.url(history_path(i)), cb_kwargs={"job": history_job(i), "before_ts": None})
+    request = scrapy.Request(service.url(history_path(i)), cb_kwargs={"walk": history_job(i), "position": None})
     steps = []
     for _ in range(10):  # 60 messages take 3 requests: a bound, not a guess
         response = service.fetch(request)
@@ -335,24 +360,24 @@ def test_history_first_batch_before_ts_batch_and_empty_end(make_spider, service)
     steps = walk_history(spider, service, 0)
     assert len(steps) == 3
     first, second, last = (body(r) for r, _ in steps)
-    job = steps[0][0].request.cb_kwargs["job"]
+    job = steps[0][0].request.cb_kwargs["walk"]
     # The first batch is full, so it may have been cut inside its oldest ts group: the next request
     # asks again from the batch's second-smallest distinct ts.
     before = second_smallest_ts(first)
     assert len(first) == 50 and kinds(steps[0][1]) == ["Page", "Request"]
     assert steps[0][1][0] == Page(person(0), "messages", first)
     assert_request(steps[0][1][1], spider, service.url(history_path(0, str(before))), spider.parse_history, job,
-                   before_ts=str(before))
+                   position=str(before))
     # The before_ts batch: only older messages, starting again at the first batch's oldest message.
-    assert steps[1][0].request.cb_kwargs["before_ts"] == str(before)
+    assert steps[1][0].request.cb_kwargs["position"] == str(before)
     assert 0 < len(second) < 50 and all(m["ts"] < before for m in second)
     assert second[0]["id"] == first[-1]["id"]
     # A short batch is whole: next before_ts is its oldest ts; the answer is empty and ends the resource.
-    assert steps[2][0].request.cb_kwargs["before_ts"] == str(min(m["ts"] for m in second))
+    assert steps[2][0].request.cb_kwargs["position"] == str(min(m["ts"] for m in second))
     assert last == []
     out = steps[2][1]
     assert kinds(out) == ["ResourceDone", "Request"]
-    assert out[0] == ResourceDone(person(0), "messages", ok=True, requests=3, note="empty batch")
+    assert out[0] == complete(person(0), "messages", 3, "empty batch")
     assert_request(out[1], spider, service.url(f"/api/personalities/{PEOPLE[0]['id']}/story"),
                    spider.parse_document, job)
     ids = [m["id"] for batch in (first, second) for m in batch]
@@ -372,12 +397,12 @@ def test_history_tie_group_straddling_the_edge(make_spider, service):
     assert group_second - group_first, "the recording must hold a group cut by the batch edge"
     # The next before_ts is the second-smallest distinct ts, not the group's own ts (which would skip
     # the rest of the group: the service returns only ts < before_ts).
-    before = steps[1][0].request.cb_kwargs["before_ts"]
+    before = steps[1][0].request.cb_kwargs["position"]
     assert before == str(second_smallest_ts(first)) and float(before) > oldest
     assert group_first <= group_second
     ids = {m["id"] for response, _ in steps for m in body(response)}
     assert len(ids) == MESSAGES
-    assert steps[-1][1][0] == ResourceDone(person(0), "messages", ok=True, requests=len(steps), note="empty batch")
+    assert steps[-1][1][0] == complete(person(0), "messages", len(steps), "empty batch")
 
 
 # -- whole documents in their shapes ---------------------------------------------------------------
@@ -396,30 +421,31 @@ DOCUMENTS = [  # resource, personality, path tail, shape check, entry count
 
 
 @pytest.mark.parametrize("url, cb_kwargs, shape, count", [
-    (f"/api/personalities/{PEOPLE[i]['id']}/{tail}", {"job": Job(person(i), [resource], requests=1)}, shape, count)
+    (f"/api/personalities/{PEOPLE[i]['id']}/{tail}", {"walk": Job(person(i), [resource], requests=1),
+                                                      "position": None}, shape, count)
     for resource, i, tail, shape, count in DOCUMENTS
 ], ids=[f"{resource}-p{i}" for resource, i, *_ in DOCUMENTS])
 def test_document(response, make_spider, shape, count):
     spider = make_spider(personality="x")
-    job = response.request.cb_kwargs["job"]
-    resource, who = job.resources[0], dict(job.personality)
+    job = response.request.cb_kwargs["walk"]
+    resource, who = job.current.name, dict(job.personality)
     payload = body(response)
     assert shape(payload)
     out, closed = call(spider.parse_document, response)
     assert closed is None
-    assert out == [Document(who, resource, payload, count), ResourceDone(who, resource, ok=True, requests=1),
-                   PersonalityEnd(who)]
-    assert job.resources == []
+    assert out == [Document(who, resource, payload, count), complete(who, resource, 1), PersonalityEnd(who)]
+    assert job.current is None
 
 
 # -- authentication failures stop the crawl --------------------------------------------------------
 AUTH_MODES = [{"auth_failure": "401"}, {"auth_failure": "html"}]
+NOT_ATTEMPTED = Outcome.skipped("not attempted: not authenticated")
 
 
 @pytest.mark.parametrize("cookie_expired", [True], ids=["expired"])
 @pytest.mark.parametrize("knobs", AUTH_MODES, ids=["401", "html"])
 @pytest.mark.parametrize("url, cb_kwargs", [(
-    memories_path(0, 2), {"job": Job(person(0), ["memories", "messages", "knowledge"], requests=2), "page": 2},
+    memories_path(0, 2), {"walk": Job(person(0), ["memories", "messages", "knowledge"], requests=2), "position": 2},
 )], ids=["memories"])
 def test_auth_failure_mid_resource(response, make_spider, knobs):
     html = knobs["auth_failure"] == "html"
@@ -430,9 +456,9 @@ def test_auth_failure_mid_resource(response, make_spider, knobs):
     assert kinds(out) == ["ResourceDone"] * 3 + ["PersonalityEnd"]
     done = out[:3]
     assert [d.resource for d in done] == ["memories", "messages", "knowledge"]
-    assert not any(d.ok for d in done) and done[0].requests == 2
-    assert done[0].error.startswith("not authenticated: ")
-    assert {d.error for d in done[1:]} == {"not attempted: not authenticated"}
+    assert done[0].outcome.status == "failed" and done[0].requests == 2
+    assert done[0].outcome.reason.startswith("not authenticated: ")
+    assert [d.outcome for d in done[1:]] == [NOT_ATTEMPTED, NOT_ATTEMPTED]
     assert spider.crawler.stats.get_value("backup/auth_failed")
     assert not any(isinstance(x, (Page, scrapy.Request)) for x in out)  # the login page is not data
 
@@ -441,16 +467,19 @@ def test_auth_failure_mid_resource(response, make_spider, knobs):
 @pytest.mark.parametrize("knobs", [{"auth_failure": "html"}], ids=["html"])
 @pytest.mark.parametrize("url, cb_kwargs", [(
     f"/api/personalities/username/{PEOPLE[1]['username']}",
-    {"job": Job({"username": PEOPLE[1]["username"]}, list(RESOURCES), requests=1)},
+    {"walk": Job({"username": PEOPLE[1]["username"]}, RESOURCES, requests=1), "position": None},
 )], ids=["profile"])
 def test_auth_failure_on_profile(response, make_spider):
     spider = make_spider(personality=PEOPLE[1]["username"])
-    spider.queue = [Job({"username": PEOPLE[2]["username"]}, list(RESOURCES))]
+    spider.queue.append(Job({"username": PEOPLE[2]["username"]}, RESOURCES))
     out, closed = call(spider.parse_profile, response)
     assert isinstance(closed, CloseSpider) and closed.reason == "auth_failed"
     who = {"username": PEOPLE[1]["username"]}
-    assert out == [ResourceDone(who, r, ok=False, error="not attempted: not authenticated") for r in RESOURCES] \
+    reason = f"not authenticated: an HTML page instead of JSON from {response.url} (the login page?)"
+    assert out == [ResourceDone(who, "profile", Outcome.failed(reason), 1)] \
+        + [ResourceDone(who, r, NOT_ATTEMPTED) for r in RESOURCES[1:]] \
         + [PersonalityEnd(who)]  # and no request for the next personality
+    assert [j.username for j in spider.queue] == [PEOPLE[2]["username"]]
 
 
 @pytest.mark.parametrize("cookie_expired", [True], ids=["expired"])
@@ -464,15 +493,15 @@ def test_auth_failure_on_the_list(response, make_spider):
 
 
 # -- a failing answer fails its resource only: the crawl goes on -----------------------------------
-MEMORIES_P2 = memories_path(0, 2), {"job": Job(person(0), ["memories", "messages"], requests=2), "page": 2}
+MEMORIES_P2 = memories_path(0, 2), {"walk": Job(person(0), ["memories", "messages"], requests=2), "position": 2}
 
 
 def assert_failed_then_history(out, spider, service, job, error_start: str):
     assert kinds(out) == ["ResourceDone", "Request"]
-    assert out[0].resource == "memories" and out[0].ok is False and out[0].requests == 2
-    assert out[0].error.startswith(error_start), out[0].error
-    assert_request(out[1], spider, service.url(history_path(0)), spider.parse_history, job, before_ts=None)
-    assert job.resources == ["messages"]
+    assert out[0].resource == "memories" and out[0].outcome.status == "failed" and out[0].requests == 2
+    assert out[0].outcome.reason.startswith(error_start), out[0].outcome
+    assert_request(out[1], spider, service.url(history_path(0)), spider.parse_history, job)
+    assert job.current.name == "messages"
 
 
 @pytest.mark.parametrize("knobs", [{"error_rate": 1.0}], ids=["5xx"])
@@ -481,13 +510,13 @@ def assert_failed_then_history(out, spider, service, job, error_start: str):
 def test_server_error_fails_the_resource_and_moves_on(response, make_spider, service, entry):
     assert response.status in (500, 502, 503)
     spider = make_spider(personality="x")
-    job = response.request.cb_kwargs["job"]
+    job = response.request.cb_kwargs["walk"]
     if entry == "callback":
         out, closed = call(spider.parse_memories, response)
     else:  # what Scrapy does once retries are spent: HttpErrorMiddleware → errback
         failure = Failure(HttpError(response, "Ignoring non-200 response"))
         failure.request = response.request
-        out, closed = list(spider.on_error(failure)), None
+        out, closed = drain(spider.on_error(failure))
     assert closed is None
     assert_failed_then_history(out, spider, service, job, f"HTTP {response.status} from {response.url}")
 
@@ -499,26 +528,29 @@ def test_torn_json_fails_the_resource_and_moves_on(response, make_spider, servic
     spider = make_spider(personality="x")
     out, closed = call(spider.parse_memories, torn)
     assert closed is None and not any(isinstance(x, Page) for x in out)
-    assert_failed_then_history(out, spider, service, response.request.cb_kwargs["job"], "invalid JSON from")
+    assert_failed_then_history(out, spider, service, response.request.cb_kwargs["walk"], "invalid JSON from")
 
 
 @pytest.mark.parametrize("knobs", [{"error_rate": 1.0}], ids=["5xx"])
 @pytest.mark.parametrize("url, cb_kwargs", [(
     f"/api/personalities/username/{PEOPLE[0]['username']}",
-    {"job": Job({"username": PEOPLE[0]["username"]}, list(RESOURCES), requests=1)},
+    {"walk": Job({"username": PEOPLE[0]["username"]}, RESOURCES, requests=1), "position": None},
 )], ids=["profile"])
 def test_profile_server_error_moves_to_the_next_personality(response, make_spider, service):
     spider = make_spider(personality=f"{PEOPLE[0]['username']},{PEOPLE[1]['username']}")
-    nxt = Job({"username": PEOPLE[1]["username"]}, list(RESOURCES))
-    spider.queue = [nxt]
+    nxt = Job({"username": PEOPLE[1]["username"]}, RESOURCES)
+    spider.queue.append(nxt)
     out, closed = call(spider.parse_profile, response)
     assert closed is None
     who = {"username": PEOPLE[0]["username"]}
-    error = f"profile unavailable: HTTP {response.status} from {response.url}"
-    assert out[:-1] == [ResourceDone(who, r, ok=False, error=error) for r in RESOURCES] + [PersonalityEnd(who)]
+    error = f"HTTP {response.status} from {response.url}"
+    rest = Outcome.skipped(f"not attempted: profile unavailable: {error}")
+    assert out[:-1] == [ResourceDone(who, "profile", Outcome.failed(error), 1)] \
+        + [ResourceDone(who, r, rest) for r in RESOURCES[1:]] + [PersonalityEnd(who)]
     assert_request(out[-1], spider, service.url(f"/api/personalities/username/{PEOPLE[1]['username']}"),
                    spider.parse_profile, nxt)
     assert out[-1].meta["tzcrawl_wait"] == 0.5  # BACKUP_PERSONALITY_DELAY between personalities
+    assert spider.store.holds(PEOPLE[1]["username"])
 
 
 # -- the cassettes themselves ----------------------------------------------------------------------

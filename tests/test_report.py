@@ -1,10 +1,14 @@
-"""The exit status cron and scrapyd rely on, and the closing summary table (tzcrawl.extensions)."""
+"""The exit status cron and scrapyd rely on (tzcrawl.outcome), and the closing summary table (tzcrawl.extensions)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tzcrawl.extensions import exit_status, summary_table
+from tzcrawl.extensions import summary_table
+from tzcrawl.items import Outcome
+from tzcrawl.outcome import exit_status, outcome_line, read_outcome
+
+OK = Outcome.complete()
 
 
 # -- exit_status ------------------------------------------------------------------------------------
@@ -40,13 +44,13 @@ def test_exit_non_zero_for_a_shutdown_with_a_failure():
 
 ROWS = {
     "alice": {
-        "messages": {"ok": True, "total": 120, "new": 0, "characters": 5400, "error": None},
-        "profile": {"ok": True, "total": 1, "error": None},
-        "memories": {"ok": True, "total": 45, "new": 5, "error": None},
+        "messages": {"outcome": OK, "total": 120, "new": 0, "characters": 5400},
+        "profile": {"outcome": OK, "total": 1},
+        "memories": {"outcome": OK, "total": 45, "new": 5},
     },
     "bob-the-long-name": {
-        "profile": {"ok": True, "total": 1, "error": None},
-        "memories": {"ok": False, "error": "HTTP 500 from https://s/api/memory/b?page=3"},
+        "profile": {"outcome": OK, "total": 1},
+        "memories": {"outcome": Outcome.failed("HTTP 500 from https://s/api/memory/b?page=3")},
     },
 }
 
@@ -73,20 +77,20 @@ def test_summary_table_columns_are_aligned():
 def test_summary_table_failed_cells_and_document_totals():
     rows = {
         "c": {
-            "knowledge": {"ok": True, "total": 14, "error": None},
-            "training": {"ok": False, "error": "HTTP 503"},
-            "user_data": {"ok": True, "total": 0, "error": None},
-            "messages": {"ok": False, "error": "not authenticated"},
+            "knowledge": {"outcome": OK, "total": 14},
+            "training": {"outcome": Outcome.failed("HTTP 503")},
+            "user_data": {"outcome": OK, "total": 0},
+            "messages": {"outcome": Outcome.skipped("not attempted: not authenticated")},
         },
     }
     assert summary_table(rows).splitlines() == [
         "personality  messages  knowledge  training  user_data  characters",
-        "c            FAILED    14         FAILED    0          -",
+        "c            SKIPPED   14         FAILED    0          -",
     ]
 
 
 def test_summary_table_missing_figures_count_as_zero():
-    rows = {"d": {"memories": {"ok": True, "error": None}, "profile": {"ok": True, "error": None}}}
+    rows = {"d": {"memories": {"outcome": OK}, "profile": {"outcome": OK}}}
     assert summary_table(rows).splitlines() == [
         "personality  profile  memories  characters",
         "d            0        0 (+0)    -",
@@ -95,3 +99,21 @@ def test_summary_table_missing_figures_count_as_zero():
 
 def test_summary_table_of_no_rows_is_just_a_header():
     assert summary_table({}) == "personality  characters"
+
+
+# -- the outcome line a job log ends with -----------------------------------------------------------
+
+def test_the_outcome_line_round_trips_and_the_last_one_wins():
+    first = outcome_line(1, "auth_failed", "Authentication failed (HTTP 401): 0 of 2 personalities")
+    last = outcome_line(0, "finished", "Backup complete: 2 of 2 personalities.")
+    log = f"2026 [x] INFO: {first}\nnoise\n2026 [tzcrawl.extensions] INFO: {last}\n {{'finish_reason': 'x'}}\n"
+    assert read_outcome(log) == {"exit": 0, "finish_reason": "finished",
+                                 "summary": "Backup complete: 2 of 2 personalities."}
+    assert read_outcome(f"x {first}") == {"exit": 1, "finish_reason": "auth_failed",
+                                          "summary": "Authentication failed (HTTP 401): 0 of 2 personalities"}
+
+
+@pytest.mark.parametrize("log", ["", "Scrapy started\n", "tzcrawl outcome: {torn", 'tzcrawl outcome: {"exit": "0"}',
+                                 "tzcrawl outcome: []"])
+def test_no_outcome_line_is_none(log):
+    assert read_outcome(log) is None

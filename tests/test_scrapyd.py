@@ -25,6 +25,7 @@ import pytest
 
 from test_login import assert_backup_matches
 from tzcrawl.cookies import save_cookie_file
+from tzcrawl.outcome import outcome_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CTL_PATH = ROOT / "scripts" / "scrapyd" / "tzcrawl_scrapyd.py"
@@ -76,13 +77,12 @@ def test_busy_jobs_sees_pending_and_running_of_the_same_spider_only():
     assert ctl_module.busy_jobs({"pending": [], "running": []}, "all_personalities") == []
 
 
-def test_job_outcome_reads_the_final_stats():
-    ok = ("2026 [tzcrawl.extensions] INFO: Backup complete: 2 of 2 personalities.\n"
-          " 'finish_reason': 'finished',\n 'tzcrawl/exit_code': 0}\n")
+def test_job_outcome_reads_the_outcome_line():
+    ok = ("2026 [tzcrawl.extensions] INFO: Backup complete: 2 of 2 personalities.\n2026 [tzcrawl.extensions] INFO: "
+          + outcome_line(0, "finished", "Backup complete: 2 of 2 personalities.") + "\n {'finish_reason': 'finished'}\n")
     assert ctl_module.job_outcome(ok) == ("ok", "exit code 0, finish_reason finished: Backup complete: 2 of 2 "
                                                 "personalities.")
-    failed = ("ERROR: Authentication failed (401): 0 of 2 personalities were completed. Get a fresh cookie\n"
-              " 'finish_reason': 'auth_failed',\n 'tzcrawl/exit_code': 1,\n")
+    failed = "ERROR: x\n" + outcome_line(1, "auth_failed", "Authentication failed (401): 0 of 2 personalities") + "\n"
     outcome, detail = ctl_module.job_outcome(failed)
     assert outcome == "FAILED" and detail.startswith("exit code 1, finish_reason auth_failed: Authentication failed")
     assert ctl_module.job_outcome("2026 INFO: Scrapy 2.19.0 started\n")[0] == "unknown"

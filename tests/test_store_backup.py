@@ -39,15 +39,16 @@ def test_layout_and_permissions(store):
     commit(store, "messages", [{"id": "c1", "ts": 1.5, "message": "hi", "reply": "hello"}])
     directory = store.root / "alice"
     assert sorted(os.listdir(directory)) == [
-        ".backup-metadata.json", ".lock", "alice.json", "alice_knowledge.json", "alice_memories.json",
+        ".backup-metadata.json", "alice.json", "alice_knowledge.json", "alice_memories.json",
         "alice_messages.json", "alice_training.json", "alice_user_data.json",
     ]
-    assert mode(store.root) == 0o700 and mode(directory) == 0o700
+    assert sorted(os.listdir(store.root)) == [".locks", "alice"]
+    assert os.listdir(store.root / ".locks") == ["alice.lock"]  # locks live apart from the data
+    assert mode(store.root) == 0o700 and mode(directory) == 0o700 and mode(store.root / ".locks") == 0o700
+    assert mode(store.root / ".locks" / "alice.lock") == 0o600
     for name in os.listdir(directory):
         assert mode(directory / name) == 0o600, name
-    for name in os.listdir(directory):
-        if name != ".lock":
-            json.loads((directory / name).read_text(encoding="utf-8"))  # every file is plain JSON
+        json.loads((directory / name).read_text(encoding="utf-8"))  # every file is plain JSON
 
 
 def test_existing_loose_permissions_are_tightened(tmp_path):
@@ -223,7 +224,7 @@ def test_stale_leftovers_are_discarded_when_the_lock_is_taken(store):
     (directory / ".alice_memories.json.abc123.tmp").write_text("[\n{")
     summary = commit(store, "memories", [{"id": "b", "created_at": 2}])
     assert summary["total"] == 2
-    assert sorted(os.listdir(directory)) == [".backup-metadata.json", ".lock", "alice_memories.json"]
+    assert sorted(os.listdir(directory)) == [".backup-metadata.json", "alice_memories.json"]
 
 
 def test_two_collections_of_one_personality_can_run_at_once_in_one_store(store):

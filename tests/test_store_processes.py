@@ -21,9 +21,11 @@ from tzcrawl.store import BackupLocked, BackupStore
 REPO = Path(__file__).resolve().parents[1]
 P = {"id": "p-9", "username": "crashy", "name": "Crashy"}
 
-# Commits a journal of N fresh messages into the store at ROOT; prints markers and timing.
+# Commits a journal of N fresh messages into the store at ROOT; prints markers. With a fourth
+# argument FUNCTION:K it stops itself (SIGSTOP) at the K-th call of FUNCTION during the commit, so
+# the parent can kill it at exactly that moment, whatever this machine's speed.
 COMMIT_CHILD = r"""
-import json, sys, time
+import json, os, signal, sys
 from tzcrawl.store import BackupStore
 root, n = sys.argv[1], int(sys.argv[2])
 store = BackupStore(root, chunk_size=2000, index_limit=5000)
@@ -31,10 +33,26 @@ run = store.begin(json.loads(sys.argv[3]), "messages")
 for start in range(0, n, 1000):
     run.add([{"id": f"n{i}", "ts": (i * 7919) % n + 0.5, "message": "new"} for i in range(start, min(n, start + 1000))])
 print("committing", flush=True)
-started = time.monotonic()
+if len(sys.argv) > 4:
+    name, k = sys.argv[4].split(":")
+    calls = [0]
+    def stop_at(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == name:
+            calls[0] += 1
+            if calls[0] == int(k):
+                os.kill(os.getpid(), signal.SIGSTOP)
+    sys.setprofile(stop_at)
 run.commit(requests=n // 50)
-print("done", time.monotonic() - started, flush=True)
+print("done", flush=True)
 """
+
+
+def kill_when_stopped(child: subprocess.Popen) -> None:
+    """Wait until the child has stopped itself (or ended), then SIGKILL it."""
+    _pid, status = os.waitpid(child.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), (status, child.stderr.read())
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
 
 # Holds the personality's lock until stdin closes (bounded: gives up after 60 s).
 LOCK_CHILD = r"""
@@ -71,39 +89,26 @@ def seed(root: Path, count: int = 3000) -> BackupStore:
 N = 30_000
 
 
-def calibrate(tmp_path: Path) -> float:
-    seed(tmp_path / "calibration")
-    child = spawn(COMMIT_CHILD, tmp_path / "calibration", N, json.dumps(P))
-    wait_for(child, "committing")
-    duration = float(wait_for(child, "done").split()[1])
-    assert child.wait(timeout=60) == 0
-    return duration
+# Moments inside a commit: the merge starts (temp file open, empty), the first, a middle and the
+# last record line written.
+KILL_POINTS = ["merge_collection:1", "write_line:1", f"write_line:{N // 2}", f"write_line:{3000 + N}"]
 
 
 def test_kill_9_mid_commit_leaves_the_saved_file_intact_and_the_next_run_completes(tmp_path):
-    duration = calibrate(tmp_path)
     store = seed(tmp_path / "backups")
     path = store.path("crashy", "messages")
     saved = path.read_bytes()
     saved_meta = store.metadata_path("crashy").read_bytes()
-    mid_write = 0
     expected = 3000
-    for fraction in (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85):
-        child = spawn(COMMIT_CHILD, store.root, N, json.dumps(P))
+    for point in KILL_POINTS:
+        child = spawn(COMMIT_CHILD, store.root, N, json.dumps(P), point)
         wait_for(child, "committing")
-        time.sleep(duration * fraction)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        if path.read_bytes() != saved:  # the commit beat the kill: then the new file is complete
-            assert len(list(store.read_collection("crashy", "messages"))) == 3000 + N
-            expected += N
-            break
-        assert child.returncode == -signal.SIGKILL
-        mid_write += any(name.endswith(".tmp") for name in os.listdir(path.parent))
-        assert store.metadata_path("crashy").read_bytes() == saved_meta
+        kill_when_stopped(child)
+        assert child.returncode == -signal.SIGKILL, point
+        assert any(name.endswith(".tmp") for name in os.listdir(path.parent)), f"{point}: not mid-write"
+        assert path.read_bytes() == saved, point
+        assert store.metadata_path("crashy").read_bytes() == saved_meta, point
         json.loads(saved)
-    print("kills during the write:", mid_write)
-    assert mid_write, "no kill landed while the new file was being written; the test proved nothing"
 
     # the next run (a new store, as a new process would have) discards the debris and completes
     summary = BackupStore(store.root).begin(P, "messages")
@@ -113,19 +118,15 @@ def test_kill_9_mid_commit_leaves_the_saved_file_intact_and_the_next_run_complet
     by_id = {r["id"]: r for r in store.read_collection("crashy", "messages") if r["id"] in ("o5", "o6")}
     assert by_id["o5"] == {"id": "o5", "ts": 50.0, "message": "edited"}
     assert by_id["o6"] == {"id": "o6", "ts": 60.0, "message": "old", "unknown": {"k": [6]}}
-    assert sorted(os.listdir(path.parent)) == [".backup-metadata.json", ".lock", "crashy_messages.json"]
+    assert sorted(os.listdir(path.parent)) == [".backup-metadata.json", "crashy_messages.json"]
 
 
 def test_a_killed_first_run_leaves_no_final_file(tmp_path):
     root = tmp_path / "backups"
-    for delay in (0.0, 0.2):
-        child = spawn(COMMIT_CHILD, root, N, json.dumps(P))
+    for point in ("merge_collection:1", f"write_line:{N // 2}"):
+        child = spawn(COMMIT_CHILD, root, N, json.dumps(P), point)
         wait_for(child, "committing")
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        if child.stdout.read().startswith("done"):
-            pytest.skip("the commit finished before the kill on this machine")
+        kill_when_stopped(child)
         store = BackupStore(root)
         assert not store.path("crashy", "messages").exists()
         assert not store.held("crashy", "messages").exists
@@ -171,9 +172,10 @@ def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
     store = BackupStore(root)
-    assert (store.directory("crashy") / ".lock").read_text().strip() == str(holder.pid)  # stale pid left
+    lock_file = store.root / ".locks" / "crashy.lock"
+    assert lock_file.read_text().strip() == str(holder.pid)  # stale pid left
     with store.lock("crashy", timeout=0):
-        assert (store.directory("crashy") / ".lock").read_text().strip() == str(os.getpid())
+        assert lock_file.read_text().strip() == str(os.getpid())
 
 
 def test_large_merge_uses_the_chunked_path(tmp_path):

@@ -1,14 +1,17 @@
 """The one module that knows the service's paths and answer shapes (see shared/service-api.md).
 
-Pure: builds URLs and turns decoded answers into plain lists and numbers. A non-JSON answer to an
-API call means "not authenticated" (some deployments answer 200 with an HTML login page), never data.
+Pure: builds URLs from the resource registry and turns decoded answers into plain lists and numbers.
+A non-JSON answer to an API call means "not authenticated" (some deployments answer 200 with an
+HTML login page), never data.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
+
+from tzcrawl import jsonio
+from tzcrawl.registry import Resource
 
 HISTORY_LIMIT = 50  # the server's maximum batch size for chat history
 
@@ -21,45 +24,31 @@ class BadAnswer(Exception):
     """The service answered, but not in a shape this client knows; the data must not be trusted."""
 
 
-@dataclass(frozen=True)
 class Endpoints:
-    website: str
-    jargon: str = "personalities"
-    profile_path: str = "personalities/username"
+    """The service's URLs, from its configuration (``config.ServiceConfig``) and the registry."""
 
-    @classmethod
-    def from_config(cls, config) -> "Endpoints":
-        return cls(config.website, config.jargon, config.profile_path)
+    def __init__(self, service):
+        self.service = service
 
-    def _url(self, path: str, **query) -> str:
+    def _url(self, path: str, query: dict) -> str:
         query = {k: v for k, v in query.items() if v is not None}
-        return f"{self.website}/api/{path}" + (f"?{urlencode(query)}" if query else "")
-
-    def users_me(self) -> str:
-        return self._url("users/me")
+        return f"{self.service.website}/api/{path}" + (f"?{urlencode(query)}" if query else "")
 
     def personalities(self, category: str = "self") -> str:
-        return self._url(self.jargon, category=category)
+        return self._url(self.service.jargon, {"category": category})
 
-    def profile(self, username: str) -> str:
-        return self._url(f"{self.profile_path}/{quote(username, safe='')}")
-
-    def memories(self, pid: str, page: int) -> str:
-        return self._url(f"memory/{quote(str(pid), safe='')}", page=page)
-
-    def knowledge(self, pid: str) -> str:
-        return self._url(f"{self.jargon}/{quote(str(pid), safe='')}/story")
-
-    def training(self, pid: str) -> str:
-        return self._url(f"{self.jargon}/{quote(str(pid), safe='')}/training")
-
-    def user_data(self, pid: str) -> str:
-        return self._url(f"{self.jargon}/{quote(str(pid), safe='')}/user")
-
-    def chat_history(self, pid: str, before_ts: str | None = None, limit: int = HISTORY_LIMIT) -> str:
-        pid = str(pid)
-        return self._url(f"{self.jargon}/{quote(pid, safe='')}/chat/history",
-                         limit=limit, shape_id=pid, before_ts=before_ts)
+    def resource(self, resource: Resource, personality: dict, position=None) -> str:
+        """The URL of ``resource`` for ``personality``; ``position`` is the page number or before_ts."""
+        pid = str(personality.get("id", ""))
+        path = resource.path.format(
+            jargon=self.service.jargon, profile_path=self.service.profile_path,
+            id=quote(pid, safe=""), username=quote(str(personality.get("username", "")), safe=""))
+        query = {}
+        if resource.paging == "before_ts":
+            query = {"limit": HISTORY_LIMIT, "shape_id": pid}
+        if resource.paging:
+            query[resource.paging] = position
+        return self._url(path, query)
 
 
 def decode(status: int, content_type: str, body: bytes, url: str = "") -> object:
@@ -73,7 +62,7 @@ def decode(status: int, content_type: str, body: bytes, url: str = "") -> object
     if "html" in (content_type or "").lower() or body.lstrip()[:1] == b"<":
         raise NotAuthenticated(f"an HTML page instead of JSON from {url} (the login page?)")
     try:
-        return json.loads(body)
+        return jsonio.loads(body)
     except ValueError as exc:
         raise BadAnswer(f"invalid JSON from {url}: {exc}") from None
 
@@ -99,7 +88,6 @@ def profile(payload: object, username: str) -> dict:
 @dataclass(frozen=True)
 class MemoryPage:
     items: list
-    page: int | None
     total_pages: int | None
 
 
@@ -113,7 +101,7 @@ def _int(value) -> int | None:
 def memory_page(payload: object) -> MemoryPage:
     """``{"items": [...], "pagination": {...}}``, or pagination under ``meta``, or ``totalPages``."""
     if isinstance(payload, list):
-        return MemoryPage(payload, None, None)
+        return MemoryPage(payload, None)
     if not isinstance(payload, dict) or not isinstance(payload.get("items", []), list):
         raise BadAnswer("a memory page is not an object with an items array")
     pagination = payload.get("pagination")
@@ -122,27 +110,21 @@ def memory_page(payload: object) -> MemoryPage:
         pagination = meta.get("pagination") if isinstance(meta, dict) else None
     pagination = pagination if isinstance(pagination, dict) else payload
     total = next((pagination[k] for k in ("total_pages", "totalPages") if k in pagination), None)
-    return MemoryPage(payload.get("items", []), _int(pagination.get("page")), _int(total))
+    return MemoryPage(payload.get("items", []), _int(total))
 
 
-_DOCUMENT_KEYS = {
-    "knowledge": ("items", "story", "knowledge"),
-    "training": ("items", "training"),
-}
-
-
-def entry_count(resource: str, payload: object) -> int:
+def entry_count(resource: Resource, payload: object) -> int:
     """How many entries a whole-document resource holds (the document itself is stored as received)."""
     if isinstance(payload, list):
         return len(payload)
     if isinstance(payload, dict):
-        for key in _DOCUMENT_KEYS.get(resource, ()):
+        for key in resource.entry_keys:
             if isinstance(payload.get(key), list):
                 return len(payload[key])
-        return len(payload) if resource == "user_data" else (1 if payload else 0)
+        return len(payload) if resource.counts_keys else (1 if payload else 0)
     if payload is None:
         return 0
-    raise BadAnswer(f"{resource} is neither an object nor an array")
+    raise BadAnswer(f"{resource.name} is neither an object nor an array")
 
 
 def history_batch(payload: object) -> list[dict]:

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from tzcrawl.config import ConfigError, lookup, website
+from tzcrawl.config import ConfigError, flag, lookup, website
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 PASSWORD_ENV = "TZCRAWL_PASSWORD"
@@ -28,8 +28,6 @@ QUIET_FLAGS = (
     "--disable-default-apps",
 )
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def _is_executable(path: str) -> bool:
@@ -62,14 +60,7 @@ def has_display(env: Mapping[str, str]) -> bool:
 
 def _flag(spargs: Mapping[str, str], name: str) -> bool | None:
     raw = spargs.get(name)
-    if raw is None:
-        return None
-    text = str(raw).strip().lower()
-    if text in _TRUE or text == "":
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"-a {name}= takes yes or no, not {raw!r}")
+    return True if raw is not None and not str(raw).strip() else flag(raw, f"-a {name}=")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tzcrawl.cookies import CookieError, default_cookie_file, load_cookie_file, parse_cookie
+from tzcrawl.fsutil import FILE_MODE, ensure_private_dir
 
 _JARGON_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _PATH_RE = re.compile(r"^[A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*$")
@@ -29,6 +30,22 @@ def lookup(settings, name: str, default=None):
     if value in (None, ""):
         value = os.environ.get(name)
     return default if value in (None, "") else value
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def flag(raw, what: str) -> bool | None:
+    """``yes``/``no`` (and 1/0, true/false, on/off) → bool; None when not given; ConfigError otherwise."""
+    if raw is None or isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{what} takes yes or no, not {raw!r}")
 
 
 def _float(settings, name: str, default: float) -> float:
@@ -121,3 +138,14 @@ class BackupConfig:
             lock_timeout=_float(settings, "BACKUP_LOCK_TIMEOUT", 60.0),
             merge_chunk=_int(settings, "BACKUP_MERGE_CHUNK", 5000),
         )
+
+    def check_backup_dir(self) -> None:
+        """Create BACKUP_DIR (0700) and prove it takes a file; a ConfigError in one line if not."""
+        try:
+            directory = ensure_private_dir(self.backup_dir, tighten=True)
+            probe = directory / f".write-test-{os.getpid()}.tmp"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"BACKUP_DIR {str(self.backup_dir)!r} cannot be created or written: "
+                              f"{exc.strerror or exc}") from None

@@ -7,22 +7,15 @@ import logging
 from scrapy import signals
 
 from tzcrawl.config import cookie_file
-from tzcrawl.items import COLLECTIONS, RESOURCES
+from tzcrawl.outcome import EXIT_CODE_STAT, exit_status, outcome_line
+from tzcrawl.registry import COLLECTIONS, RESOURCES
 from tzcrawl.signals import resource_finished
 
 logger = logging.getLogger(__name__)
 
-EXIT_CODE_STAT = "tzcrawl/exit_code"
-
-
-def exit_status(finish_reason: str, *, requested: int, complete: int, failed: int, errors: int) -> int:
-    """0 only when the crawl finished and every requested resource was completely backed up."""
-    ok = finish_reason == "finished" and not failed and not errors and complete == requested
-    return 0 if ok else 1
-
 
 def summary_table(rows: dict[str, dict[str, dict]]) -> str:
-    """One line per personality: each resource's total (``new`` in brackets) or FAILED."""
+    """One line per personality: each resource's total (``new`` in brackets), FAILED or SKIPPED."""
     columns = [r for r in RESOURCES if any(r in res for res in rows.values())]
     header = ["personality", *columns, "characters"]
     lines = [header]
@@ -32,8 +25,8 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
             cell = resources.get(resource)
             if cell is None:
                 line.append("-")
-            elif not cell["ok"]:
-                line.append("FAILED")
+            elif not cell["outcome"].ok:
+                line.append(cell["outcome"].status.upper())
             elif resource in COLLECTIONS:
                 line.append(f"{cell.get('total', 0)} (+{cell.get('new', 0)})")
             else:
@@ -57,14 +50,14 @@ class BackupReport:
     def from_crawler(cls, crawler):
         return cls(crawler)
 
-    def resource_finished(self, personality, resource, ok, figures, error):
+    def resource_finished(self, personality, resource, outcome, figures):
         username = personality["username"]
         stats = self.crawler.stats
-        self.rows.setdefault(username, {})[resource] = {"ok": ok, **figures, "error": error}
-        if not ok:
-            stats.inc_value("backup/resources/failed")
-            stats.inc_value(f"backup/{resource}/failed")
-            logger.error("%s · %s: FAILED (%s)", username, resource, error)
+        self.rows.setdefault(username, {})[resource] = {**figures, "outcome": outcome}
+        if not outcome.ok:
+            stats.inc_value(f"backup/resources/{outcome.status}")
+            stats.inc_value(f"backup/{resource}/{outcome.status}")
+            logger.error("%s · %s: %s (%s)", username, resource, outcome.status.upper(), outcome.reason)
             return
         stats.inc_value("backup/resources/complete")
         for figure in ("new", "total", "requests", "characters"):
@@ -79,7 +72,7 @@ class BackupReport:
 
     def spider_closed(self, spider, reason):
         stats = self.crawler.stats
-        complete_people = sum(1 for res in self.rows.values() if res and all(c["ok"] for c in res.values()))
+        complete_people = sum(1 for res in self.rows.values() if res and all(c["outcome"].ok for c in res.values()))
         stats.set_value("backup/personalities/complete", complete_people)
         # A bug of ours or an unexpected answer that raised in a callback: never report success.
         unexpected = sum(v for k, v in stats.get_stats().items()
@@ -87,7 +80,8 @@ class BackupReport:
         code = exit_status(reason,
                            requested=stats.get_value("backup/resources/requested", 0),
                            complete=stats.get_value("backup/resources/complete", 0),
-                           failed=stats.get_value("backup/resources/failed", 0),
+                           failed=stats.get_value("backup/resources/failed", 0)
+                           + stats.get_value("backup/resources/skipped", 0),
                            errors=stats.get_value("backup/errors", 0) + unexpected)
         stats.set_value(EXIT_CODE_STAT, code)
         if self.rows:
@@ -95,11 +89,13 @@ class BackupReport:
         wanted = stats.get_value("backup/personalities/requested", 0)
         auth = stats.get_value("backup/auth_failed")
         if auth:
-            logger.error("Authentication failed (%s): %d of %d personalities were completed. Get a fresh "
-                         "appSession cookie (scrapy crawl login, or set SERVICE_COOKIE / %s) and run again.",
-                         auth, complete_people, wanted, cookie_file(self.crawler.settings))
+            summary = (f"Authentication failed ({auth}): {complete_people} of {wanted} personalities were "
+                       f"completed. Get a fresh appSession cookie (scrapy crawl login, or set SERVICE_COOKIE / "
+                       f"{cookie_file(self.crawler.settings)}) and run again.")
         elif code:
-            logger.error("Backup INCOMPLETE (%s): %d of %d personalities complete; see the errors above. "
-                         "Files of failed resources were left as they were.", reason, complete_people, wanted)
+            summary = (f"Backup INCOMPLETE ({reason}): {complete_people} of {wanted} personalities complete; "
+                       f"see the errors above. Files of failed resources were left as they were.")
         else:
-            logger.info("Backup complete: %d of %d personalities.", complete_people, wanted)
+            summary = f"Backup complete: {complete_people} of {wanted} personalities."
+        logger.log(logging.ERROR if code else logging.INFO, "%s", summary)
+        logger.info("%s", outcome_line(code, reason, summary))

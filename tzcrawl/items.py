@@ -1,22 +1,43 @@
-"""What spiders hand to the pipeline: a personality's start and end, whole documents, pages of a
-collection, and one ``ResourceDone`` per resource saying whether it is complete."""
+"""What spiders hand to the pipeline: whole documents, pages of a collection, one ``ResourceDone``
+per resource with its ``Outcome``, and a ``PersonalityEnd`` once a personality's walk is over.
+
+Items hold private conversations: their ``repr`` (what Scrapy logs for a refused item) names the
+personality, the resource and counts, never the records themselves.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-RESOURCES = ("profile", "memories", "messages", "knowledge", "training", "user_data")
-COLLECTIONS = ("memories", "messages")
+COMPLETE, FAILED, SKIPPED = "complete", "failed", "skipped"
 
 
-@dataclass
-class PersonalityStart:
-    personality: dict
+@dataclass(frozen=True)
+class Outcome:
+    """How one resource ended this run: complete, failed (it was tried) or skipped (it was not)."""
+
+    status: str
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETE
+
+    @classmethod
+    def complete(cls, note: str = "") -> "Outcome":
+        return cls(COMPLETE, note)
+
+    @classmethod
+    def failed(cls, reason: str) -> "Outcome":
+        return cls(FAILED, reason)
+
+    @classmethod
+    def skipped(cls, reason: str) -> "Outcome":
+        return cls(SKIPPED, reason)
 
 
-@dataclass
-class PersonalityEnd:
-    personality: dict
+def _who(personality: dict) -> str:
+    return str(personality.get("username"))
 
 
 @dataclass
@@ -25,8 +46,11 @@ class Document:
 
     personality: dict
     resource: str
-    payload: object
+    payload: object = field(repr=False)
     count: int
+
+    def __repr__(self) -> str:
+        return f"Document({_who(self.personality)}, {self.resource}, {self.count} entries)"
 
 
 @dataclass
@@ -37,14 +61,20 @@ class Page:
     resource: str
     records: list = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return f"Page({_who(self.personality)}, {self.resource}, {len(self.records)} records)"
+
 
 @dataclass
 class ResourceDone:
-    """The end of one resource: complete (``ok``) or failed with ``error``; ``requests`` it took."""
+    """The end of one resource and the ``requests`` it took."""
 
     personality: dict
     resource: str
-    ok: bool
+    outcome: Outcome
     requests: int = 0
-    error: str | None = None
-    note: str = ""
+
+
+@dataclass
+class PersonalityEnd:
+    personality: dict

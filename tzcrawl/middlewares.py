@@ -22,8 +22,7 @@ class SessionCookieMiddleware:
     """Send ``Cookie: appSession=...`` to the service's host only.
 
     Scrapy's CookiesMiddleware is off (COOKIES_ENABLED = False): it would drop a header set here.
-    Opt out per request with ``meta["tzcrawl_cookie"] = False``; spiders that need no session
-    (``uses_session_cookie = False``) disable the middleware.
+    Spiders that need no session (``uses_session_cookie = False``) disable the middleware.
     """
 
     def __init__(self, cookie: str, host: str):
@@ -40,7 +39,7 @@ class SessionCookieMiddleware:
         return cls(value, urlsplit(website).netloc)
 
     def process_request(self, request: Request):
-        if request.meta.get("tzcrawl_cookie", True) and urlsplit(request.url).netloc == self.host:
+        if urlsplit(request.url).netloc == self.host:
             request.headers["Cookie"] = self.header
         return None
 

@@ -1,122 +1,98 @@
-"""Hands what the spiders fetched to the store, one personality at a time, under its lock."""
+"""Hands what the spiders fetched to the store: the crawl's one ``BackupStore``.
+
+Pages are staged as they come; at a resource's ``ResourceDone`` the collection is merged or the
+document replaced, or the failure recorded. Merges and metadata writes run in a worker thread
+(``asyncio.to_thread``), so downloads, timeouts and AutoThrottle's latency readings go on meanwhile;
+an ``asyncio.Lock`` applies items one at a time in the order they arrive, which is the order the
+spider fetched them (it yields a page before the request for the next one).
+"""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 
+from itemadapter import ItemAdapter
+
 from tzcrawl.config import BackupConfig
-from tzcrawl.items import COLLECTIONS, Document, Page, PersonalityEnd, PersonalityStart, ResourceDone
-from tzcrawl.signals import personality_skipped, resource_finished
-from tzcrawl.store import BackupLocked, BackupStore
+from tzcrawl.items import Document, Outcome, Page, PersonalityEnd, ResourceDone
+from tzcrawl.signals import resource_finished
+from tzcrawl.store import BackupStore
 
 logger = logging.getLogger(__name__)
 
 
 class BackupPipeline:
-    """Save documents whole, stage collection pages, and merge each collection at its ``ResourceDone``.
-
-    A personality's lock is taken at ``PersonalityStart`` (waiting up to BACKUP_LOCK_TIMEOUT) and
-    released at ``PersonalityEnd``; a personality whose lock another run holds is skipped whole.
-    Synchronous on purpose: pages are written in the order the spider yields them.
-    """
-
-    def __init__(self, crawler, store: BackupStore, lock_timeout: float):
+    def __init__(self, crawler, store: BackupStore):
         self.crawler = crawler
         self.store = store
-        self.lock_timeout = lock_timeout
-        self.locks: dict[str, contextlib.ExitStack] = {}
-        self.runs: dict[tuple[str, str], object] = {}
-        self.documents: dict[tuple[str, str], Document] = {}
+        self.runs: dict[tuple[str, str], object] = {}       # open collection runs
+        self.documents: dict[tuple[str, str], Document] = {}  # saved at their ResourceDone
+        self._in_order: asyncio.Lock | None = None
 
     @classmethod
     def from_crawler(cls, crawler):
         backup = BackupConfig.from_settings(crawler.settings)
-        return cls(crawler, BackupStore(backup.backup_dir, chunk_size=backup.merge_chunk), backup.lock_timeout)
+        return cls(crawler, BackupStore(backup.backup_dir, chunk_size=backup.merge_chunk))
 
-    def process_item(self, item):
-        handler = {
-            PersonalityStart: self._start,
-            Document: self._document,
-            Page: self._page,
-            ResourceDone: self._done,
-            PersonalityEnd: self._end,
-        }.get(type(item))
+    async def process_item(self, item):
+        handler = {Document: self._document, Page: self._page, ResourceDone: self._done,
+                   PersonalityEnd: self._end}.get(type(item))
         if handler is not None:
-            handler(item)
+            if self._in_order is None:
+                self._in_order = asyncio.Lock()
+            async with self._in_order:
+                await handler(ItemAdapter(item))
         return item
 
     def close_spider(self):
+        """A crawl stopped mid-resource: those resources failed; every lock is let go."""
         for (_, resource), run in list(self.runs.items()):
-            run.abort("the crawl stopped before this resource was complete", 0)
-            self._finished(run.personality, resource, False, {}, "the crawl stopped before it was complete")
+            error = "the crawl stopped before this resource was complete"
+            run.abort(error, 0)
+            self._finished(run.personality, resource, Outcome.failed(error), {})
         self.runs.clear()
-        for stack in self.locks.values():
-            stack.close()
-        self.locks.clear()
+        self.store.release_all()
 
     # -- handlers ---------------------------------------------------------------------------------
-    def _start(self, item: PersonalityStart):
-        username = item.personality["username"]
-        stack = contextlib.ExitStack()
-        try:
-            try:
-                stack.enter_context(self.store.lock(username, 0))
-            except BackupLocked as exc:
-                if not self.lock_timeout:
-                    raise
-                logger.warning("%s; waiting up to %gs (BACKUP_LOCK_TIMEOUT)", exc, self.lock_timeout)
-                stack.enter_context(self.store.lock(username, self.lock_timeout))
-        except BackupLocked as exc:
-            logger.error("Skipping %s: %s", username, exc)
-            self.crawler.signals.send_catch_log(personality_skipped, username=username, reason=str(exc))
-            return
-        self.locks[username] = stack
+    async def _document(self, item: ItemAdapter):
+        self.documents[(item["personality"]["username"], item["resource"])] = item.item
 
-    def _document(self, item: Document):
-        self.documents[(item.personality["username"], item.resource)] = item  # saved at its ResourceDone
-
-    def _page(self, item: Page):
-        username = item.personality["username"]
-        if username not in self.locks:
-            return
-        key = (username, item.resource)
+    async def _page(self, item: ItemAdapter):
+        key = (item["personality"]["username"], item["resource"])
         if key not in self.runs:
-            self.runs[key] = self.store.begin(item.personality, item.resource)
-        self.runs[key].add(item.records)
+            self.runs[key] = self.store.begin(item["personality"], item["resource"])
+        self.runs[key].add(item["records"])  # one short appended line: no need for a thread
 
-    def _done(self, item: ResourceDone):
-        username = item.personality["username"]
-        run = self.runs.pop((username, item.resource), None)
-        document = self.documents.pop((username, item.resource), None)
-        if username not in self.locks:
-            error = item.error or "not backed up: another run holds this personality's lock"
-            return self._finished(item.personality, item.resource, False, {}, error)
+    async def _done(self, item: ItemAdapter):
+        personality, resource, outcome, requests = (
+            item["personality"], item["resource"], item["outcome"], item["requests"])
+        key = (personality["username"], resource)
+        run, document = self.runs.pop(key, None), self.documents.pop(key, None)
         try:
-            if not item.ok:
-                if run is not None:
-                    run.abort(item.error, item.requests)
+            if not outcome.ok:
+                if not self.store.holds(personality["username"]):
+                    pass  # another run holds this personality: its files are not ours to touch
+                elif run is not None:
+                    await asyncio.to_thread(run.abort, outcome.reason, requests)
                 else:
-                    self.store.record_failure(item.personality, item.resource, item.error, item.requests)
-                return self._finished(item.personality, item.resource, False, {"requests": item.requests},
-                                      item.error)
-            if item.resource in COLLECTIONS:
-                run = run or self.store.begin(item.personality, item.resource)
-                figures = run.commit(item.requests)
+                    await asyncio.to_thread(self.store.record_failure, personality, resource, outcome.reason,
+                                            requests)
+                figures = {"requests": requests}
+            elif document is not None:
+                figures = await asyncio.to_thread(self.store.save_document, personality, resource,
+                                                  document.payload, document.count, requests)
             else:
-                figures = self.store.save_document(item.personality, item.resource, document.payload,
-                                                   document.count, item.requests)
+                run = run or self.store.begin(personality, resource)
+                figures = await asyncio.to_thread(run.commit, requests)
         except Exception as exc:  # disk full, a corrupt saved file...: this resource failed, say why
-            logger.exception("Saving %s of %s failed", item.resource, username)
-            return self._finished(item.personality, item.resource, False, {"requests": item.requests},
-                                  f"saving failed: {exc}")
-        self._finished(item.personality, item.resource, True, figures, None)
+            logger.exception("Saving %s of %s failed", resource, personality["username"])
+            outcome, figures = Outcome.failed(f"saving failed: {exc}"), {"requests": requests}
+        self._finished(personality, resource, outcome, figures)
 
-    def _end(self, item: PersonalityEnd):
-        stack = self.locks.pop(item.personality["username"], None)
-        if stack is not None:
-            stack.close()
+    async def _end(self, item: ItemAdapter):
+        self.store.release(item["personality"]["username"])
 
-    def _finished(self, personality, resource, ok, figures, error):
+    def _finished(self, personality, resource, outcome: Outcome, figures: dict):
         self.crawler.signals.send_catch_log(resource_finished, personality=personality, resource=resource,
-                                            ok=ok, figures=figures, error=error)
+                                            outcome=outcome, figures=figures)

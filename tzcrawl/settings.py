@@ -52,6 +52,11 @@ DOWNLOADER_MIDDLEWARES = {
 ITEM_PIPELINES = {"tzcrawl.pipelines.BackupPipeline": 300}
 EXTENSIONS = {"tzcrawl.extensions.BackupReport": 500}
 
+# The spider yields one page (or document) and one request per answer; Scrapy would start
+# CONCURRENT_ITEMS (100) asyncio tasks for each answer all the same (~300k for a 100k-message
+# history). One keeps the order explicit too: items reach the pipeline in the order fetched.
+CONCURRENT_ITEMS = 1
+
 # Scrapy re-parses a callback's source on every call to check for `return value` in generators
 # (its cache misses on bound methods): ~3 ms per response. tzcrawl's callbacks return no values.
 WARN_ON_GENERATOR_RETURN_VALUE = False

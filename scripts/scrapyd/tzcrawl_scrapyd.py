@@ -6,12 +6,12 @@
     tzcrawl_scrapyd.py status                  # recent jobs and their outcome, read from each job's log
 
 scrapyd has no timer (a systemd timer or cron runs ``schedule``) and ``listjobs.json`` does not say how a
-job ended: ``status`` reads the job log's final stats (``tzcrawl/exit_code``, ``finish_reason``).
+job ended: ``status`` reads the outcome line every crawl logs last (``tzcrawl.outcome``).
 Job arguments and ``setting=`` fields are shown by ``listjobs.json`` and written to the job log and
 scrapyd's own log, so anything that looks like the cookie or a password is refused here: the cookie
 reaches jobs through the cookie file or scrapyd's environment.
 
-Standard library only. Environment: ``SCRAPYD_URL`` (default http://127.0.0.1:6800), ``SCRAPYD_USERNAME``
+Standard library and ``tzcrawl.outcome`` only. Environment: ``SCRAPYD_URL`` (default http://127.0.0.1:6800), ``SCRAPYD_USERNAME``
 and ``SCRAPYD_PASSWORD`` when scrapyd has basic auth. Exit status: 0 ok (or skipped), 1 scrapyd said no
 or a job failed, 2 usage.
 """
@@ -38,6 +38,8 @@ DEFAULT_URL = "http://127.0.0.1:6800"
 PROJECT = "tzcrawl"
 SPIDER = "all_personalities"
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tzcrawl.outcome import read_outcome  # noqa: E402  (standard library only, like this tool)
 _SECRET_KEY_RE = re.compile(r"cookie|passw|secret|token|appsession", re.IGNORECASE)
 _SECRET_VALUE_RE = re.compile(r"appsession\s*=", re.IGNORECASE)
 _LOG_TAIL_BYTES = 64 * 1024
@@ -77,22 +79,13 @@ def busy_jobs(listjobs: dict, spider: str) -> list[str]:
             if job.get("spider") == spider]
 
 
-_EXIT_RE = re.compile(r"'tzcrawl/exit_code': (\d+)")
-_REASON_RE = re.compile(r"'finish_reason': '([^']*)'")
-_SUMMARY_RE = re.compile(r"(Backup complete[^\n]*|Backup INCOMPLETE[^\n]*|Authentication failed[^\n]*)")
-
-
 def job_outcome(log_tail: str) -> tuple[str, str]:
-    """(``ok`` | ``FAILED`` | ``unknown``, detail) from the end of a job's Scrapy log."""
-    codes = _EXIT_RE.findall(log_tail)
-    reasons = _REASON_RE.findall(log_tail)
-    summaries = _SUMMARY_RE.findall(log_tail)
-    summary = summaries[-1].strip() if summaries else ""
-    if not codes:
-        return "unknown", ("no final stats in the job log: the job was killed or stopped before crawling "
+    """(``ok`` | ``FAILED`` | ``unknown``, detail) from the crawl's outcome line at the end of its log."""
+    found = read_outcome(log_tail)
+    if found is None:
+        return "unknown", ("no outcome line in the job log: the job was killed or stopped before crawling "
                            "(scrapyd's own log says 'Process died: exitstatus=N' and why)")
-    code = int(codes[-1])
-    reason = reasons[-1] if reasons else "?"
+    code, reason, summary = found["exit"], found.get("finish_reason", "?"), found.get("summary", "")
     detail = f"exit code {code}, finish_reason {reason}" + (f": {summary}" if summary else "")
     return ("ok" if code == 0 else "FAILED"), detail
 

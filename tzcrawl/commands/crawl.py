@@ -10,7 +10,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.spiderloader import get_spider_loader
 
 from tzcrawl.config import ConfigError
-from tzcrawl.extensions import EXIT_CODE_STAT
+from tzcrawl.outcome import EXIT_CODE_STAT, EXIT_CONFIG, EXIT_INCOMPLETE
 
 
 class Command(ScrapyCrawlCommand):
@@ -37,7 +37,7 @@ class Command(ScrapyCrawlCommand):
         if log_file:
             with contextlib.suppress(OSError), open(log_file, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
-        raise SystemExit(2)
+        raise SystemExit(EXIT_CONFIG)
 
     def run(self, args, opts):
         if len(args) != 1:
@@ -47,6 +47,6 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.start()
         status = crawler.stats.get_value(EXIT_CODE_STAT) if crawler.stats else None
         if self.crawler_process.bootstrap_failed:
-            self.exitcode = 1
+            self.exitcode = EXIT_INCOMPLETE
         elif status is not None:
             self.exitcode = int(status)

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tzcrawl.config import ConfigError, flag
+
 AUTH_FAILURE_MODES = ("401", "html", "redirect")
 PAGINATION_STYLES = ("pagination", "meta", "camel", "mixed")
 KNOWLEDGE_SHAPES = ("single", "items", "array", "story", "knowledge")
@@ -100,9 +102,10 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     try:
         if kind.startswith("bool"):
             if isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                return value.lower() in ("1", "true", "yes", "on")
+                try:
+                    return flag(value, f.name)
+                except ConfigError:
+                    raise ValueError(value) from None
             return bool(value)
         if kind.startswith("float"):
             number = float(value)

@@ -1,26 +1,49 @@
 """The backup crawl shared by every spider: which personalities, which resources, in what order.
 
-Personalities are backed up one after another (the profile first: it gives the id the other
-paths need), each resource to its end before the next, so the pipeline sees every page of a
-resource before its ``ResourceDone``. Paging decisions live in ``tzcrawl.paging``, URLs and answer
-shapes in ``tzcrawl.api``; this module only walks them and reports.
+Read top to bottom, the walk is ``start`` (or ``parse_list``) → ``_next_personality`` (claim the
+personality's lock without blocking the event loop, ask for its profile) → ``parse_profile`` →
+``_continue`` (the first request of the current resource) → ``parse_memories`` / ``parse_history``
+/ ``parse_document`` until the paging decision ends the resource → ``_continue`` again → at the
+end of the plan a ``PersonalityEnd`` and the next personality. Callbacks only decode (``api``),
+decide (``paging``, ``walk``) and hand the walk its next step; resource outcomes are made in
+``_end`` and ``_error`` only. The spider never writes the backup: it reads what the backup holds
+through the pipeline's store (``held``) and claims personalities there; the pipeline saves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from collections import deque
 
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from tzcrawl import api, config, paging
+from tzcrawl import api, config, paging, registry
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
-from tzcrawl.items import COLLECTIONS, RESOURCES, Document, Page, PersonalityEnd, PersonalityStart, ResourceDone
-from tzcrawl.signals import personality_skipped
-from tzcrawl.store import BackupStore
+from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
+from tzcrawl.store import BackupLocked
 from tzcrawl.store.timestamps import to_epoch
+from tzcrawl.walk import ANSWER, AUTH, LOCKED, Walk, after_error, outcome_of
 
+PROFILE = registry.get("profile")
 ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer)
+
+
+def step(method):
+    """Turn a callback written as a plain generator into Scrapy's async callback: when it has
+    ended a personality (yielded ``PersonalityEnd``), the next personality is claimed and started."""
+
+    @functools.wraps(method)
+    async def callback(self, *args, **kwargs):
+        ended = False
+        for out in method(self, *args, **kwargs):  # a CloseSpider raised here stops before the next
+            ended = ended or isinstance(out, PersonalityEnd)
+            yield out
+        if ended:
+            async for following in self._next_personality():
+                yield following
+
+    return callback
 
 
 def history_timestamps(batch: list[dict]) -> dict[float, str]:
@@ -40,21 +63,6 @@ def split_names(value: str | None) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def truthy(value) -> bool:
-    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@dataclass
-class Job:
-    """One personality's walk through its resources."""
-
-    personality: dict
-    resources: list[str]
-    requests: int = 0                       # requests of the current resource
-    seen_ids: set = field(default_factory=set)  # memory ids seen this run (repeat detection)
-    held: paging.Held = field(default_factory=paging.Held)  # the backup's newest, read at resource start
-
-
 class BackupSpider(scrapy.Spider):
     """Base for every backup spider; subclasses set ``resources`` and, for bulk, ``bulk = True``."""
 
@@ -65,54 +73,50 @@ class BackupSpider(scrapy.Spider):
     def __init__(self, personality: str | None = None, full: str | None = None, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.names = split_names(personality)
-        self.full = truthy(full)
-        self.skipped: set[str] = set()
-        self.queue: list[Job] = []
-        self.finished = 0
+        self.full = bool(config.flag(full, "-a full="))
+        self.queue: deque[Walk] = deque()
+        self.planned = tuple(r for r in registry.REGISTRY if r.name in self.resources)
 
     @classmethod
     def check_config(cls, settings, spargs: dict) -> None:
         """Raise ConfigError (one line) for anything that would make this crawl fail at once."""
         ServiceConfig.from_settings(settings)
-        BackupConfig.from_settings(settings)
+        BackupConfig.from_settings(settings).check_backup_dir()
         config.cookie(settings)
+        config.flag(spargs.get("full"), "-a full=")
         if not cls.bulk and not split_names(spargs.get("personality")):
             raise ConfigError(f"say which personality: scrapy crawl {cls.name} -a personality=NAME[,NAME...]")
 
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        service = ServiceConfig.from_settings(crawler.settings)
         spider.backup = BackupConfig.from_settings(crawler.settings)
-        spider.endpoints = api.Endpoints.from_config(service)
-        spider.store = BackupStore(spider.backup.backup_dir)
-        crawler.signals.connect(spider._on_skipped, signal=personality_skipped)
+        spider.endpoints = api.Endpoints(ServiceConfig.from_settings(crawler.settings))
+        spider.store = None  # the pipeline's, found at start
         return spider
 
-    def _on_skipped(self, username: str, reason: str = "") -> None:
-        self.skipped.add(username)
+    def _store(self):
+        from tzcrawl.pipelines import BackupPipeline  # the pipeline imports the items this module makes
+
+        pipeline = self.crawler.get_item_pipeline(BackupPipeline)
+        if pipeline is None:
+            raise CloseSpider("tzcrawl.pipelines.BackupPipeline is not in ITEM_PIPELINES: nothing would be saved")
+        return pipeline.store
 
     # -- the walk --------------------------------------------------------------------------------
     async def start(self):
+        self.store = self._store()
         if self.bulk:
-            yield self._request(self.endpoints.personalities("self"), self.parse_list, None)
+            yield self._get(self.endpoints.personalities("self"), self.parse_list)
             return
-        if not self.names:
-            raise CloseSpider("no personality named")  # check_config says it in one line first
-        self.queue = [Job({"username": n}, self._planned()) for n in self.names]
-        self.crawler.stats.set_value("backup/personalities/requested", len(self.queue))
-        for request in self._next_personality(first=True):
-            yield request
+        async for out in self._plan([{"username": n} for n in self.names]):
+            yield out
 
-    def _planned(self) -> list[str]:
-        planned = [r for r in RESOURCES if r in self.resources]
-        self.crawler.stats.inc_value("backup/resources/requested", len(planned))
-        return planned
-
-    def parse_list(self, response, job=None):
+    async def parse_list(self, response):
         try:
             listed = api.personality_list(self._decode(response))
-        except api.NotAuthenticated:
+        except api.NotAuthenticated as exc:
+            self.crawler.stats.set_value("backup/auth_failed", str(exc))
             raise CloseSpider("auth_failed") from None
         except api.BadAnswer as exc:
             self.crawler.stats.inc_value("backup/errors")
@@ -120,178 +124,183 @@ class BackupSpider(scrapy.Spider):
             return
         self.logger.info("The account owns %d personalities: %s", len(listed),
                          ", ".join(str(p["username"]) for p in listed))
-        self.queue = [Job(dict(p), self._planned()) for p in listed]
-        self.crawler.stats.set_value("backup/personalities/requested", len(self.queue))
-        yield from self._next_personality(first=True)
+        async for out in self._plan([dict(p) for p in listed]):
+            yield out
 
-    def _next_personality(self, first: bool = False):
-        """Start the next queued personality, a polite pause after the previous one."""
-        if self.queue:
-            job = self.queue.pop(0)
+    async def _plan(self, personalities: list[dict]):
+        self.queue = deque(Walk(p, self.planned) for p in personalities)
+        stats = self.crawler.stats
+        stats.set_value("backup/personalities/requested", len(self.queue))
+        stats.set_value("backup/resources/requested", len(self.queue) * len(self.planned))
+        async for out in self._next_personality(first=True):
+            yield out
+
+    async def _next_personality(self, first: bool = False):
+        """Claim the next personality and ask for its profile, a polite pause after the previous one.
+
+        A personality another run is backing up goes behind the others once; when nothing else is
+        left its lock is waited for (BACKUP_LOCK_TIMEOUT) with ``asyncio.sleep``, so downloads and
+        the pipeline's commits go on meanwhile.
+        """
+        while self.queue:
+            walk = self.queue.popleft()
+            if not self.store.try_claim(walk.username):
+                if self.queue and not walk.deferred:
+                    walk.deferred = True
+                    self.queue.append(walk)
+                    self.logger.info("%s is being backed up by another run; coming back to it after the others",
+                                     walk.username)
+                    continue
+                try:
+                    if self.backup.lock_timeout:
+                        self.logger.warning("%s is being backed up by another run; waiting up to %gs "
+                                            "(BACKUP_LOCK_TIMEOUT)", walk.username, self.backup.lock_timeout)
+                    await self.store.claim_async(walk.username, self.backup.lock_timeout)
+                except BackupLocked as exc:
+                    self.logger.error("Skipping %s: %s", walk.username, exc)
+                    for out in self._error(walk, LOCKED, f"not backed up: {exc}"):
+                        yield out
+                    continue
             wait = 0 if first else self.backup.personality_delay
-            yield self._request(self.endpoints.profile(job.personality["username"]), self.parse_profile,
-                                job, wait=wait)
-
-    def _request(self, url, callback, job, wait: float = 0, **kwargs):
-        if job is not None:
-            job.requests += 1
-        meta = {"tzcrawl_wait": wait} if wait else {}
-        return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True, meta=meta,
-                              cb_kwargs={"job": job, **kwargs})
-
-    def _decode(self, response):
-        """The answer's JSON; an authentication failure stops the whole crawl at once."""
-        try:
-            return api.decode(response.status, response.headers.get("Content-Type", b"").decode("latin-1"),
-                              response.body, response.url)
-        except api.NotAuthenticated as exc:
-            self.crawler.stats.set_value("backup/auth_failed", str(exc))
-            raise
-
-    def _fail_current(self, job: Job, error: str):
-        resource = job.resources.pop(0)
-        yield ResourceDone(job.personality, resource, ok=False, requests=job.requests, error=error)
-
-    def _advance(self, job: Job):
-        """Move to the job's next resource, or finish the personality and start the next."""
-        job.requests = 0
-        job.seen_ids.clear()
-        username = job.personality["username"]
-        if job.resources and username not in self.skipped:
-            job.held = self._held(job, job.resources[0])
-            yield self._first_request(job)
+            yield self._request(walk, PROFILE, None, self.parse_profile, wait=wait)
             return
-        for resource in job.resources:  # skipped (locked elsewhere) or abandoned
-            yield ResourceDone(job.personality, resource, ok=False, error="not backed up: personality skipped")
-        job.resources.clear()
-        yield PersonalityEnd(job.personality)
-        yield from self._next_personality()
 
-    def _first_request(self, job: Job):
-        resource, pid = job.resources[0], job.personality["id"]
-        if resource == "memories":
-            return self._request(self.endpoints.memories(pid, 1), self.parse_memories, job, page=1)
-        if resource == "messages":
-            return self._request(self.endpoints.chat_history(pid), self.parse_history, job, before_ts=None)
-        url = getattr(self.endpoints, resource)(pid)  # Endpoints.knowledge / .training / .user_data
-        return self._request(url, self.parse_document, job)
+    def _continue(self, walk: Walk):
+        """The current resource's first request; at the end of the plan, the personality's end."""
+        resource = walk.current
+        if resource is None or not walk.identified:
+            yield PersonalityEnd(walk.personality)  # ``step`` starts the next personality
+            return
+        walk.begin(self._held(walk.username, resource))
+        yield self._request(walk, resource, 1 if resource.paging == "page" else None, self._callback(resource))
 
-    def _held(self, job: Job, resource: str) -> paging.Held:
-        if self.full or resource not in COLLECTIONS:
+    def _end(self, walk: Walk, outcome: Outcome):
+        """End the current resource with ``outcome`` and go on."""
+        yield walk.end(outcome)
+        yield from self._continue(walk)
+
+    def _error(self, walk: Walk, kind: str, reason: str):
+        """End what this ``kind`` of error ends (``walk.after_error``), then go on or stop the crawl."""
+        ending = after_error(walk, kind, reason)
+        yield from ending.done
+        if ending.stop_crawl:
+            self.crawler.stats.set_value("backup/auth_failed", reason)
+            yield PersonalityEnd(walk.personality)
+            raise CloseSpider("auth_failed")
+        if ending.personality_over:
+            yield PersonalityEnd(walk.personality)
+        else:
+            yield from self._continue(walk)
+
+    def _answer_error(self, walk: Walk, exc: Exception):
+        kind = AUTH if isinstance(exc, api.NotAuthenticated) else ANSWER
+        if kind == ANSWER:
+            self.logger.error("%s · %s: %s", walk.username, getattr(walk.current, "name", "profile"), exc)
+        return self._error(walk, kind, str(exc))
+
+    def _held(self, username: str, resource) -> paging.Held:
+        if self.full or not resource.collection:
             return paging.Held()
-        state = self.store.held(job.personality["username"], resource)
+        state = self.store.held(username, resource.name)
         if not state.incremental:
             return paging.Held()
         return paging.Held(state.newest_key, frozenset(state.newest_ids))
 
-    # -- callbacks -------------------------------------------------------------------------------
+    # -- requests and answers --------------------------------------------------------------------
+    def _callback(self, resource):
+        return {"page": self.parse_memories, "before_ts": self.parse_history}.get(resource.paging, self.parse_document)
+
+    def _request(self, walk: Walk, resource, position, callback, wait: float = 0):
+        walk.requests += 1
+        url = self.endpoints.resource(resource, walk.personality, position)
+        meta = {"tzcrawl_wait": wait} if wait else {}
+        return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True, meta=meta,
+                              cb_kwargs={"walk": walk, "position": position})
+
+    def _get(self, url: str, callback):
+        return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True)
+
+    def _decode(self, response):
+        return api.decode(response.status, response.headers.get("Content-Type", b"").decode("latin-1"),
+                          response.body, response.url)
+
+    # -- callbacks: decode, decide, hand the walk its next step ----------------------------------
+    @step
     def on_error(self, failure):
-        job = failure.request.cb_kwargs.get("job")
+        walk = failure.request.cb_kwargs.get("walk")
         error = failure.getErrorMessage() or failure.type.__name__
-        if hasattr(failure.value, "response") and failure.value.response is not None:
+        if getattr(failure.value, "response", None) is not None:
             error = f"HTTP {failure.value.response.status} from {failure.request.url}"
         self.logger.error("Request failed for good: %s", error)
-        if job is None:
+        if walk is None:
             self.crawler.stats.inc_value("backup/errors")
             return
-        yield from self._give_up(job, error)
+        yield from self._error(walk, ANSWER, error)
 
-    def _give_up(self, job: Job, error: str):
-        if "id" not in job.personality:  # profile failed: nothing else can be asked for
-            for resource in list(job.resources):
-                yield ResourceDone(job.personality, resource, ok=False, error=f"profile unavailable: {error}")
-            job.resources.clear()
-            yield from self._advance(job)
-            return
-        yield from self._fail_current(job, error)
-        yield from self._advance(job)
-
-    def _handle(self, job: Job, exc: Exception):
-        """A bad answer fails the current resource; an authentication failure stops the crawl."""
-        if isinstance(exc, api.NotAuthenticated):
-            if "id" in job.personality:
-                yield from self._fail_current(job, f"not authenticated: {exc}")
-            for resource in job.resources:
-                yield ResourceDone(job.personality, resource, ok=False, error="not attempted: not authenticated")
-            job.resources.clear()
-            yield PersonalityEnd(job.personality)
-            raise CloseSpider("auth_failed")
-        yield from self._give_up(job, str(exc))
-
-    def parse_profile(self, response, job: Job):
+    @step
+    def parse_profile(self, response, walk: Walk, position=None):
         try:
-            payload = api.profile(self._decode(response), job.personality["username"])
+            payload = api.profile(self._decode(response), walk.username)
         except ANSWER_ERRORS as exc:
-            yield from self._handle(job, exc)
+            yield from self._answer_error(walk, exc)
             return
-        job.personality = {"id": payload["id"], "username": job.personality["username"],
-                           "name": payload.get("name", job.personality.get("name"))}
-        yield PersonalityStart(job.personality)
-        if job.resources and job.resources[0] == "profile":
-            yield Document(job.personality, "profile", payload, 1)
-            yield ResourceDone(job.personality, "profile", ok=True, requests=job.requests)
-            job.resources.pop(0)
-        yield from self._advance(job)
+        walk.identify(payload)
+        if walk.current == PROFILE:
+            yield Document(walk.personality, PROFILE.name, payload, 1)
+            yield from self._end(walk, Outcome.complete())
+        else:
+            yield from self._continue(walk)
 
-    def parse_document(self, response, job: Job):
-        resource = job.resources[0]
+    @step
+    def parse_document(self, response, walk: Walk, position=None):
         try:
             payload = self._decode(response)
-            count = api.entry_count(resource, payload)
+            count = api.entry_count(walk.current, payload)
         except ANSWER_ERRORS as exc:
-            yield from self._handle(job, exc)
+            yield from self._answer_error(walk, exc)
             return
-        yield Document(job.personality, resource, payload, count)
-        yield ResourceDone(job.personality, resource, ok=True, requests=job.requests)
-        job.resources.pop(0)
-        yield from self._advance(job)
+        yield Document(walk.personality, walk.current.name, payload, count)
+        yield from self._end(walk, Outcome.complete())
 
-    def parse_memories(self, response, job: Job, page: int):
+    @step
+    def parse_memories(self, response, walk: Walk, position: int):
         try:
             result = api.memory_page(self._decode(response))
         except ANSWER_ERRORS as exc:
-            yield from self._handle(job, exc)
+            yield from self._answer_error(walk, exc)
             return
         if result.items:
-            yield Page(job.personality, "memories", result.items)
+            yield Page(walk.personality, walk.current.name, result.items)
         ids = {str(m.get("id")) for m in result.items if isinstance(m, dict)}
-        new_ids = len(ids - job.seen_ids)
-        job.seen_ids |= ids
+        new_ids = len(ids - walk.seen_ids)
+        walk.seen_ids |= ids
+        time_field = walk.current.time_field
         decision = paging.next_memory_page(
-            page, result.items, result.total_pages, new_ids=new_ids, held=job.held, full=self.full,
-            key=lambda m: to_epoch(m.get("created_at")) if isinstance(m, dict) else None)
-        yield from self._follow(job, decision, lambda n: self._request(
-            self.endpoints.memories(job.personality["id"], n), self.parse_memories, job, page=n))
+            position, result.items, result.total_pages, new_ids=new_ids, held=walk.held, full=self.full,
+            key=lambda m: to_epoch(m.get(time_field)) if isinstance(m, dict) else None)
+        yield from self._follow(walk, decision, decision.value if isinstance(decision, paging.Next) else None)
 
-    def parse_history(self, response, job: Job, before_ts):
+    @step
+    def parse_history(self, response, walk: Walk, position):
         try:
             batch = api.history_batch(self._decode(response))
             raw_ts = history_timestamps(batch)
         except ANSWER_ERRORS as exc:
-            yield from self._handle(job, exc)
+            yield from self._answer_error(walk, exc)
             return
         if batch:
-            yield Page(job.personality, "messages", batch)
+            yield Page(walk.personality, walk.current.name, batch)
         decision = paging.next_before_ts(
-            [to_epoch(m.get("ts")) for m in batch], limit=api.HISTORY_LIMIT,
-            before_ts=to_epoch(before_ts), held=job.held, full=self.full)
+            [to_epoch(m.get("ts")) for m in batch], limit=api.HISTORY_LIMIT, before_ts=to_epoch(position), held=walk.held, full=self.full)
         # The next before_ts is sent exactly as the service spelled that message's ts.
-        yield from self._follow(job, decision, lambda key: self._request(
-            self.endpoints.chat_history(job.personality["id"], raw_ts[key]), self.parse_history, job,
-            before_ts=raw_ts[key]))
+        yield from self._follow(walk, decision, raw_ts[decision.value] if isinstance(decision, paging.Next) else None)
 
-    def _follow(self, job: Job, decision, make_request):
-        resource = job.resources[0]
-        if job.personality["username"] in self.skipped:
-            yield from self._advance(job)
+    def _follow(self, walk: Walk, decision, position):
+        """The next page of the current resource, or its end as the paging decision says."""
+        outcome = outcome_of(decision)
+        if outcome is None:
+            yield self._request(walk, walk.current, position, self._callback(walk.current))
             return
-        if isinstance(decision, paging.Next):
-            yield make_request(decision.value)
-        elif isinstance(decision, paging.Stop):
-            yield ResourceDone(job.personality, resource, ok=True, requests=job.requests, note=decision.reason)
-            job.resources.pop(0)
-            yield from self._advance(job)
-        else:
-            self.logger.error("%s %s: %s", job.personality["username"], resource, decision.reason)
-            yield from self._fail_current(job, decision.reason)
-            yield from self._advance(job)
+        if not outcome.ok:
+            self.logger.error("%s · %s: %s", walk.username, walk.current.name, outcome.reason)
+        yield from self._end(walk, outcome)

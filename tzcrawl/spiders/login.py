@@ -26,10 +26,10 @@ from playwright.async_api import Error as PlaywrightError
 from tzcrawl.browser import PASSWORD_ENV, LoginPlan, plan_login
 from tzcrawl.config import ConfigError, cookie_file, lookup
 from tzcrawl.cookies import COOKIE_NAME, CookieError, redact, save_cookie_file
+from tzcrawl.outcome import EXIT_CODE_STAT
 
 logger = logging.getLogger(__name__)
 
-EXIT_STAT = "tzcrawl/exit_code"
 POLL_SECONDS = 0.25
 # After submitting, a page that still shows a password field this long has refused the credentials.
 REJECT_GRACE_SECONDS = 2.0
@@ -249,7 +249,7 @@ class LoginSpider(scrapy.Spider):
         self._finish(0, None)
 
     def _finish(self, code: int, message: str | None) -> None:
-        self.crawler.stats.set_value(EXIT_STAT, code)
+        self.crawler.stats.set_value(EXIT_CODE_STAT, code)
         self.crawler.stats.set_value("tzcrawl/login", "ok" if code == 0 else "failed")
         if message:
             logger.error(message)

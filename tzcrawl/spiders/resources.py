@@ -1,4 +1,5 @@
-"""One spider per resource type, plus ``personality`` (all of them) and ``all_personalities``.
+"""One spider per resource type (made from the registry), plus ``personality`` (every resource of
+the named personalities) and ``all_personalities`` (every resource of every personality owned).
 
     scrapy crawl memories -a personality=foo[,bar] [-a full=1]
     scrapy crawl personality -a personality=foo,bar
@@ -6,42 +7,18 @@
 """
 
 from tzcrawl.config import ConfigError
-from tzcrawl.items import RESOURCES
+from tzcrawl.registry import REGISTRY, RESOURCES
 from tzcrawl.spiders.base import BackupSpider
 
 
-class ProfileSpider(BackupSpider):
-    name = "profile"
-    resources = ("profile",)
+def _resource_spider(resource) -> type[BackupSpider]:
+    class_name = "".join(part.title() for part in resource.name.split("_")) + "Spider"
+    doc = f"The {resource.name.replace('_', ' ')} of the named personalities."
+    return type(class_name, (BackupSpider,), {"name": resource.name, "resources": (resource.name,),
+                                               "__doc__": doc, "__module__": __name__})
 
 
-class MemoriesSpider(BackupSpider):
-    name = "memories"
-    resources = ("memories",)
-
-
-class MessagesSpider(BackupSpider):
-    """The chat history."""
-
-    name = "messages"
-    resources = ("messages",)
-
-
-class KnowledgeSpider(BackupSpider):
-    name = "knowledge"
-    resources = ("knowledge",)
-
-
-class TrainingSpider(BackupSpider):
-    name = "training"
-    resources = ("training",)
-
-
-class UserDataSpider(BackupSpider):
-    """The user's personalization of a personality."""
-
-    name = "user_data"
-    resources = ("user_data",)
+globals().update((spider.__name__, spider) for spider in map(_resource_spider, REGISTRY))
 
 
 class PersonalitySpider(BackupSpider):

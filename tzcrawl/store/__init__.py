@@ -3,18 +3,17 @@
 Knows nothing of HTTP or Scrapy; the pipeline hands it what the spiders fetched.
 """
 
-from .backup import COLLECTIONS, DOCUMENTS, BackupOwnerMismatch, BackupStore, CollectionRun, HeldState
+from .backup import BackupOwnerMismatch, BackupStore, BackupView, CollectionRun, HeldState
 from .jsonarray import CorruptCollectionError
 from .lock import BackupLocked
 from .names import safe_dir_name
 from .timestamps import to_epoch
 
 __all__ = [
-    "COLLECTIONS",
-    "DOCUMENTS",
     "BackupLocked",
     "BackupOwnerMismatch",
     "BackupStore",
+    "BackupView",
     "CollectionRun",
     "CorruptCollectionError",
     "HeldState",

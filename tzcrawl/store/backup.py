@@ -1,4 +1,5 @@
-"""``BackupStore``: the seed's on-disk layout under BACKUP_DIR, and the only code that writes it.
+"""``BackupView`` reads the seed's on-disk layout under BACKUP_DIR; ``BackupStore``, the only code
+that writes it, adds staging, merging, metadata and the locks.
 
     BACKUP_DIR/<name>/<name>.json               profile, exactly as received
     BACKUP_DIR/<name>/<name>_memories.json      memories, oldest first, one per id
@@ -7,6 +8,9 @@
     BACKUP_DIR/<name>/<name>_training.json      training, exactly as received
     BACKUP_DIR/<name>/<name>_user_data.json     user personalization, exactly as received
     BACKUP_DIR/<name>/.backup-metadata.json     tracking info for incremental sync
+    BACKUP_DIR/.locks/<name>.lock               held while a run writes this personality
+
+File names come from the resource registry (``tzcrawl.registry``: ``suffix``).
 
 Collections are staged in a journal while the crawl runs and merged into the saved file at commit;
 documents are replaced whole. Every write is atomic (fsutil), under the personality's lock.
@@ -21,28 +25,18 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
+from tzcrawl import registry
 from tzcrawl.fsutil import atomic_write_text, atomic_writer, ensure_private_dir
 
 from . import metadata as meta
 from .journal import Journal, read_journal
 from .jsonarray import read_array
-from .lock import BackupLocked, PersonalityLock
+from .lock import BackupLocked, Locks
 from .merge import merge_collection
 from .names import child_path, safe_dir_name
 
-SUFFIXES = {
-    "profile": "",
-    "memories": "_memories",
-    "messages": "_messages",
-    "knowledge": "_knowledge",
-    "training": "_training",
-    "user_data": "_user_data",
-}
-# Collections and the field that puts their records on the timeline.
-COLLECTIONS = {"memories": "created_at", "messages": "ts"}
-DOCUMENTS = tuple(r for r in SUFFIXES if r not in COLLECTIONS)
 STAGING = ".staging"
 
 
@@ -68,25 +62,11 @@ class HeldState:
         return self.exists and self.newest_key is not None
 
 
-class BackupStore:
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        chunk_size: int = 10_000,
-        index_limit: int = 100_000,
-        lock_timeout: float = 0.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    ):
-        self.root = ensure_private_dir(root, tighten=True).resolve()
-        self.chunk_size = chunk_size
-        self.index_limit = index_limit
-        self.lock_timeout = lock_timeout  # used when a write takes the lock by itself
-        self.clock = clock
-        self._locks: dict[str, list] = {}  # dir name -> [PersonalityLock, holds]
-        self._runs: set[tuple[str, str]] = set()
-        self._guard = threading.Lock()
-        self._metadata_guard = threading.Lock()
+class BackupView:
+    """Read-only access to a backup root: the layout and what it holds. Creates and changes nothing."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
 
     # -- layout -----------------------------------------------------------------------------
     def dir_name(self, username: str) -> str:
@@ -96,10 +76,8 @@ class BackupStore:
         return child_path(self.root, self.dir_name(username))
 
     def path(self, username: str, resource: str) -> Path:
-        if resource not in SUFFIXES:
-            raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(SUFFIXES)}")
         name = self.dir_name(username)
-        return self.directory(username) / f"{name}{SUFFIXES[resource]}.json"
+        return self.directory(username) / f"{name}{registry.get(resource).suffix}.json"
 
     def metadata_path(self, username: str) -> Path:
         return self.directory(username) / meta.METADATA_NAME
@@ -107,42 +85,11 @@ class BackupStore:
     def metadata(self, username: str) -> dict:
         return meta.load(self.metadata_path(username))
 
-    # -- lock -------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self, username: str, timeout: float | None = None) -> Iterator[Path]:
-        """Hold the personality's lock (re-entrant within this store); yields its directory."""
-        name = self._hold(username, self.lock_timeout if timeout is None else timeout)
-        try:
-            yield self.directory(username)
-        finally:
-            self._unhold(name)
-
-    def _hold(self, username: str, timeout: float) -> str:
-        name = self.dir_name(username)
-        with self._guard:
-            if name in self._locks:
-                self._locks[name][1] += 1
-                return name
-            directory = ensure_private_dir(self.directory(username), tighten=True)
-            lock = PersonalityLock(directory, name).acquire(timeout)
-            self._locks[name] = [lock, 1]
-        _discard_stale(directory)  # we are the only writer now: leftovers are from a dead run
-        return name
-
-    def _unhold(self, name: str) -> None:
-        with self._guard:
-            held = self._locks[name]
-            held[1] -= 1
-            if held[1] == 0:
-                del self._locks[name]
-                held[0].release()
-
     # -- reading ----------------------------------------------------------------------------
     def held(self, username: str, resource: str) -> HeldState:
-        exists = self.path(username, resource).exists()
-        entry = self.metadata(username).get("resources", {}).get(resource, {})
-        if not exists:
+        if not self.path(username, resource).exists():
             return HeldState(exists=False)
+        entry = self.metadata(username).get("resources", {}).get(resource, {})
         return HeldState(
             exists=True,
             total=entry.get("total", 0),
@@ -155,9 +102,7 @@ class BackupStore:
 
     def read_collection(self, username: str, resource: str) -> Iterator:
         """The saved records of a collection, oldest first, read line by line."""
-        if resource not in COLLECTIONS:
-            raise ValueError(f"{resource!r} is not a collection; use read_document")
-        path = self.path(username, resource)
+        path = self.path(username, registry.collection(resource).name)
         if path.exists():
             for _line, value in read_array(path):
                 yield value
@@ -165,16 +110,87 @@ class BackupStore:
     def read_document(self, username: str, resource: str):
         """The saved document (any JSON value), or None when there is none."""
         try:
-            with open(self.path(username, resource), encoding="utf-8") as fh:
+            with open(self.path(username, registry.document(resource).name), encoding="utf-8") as fh:
                 return json.load(fh)
         except FileNotFoundError:
             return None
 
+
+class BackupStore(BackupView):
+    """The only writer of a backup root; one per crawl. Every write happens under the personality's lock."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        chunk_size: int = 10_000,
+        index_limit: int = 100_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        super().__init__(ensure_private_dir(Path(root).expanduser(), tighten=True))
+        self.chunk_size = chunk_size
+        self.index_limit = index_limit
+        self.clock = clock
+        self.locks = Locks(self.root)
+        self._runs: set[tuple[str, str]] = set()
+        self._guard = threading.Lock()
+        self._metadata_guard = threading.Lock()
+
+    # -- lock -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, username: str, timeout: float = 0.0) -> Iterator[Path]:
+        """Hold the personality's lock (re-entrant within this store) for a block; yields its directory."""
+        self.claim(username, timeout)
+        try:
+            yield self.directory(username)
+        finally:
+            self.release(username)
+
+    def claim(self, username: str, timeout: float = 0.0) -> None:
+        """Take the personality's lock (waiting up to ``timeout`` s); BackupLocked names the holder."""
+        name = self.dir_name(username)
+        first = not self.locks.holds(name)
+        self.locks.acquire(name, timeout)
+        if first:
+            self._discard_stale(username)
+
+    def try_claim(self, username: str) -> bool:
+        """``claim`` without waiting: False when another run holds the personality."""
+        try:
+            self.claim(username)
+        except BackupLocked:
+            return False
+        return True
+
+    async def claim_async(self, username: str, timeout: float) -> None:
+        """``claim`` for the event loop: waits for another run without blocking downloads."""
+        name = self.dir_name(username)
+        first = not self.locks.holds(name)
+        await self.locks.wait_acquire(name, timeout)
+        if first:
+            self._discard_stale(username)
+
+    def holds(self, username: str) -> bool:
+        return self.locks.holds(self.dir_name(username))
+
+    def release(self, username: str) -> None:
+        self.locks.release(self.dir_name(username))
+
+    def release_all(self) -> None:
+        self.locks.release_all()
+
+    def _discard_stale(self, username: str) -> None:
+        """We are the only writer now: what a killed run left (journals, temp files) goes."""
+        directory = self.directory(username)
+        if directory.is_dir():
+            shutil.rmtree(directory / STAGING, ignore_errors=True)
+            for leftover in directory.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+
     # -- writing ----------------------------------------------------------------------------
     def save_document(self, personality: dict, resource: str, payload, count: int, requests: int) -> dict:
         """Replace a document (profile, knowledge, training, user_data) whole, atomically."""
-        if resource not in DOCUMENTS:
-            raise ValueError(f"{resource!r} is not a document; expected one of {', '.join(DOCUMENTS)}")
+        registry.document(resource)
         with self._writing(personality) as username:
             path = self.path(username, resource)
             atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
@@ -183,43 +199,50 @@ class BackupStore:
             return {"resource": resource, "requests": requests, **figures}
 
     def record_failure(self, personality: dict, resource: str, error: str, requests: int) -> None:
-        """Note that ``resource`` failed this run; its saved data and last good figures stay."""
-        self.path(_username(personality), resource)  # validates the resource name
+        """Note that ``resource`` failed this run; its saved data and last good figures stay.
+
+        Nothing is written for a personality that has no backup folder yet (a name that does not
+        exist on the service must not leave a folder behind).
+        """
+        if not self.path(_username(personality), resource).parent.is_dir():
+            return
         with self._writing(personality):
             self._record(personality, resource, meta.record_failure, error, requests)
 
     def begin(self, personality: dict, resource: str) -> "CollectionRun":
         """Start staging a collection (memories or messages); holds the lock until commit/abort."""
-        if resource not in COLLECTIONS:
-            raise ValueError(f"{resource!r} is not a collection; expected one of {', '.join(COLLECTIONS)}")
+        registry.collection(resource)
         username = _username(personality)
-        name = self._hold(username, self.lock_timeout)
+        name = self.dir_name(username)
+        self.claim(username)
         try:
             self._check_owner(personality)
             with self._guard:
                 if (name, resource) in self._runs:
                     raise RuntimeError(f"a {resource} run for {name!r} is already open; commit or abort it first")
                 self._runs.add((name, resource))
-            workdir = ensure_private_dir(self.directory(username) / STAGING) / resource
+            directory = ensure_private_dir(self.directory(username), tighten=True)
+            workdir = ensure_private_dir(directory / STAGING) / resource
             shutil.rmtree(workdir, ignore_errors=True)
             ensure_private_dir(workdir)
             return CollectionRun(self, personality, resource, name, workdir)
         except BaseException:
             with self._guard:
                 self._runs.discard((name, resource))
-            self._unhold(name)
+            self.release(username)
             raise
 
     @contextlib.contextmanager
     def _writing(self, personality: dict) -> Iterator[str]:
         """Hold the lock (taking it if this store does not hold it yet) and check the owner."""
         username = _username(personality)
-        name = self._hold(username, self.lock_timeout)
+        self.claim(username)
         try:
+            ensure_private_dir(self.directory(username), tighten=True)
             self._check_owner(personality)
             yield username
         finally:
-            self._unhold(name)
+            self.release(username)
 
     def _finish(self, run: "CollectionRun") -> None:
         shutil.rmtree(run.workdir, ignore_errors=True)
@@ -227,7 +250,7 @@ class BackupStore:
             run.workdir.parent.rmdir()  # .staging, once no other resource is staged
         with self._guard:
             self._runs.discard((run.name, run.resource))
-        self._unhold(run.name)
+        self.release(run.personality["username"])
 
     def _check_owner(self, personality: dict) -> None:
         username = _username(personality)
@@ -251,15 +274,11 @@ class CollectionRun:
     def __init__(self, store: BackupStore, personality: dict, resource: str, name: str, workdir: Path):
         self.store, self.personality, self.resource, self.name, self.workdir = (
             store, dict(personality), resource, name, workdir)
-        self.time_field = COLLECTIONS[resource]
+        self.time_field = registry.collection(resource).time_field
         self.journal = Journal(workdir / "journal.jsonl")
         self.closed = False
 
-    @property
-    def added(self) -> int:
-        return self.journal.count
-
-    def add(self, records: Iterable) -> int:
+    def add(self, records: list) -> int:
         """Stage one page of records (flushed); returns how many."""
         if self.closed:
             raise RuntimeError(f"the {self.resource} run for {self.name!r} is already closed")
@@ -329,11 +348,4 @@ def _username(personality: dict) -> str:
     return username
 
 
-def _discard_stale(directory: Path) -> None:
-    """Remove what a killed run left: staged journals and the temp files of interrupted writes."""
-    shutil.rmtree(directory / STAGING, ignore_errors=True)
-    for leftover in directory.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-
-
-__all__ = ["BackupStore", "BackupLocked", "BackupOwnerMismatch", "CollectionRun", "HeldState"]
+__all__ = ["BackupStore", "BackupView", "BackupLocked", "BackupOwnerMismatch", "CollectionRun", "HeldState"]

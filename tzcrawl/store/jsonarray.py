@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import IO, Iterator
 
+from tzcrawl import jsonio
+
 
 class CorruptCollectionError(ValueError):
     """A backup file that is not a JSON array: never overwritten, reported to the user."""
@@ -92,7 +94,7 @@ def _read_line_shaped(path) -> Iterator[tuple[str, object]]:
             comma = text.endswith(",")
             body = text[:-1] if comma else text
             try:
-                value = json.loads(body)
+                value = jsonio.loads(body)
             except ValueError:
                 raise _NotLineShaped from None
             yield body, value

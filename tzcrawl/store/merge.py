@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from tzcrawl import jsonio
+
 from .jsonarray import ArrayWriter, read_array
 from .timestamps import SortKey, id_text, sort_key
 
@@ -154,7 +156,7 @@ class Runs:
         with open(path, "w", encoding="utf-8", newline="\n") as fh:
             for key, source, seq, did, chars, line in chunk:
                 # The header is JSON (no raw tab inside), the record line follows the tab as is.
-                fh.write(json.dumps([key[0], key[1], key[2], source, seq, did, chars], ensure_ascii=False))
+                fh.write(jsonio.dumps([key[0], key[1], key[2], source, seq, did, chars]))
                 fh.write("\t")
                 fh.write(line)
                 fh.write("\n")
@@ -172,7 +174,7 @@ def _read_run(path: Path) -> Iterator[Entry]:
     with open(path, encoding="utf-8", newline="\n") as fh:
         for raw in fh:
             header, line = raw[:-1].split("\t", 1)
-            flag, seconds, ident, source, seq, did, chars = json.loads(header)
+            flag, seconds, ident, source, seq, did, chars = jsonio.loads(header)
             yield ((flag, seconds, ident), source, seq, did, chars, line)
 
 

@@ -1,0 +1,34 @@
+"""JSON in and out, fast: orjson where it is exact, the standard library where orjson refuses.
+
+orjson parses and writes JSON 5-10x faster than ``json``; a crawl of 100,000 messages decodes every
+answer once and writes every record once. orjson refuses integers beyond 64 bits and lone
+surrogates, which the standard library round-trips exactly, so those fall back. ``NaN`` and
+``Infinity`` are not JSON (RFC 8259): an answer holding them is refused rather than silently changed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def loads(data: bytes | str):
+    """The JSON value in ``data``; ValueError (with the reason) when it is not strict JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    return json.loads(data, parse_constant=_no_constant)
+
+
+def dumps(value) -> str:
+    """One compact line of JSON, non-ASCII text kept readable."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
