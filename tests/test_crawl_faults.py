@@ -176,6 +176,8 @@ def test_html_login_page_instead_of_json_is_never_saved_as_data(sandbox_factory,
     ({"SERVICE_COOKIE": ""}, "scrapy crawl login"),
     ({"BACKUP_LOCK_TIMEOUT": "soon"}, "BACKUP_LOCK_TIMEOUT must be a number"),
     ({"PERSONALITY_JARGON_TERM": "a/b"}, "PERSONALITY_JARGON_TERM must be one path word"),
+    ({"BACKUP_DIR": "/proc/x"}, "BACKUP_DIR '/proc/x' cannot be created or written"),
+    ({"BACKUP_DIR": "/dev/null/backups"}, "BACKUP_DIR '/dev/null/backups' cannot be created or written"),
 ])
 def test_configuration_problems_are_one_clear_line(sandbox, tmp_path, env_change, expected):
     env = crawl_env(sandbox, tmp_path / "b")
@@ -184,6 +186,13 @@ def test_configuration_problems_are_one_clear_line(sandbox, tmp_path, env_change
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tzcrawl: ") and expected in lines[0], result.stderr
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_a_bad_full_argument_is_one_clear_line(sandbox, tmp_path):
+    result = crawl(sandbox, "memories", tmp_path / "b", "-a", "personality=x", "-a", "full=maybe")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tzcrawl: -a full= takes yes or no, not 'maybe'"
     assert sandbox.stats()["requests"] == 0
 
 

@@ -18,6 +18,22 @@ with BackupStore(sys.argv[1]).lock(sys.argv[2]):
     time.sleep(float(sys.argv[3]))
 """
 
+# Holds a personality's lock until another personality's backup is complete (bounded: 60 s).
+HOLD_UNTIL_DONE = """
+import sys, time
+from tzcrawl.store import BackupStore
+store = BackupStore(sys.argv[1])
+with store.lock(sys.argv[2]):
+    print("locked", flush=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        resources = store.metadata(sys.argv[3]).get("resources", {})
+        if len(resources) == 6 and all(r.get("outcome") == "complete" for r in resources.values()):
+            print("released after the other was complete", flush=True)
+            break
+        time.sleep(0.05)
+"""
+
 
 def hold_lock(out, username, seconds):
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out), username, str(seconds)],
@@ -72,3 +88,28 @@ def test_lock_of_a_killed_process_does_not_block(sandbox, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "locked" not in result.stderr
     assert_matches_sandbox(sandbox, out, name)
+
+
+def test_the_crawl_goes_on_with_the_others_while_another_run_holds_one(sandbox, tmp_path):
+    """The first personality is locked by another run until the last one is backed up: the crawl
+    goes on downloading the others, comes back to the first, waits for its lock and completes."""
+    out = tmp_path / "b"
+    names = [p["username"] for p in sandbox.personalities]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_DONE, str(out), names[0], names[-1]],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = crawl(sandbox, "all_personalities", out, settings={"BACKUP_LOCK_TIMEOUT": "60"})
+        released = holder.stdout.readline().strip()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert released == "released after the other was complete"  # the others were done while it held
+    assert f"{names[0]} is being backed up by another run; coming back to it after the others" in result.stderr
+    assert "waiting up to 60s (BACKUP_LOCK_TIMEOUT)" in result.stderr
+    saved_order = [line.split(" · ")[0].split()[-1] for line in result.stderr.splitlines()
+                   if " · profile: saved" in line]
+    assert saved_order == [*names[1:], names[0]]
+    for name in names:
+        assert_matches_sandbox(sandbox, out, name)

@@ -296,6 +296,28 @@ def test_prune_dry_run_then_real(setup, tmp_path):
     assert len(snapshots(dest)) == 3  # two young ones + legacy
 
 
+def test_a_snapshot_that_cannot_be_pruned_is_named_and_the_others_still_go(setup, tmp_path):
+    code, db, dest, env = setup
+    for _ in range(3):
+        assert run_cli(tmp_path, "create", env=env).returncode == 0
+    a, b, c = snapshots(dest)
+    a = _age(dest, a, "codex-backup-2020-01-01T00-00-00-000Z")
+    b = _age(dest, b, "codex-backup-2020-01-02T00-00-00-000Z")
+    # prune renames a snapshot aside before deleting it: a file in that place makes the rename fail
+    (dest / f".tmp-{a.name}.deleting").write_text("in the way\n")
+    result = run_cli(tmp_path, "prune", "--keep-last", "1", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot prune {a.name}: " in result.stderr and "Traceback" not in result.stderr
+    assert a.exists() and not b.exists() and c.exists()  # b was still pruned; the newest is kept
+    assert "could not be pruned" in result.stdout
+
+
+def test_prune_with_a_bad_max_age_is_a_usage_error(setup, tmp_path):
+    code, db, dest, env = setup
+    result = run_cli(tmp_path, "prune", "--max-age", "soon", env=env)
+    assert result.returncode == 2 and "--max-age" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_prune_never_deletes_the_newest_good_snapshot(setup, tmp_path):
     code, db, dest, env = setup
     for _ in range(3):
@@ -315,7 +337,7 @@ def test_prune_without_rules_refuses(setup, tmp_path):
     code, db, dest, env = setup
     assert run_cli(tmp_path, "create", env=env).returncode == 0
     result = run_cli(tmp_path, "prune", env=env)
-    assert result.returncode == 1 and "keep-last" in result.stderr
+    assert result.returncode == 2 and "keep-last" in result.stderr  # bad usage
     assert len(snapshots(dest)) == 1
 
 

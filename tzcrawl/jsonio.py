@@ -9,6 +9,7 @@ surrogates, which the standard library round-trips exactly, so those fall back. 
 from __future__ import annotations
 
 import json
+import re
 
 import orjson
 
@@ -31,4 +32,14 @@ def dumps(value) -> str:
     try:
         return orjson.dumps(value).decode("utf-8")
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return readable(value, separators=(",", ":"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(value, **options) -> str:
+    """``json.dumps`` keeping non-ASCII text as is, except a lone surrogate (which JSON text can
+    carry as ``\\ud800`` but UTF-8 cannot): that one stays an escape."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

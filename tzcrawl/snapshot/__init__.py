@@ -12,3 +12,7 @@ LOCK_NAME = ".snapshot.lock"
 
 class SnapshotError(Exception):
     """A failure with a message meant for the user; the CLI prints it and exits non-zero."""
+
+
+class UsageError(SnapshotError):
+    """The command or its configuration is wrong (exit status 2): nothing was tried."""

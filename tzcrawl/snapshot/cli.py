@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import SnapshotError, dbcopy, store
+from . import SnapshotError, UsageError, dbcopy, store
 from .config import Config, load_config, require
 from .lock import LockBusy, dest_lock
 from .restore import restore
@@ -168,7 +168,10 @@ def cmd_list(cfg: Config, args) -> int:
 def cmd_prune(cfg: Config, args) -> int:
     require(cfg, "dest")
     keep_last = args.keep_last if args.keep_last is not None else cfg.keep_last
-    max_age = parse_duration(args.max_age) if args.max_age else cfg.max_age
+    try:
+        max_age = parse_duration(args.max_age) if args.max_age else cfg.max_age
+    except ValueError as exc:
+        raise UsageError(f"--max-age: {exc}") from None
     now = datetime.now(timezone.utc)
     with dest_lock(cfg.dest, wait=cfg.lock_wait.total_seconds()):
         snaps = store.scan(cfg.dest)
@@ -182,16 +185,23 @@ def cmd_prune(cfg: Config, args) -> int:
         try:
             decisions = plan_prune([s.entry() for s in snaps], now, keep_last, max_age)
         except ValueError as exc:
-            raise SnapshotError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         by_name = {s.name: s for s in snaps}
         verb = "would prune" if args.dry_run else "prune"
+        failed = []
         for d in decisions:
             say(f"{'keep' if d.keep else verb:<11} {d.name}: {d.reason}")
             if not d.keep and not args.dry_run:
-                store.delete(by_name[d.name])
-        pruned = sum(not d.keep for d in decisions)
-        say(f"{len(decisions) - pruned} kept, {pruned} {'to prune (dry run: nothing changed)' if args.dry_run else 'pruned'}")
-    return 0
+                try:
+                    store.delete(by_name[d.name])
+                except OSError as exc:  # one snapshot that cannot go does not stop the others
+                    failed.append(d.name)
+                    print(f"snapshot: error: cannot prune {d.name}: {exc.strerror or exc}", file=sys.stderr)
+        pruned = sum(not d.keep for d in decisions) - len(failed)
+        say(f"{len(decisions) - pruned - len(failed)} kept, {pruned} "
+            f"{'to prune (dry run: nothing changed)' if args.dry_run else 'pruned'}"
+            + (f", {len(failed)} could not be pruned: {', '.join(failed)}" if failed else ""))
+    return EXIT_FAILED if failed else 0
 
 
 def cmd_verify(cfg: Config, args) -> int:
@@ -252,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except LockBusy as exc:
         print(f"snapshot: busy: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except UsageError as exc:
+        print(f"snapshot: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (SnapshotError, ValueError) as exc:
         print(f"snapshot: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 
-from . import SnapshotError
+from . import UsageError
 from .retention import parse_duration, parse_size
 
 ENV_PREFIX = "SNAPSHOT_"
@@ -64,8 +64,8 @@ def _convert(key: str, value, base: Path | None, origin: str):
                 raise ValueError("use auto, gzip, pigz or python")
             return value
     except (TypeError, ValueError) as exc:
-        raise SnapshotError(f"bad value for {key} in {origin}: {value!r} ({exc})") from None
-    raise SnapshotError(f"unknown setting {key!r} in {origin}")
+        raise UsageError(f"bad value for {key} in {origin}: {value!r} ({exc})") from None
+    raise UsageError(f"unknown setting {key!r} in {origin}")
 
 
 def load_config(cli: dict | None = None, env: dict | None = None, path: str | os.PathLike | None = None) -> Config:
@@ -79,14 +79,14 @@ def load_config(cli: dict | None = None, env: dict | None = None, path: str | os
         try:
             data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise SnapshotError(f"config file not found: {cfg_path}") from None
+            raise UsageError(f"config file not found: {cfg_path}") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SnapshotError(f"cannot read config file {cfg_path}: {exc}") from None
+            raise UsageError(f"cannot read config file {cfg_path}: {exc}") from None
         data = data.get("snapshot", data)  # a [snapshot] table or top-level keys
         for key, value in data.items():
             key = key.replace("-", "_")
             if key not in names:
-                raise SnapshotError(f"unknown setting {key!r} in {cfg_path}")
+                raise UsageError(f"unknown setting {key!r} in {cfg_path}")
             values[key] = _convert(key, value, cfg_path.parent, str(cfg_path))
         origins.append(str(cfg_path))
     from_env = False
@@ -107,4 +107,4 @@ def require(cfg: Config, *keys: str) -> None:
     missing = [k for k in keys if getattr(cfg, k) is None]
     if missing:
         hints = ", ".join(f"--{k} / ${ENV_PREFIX}{k.upper()} / {k} = ... in the config file" for k in missing)
-        raise SnapshotError(f"not configured: {hints}")
+        raise UsageError(f"not configured: {hints}")

@@ -31,10 +31,6 @@ class Decision:
     keep: bool
     reason: str
 
-    @property
-    def action(self) -> str:
-        return "keep" if self.keep else "prune"
-
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")

@@ -25,7 +25,7 @@ class _NotLineShaped(Exception):
 
 def dump_line(value) -> str:
     """One record as one line: the value exactly as received, non-ASCII text kept readable."""
-    return json.dumps(value, ensure_ascii=False)
+    return jsonio.readable(value)
 
 
 class ArrayWriter:
