@@ -1,49 +1,104 @@
 #!/usr/bin/env python3
-"""Benchmark the backup crawl against the sandbox service (loopback only); prints figures.
+"""Benchmark the backup crawl against the sandbox service (loopback only); prints figures and ratios.
 
-1. Flat out (delays off): 1 personality with 20,000 memories and 100,000 messages — requests, wall
-   time, requests/s and peak RSS of the crawl process (target <= 150 MB); then after 10 new memories
-   and 10 new messages: requests (target <= 8) and wall time.
-2. Rate-limited: the sandbox allows 5 requests/s (token bucket, burst 5); the crawl runs with
-   DOWNLOAD_DELAY=0 and AutoThrottle on — achieved requests/s (target >= 4.5), the share of 429
-   answers (target <= 1 %), and whether everything arrived.
+1. Flat out (delays off), one sandbox, every contender side by side in each repeat: 1 personality with
+   20,000 memories and 100,000 messages (3,006 requests). Contenders: a bare keep-alive http.client
+   loop; the floor, a minimal Scrapy spider fetching the same URLs with json.loads and nothing else;
+   tzcrawl; and with --compare-rev REV, tzcrawl as it was at REV (a temporary git worktree). Printed:
+   wall seconds (medians), tzcrawl / floor (target <= 1.25), peak RSS (target <= 150 MB), and an
+   incremental run after 10 new memories and 10 new messages (target <= 8 requests).
+2. Merge: a full re-read of 300,000 messages merged over a saved history of the same 300,000 (the
+   store alone, no network); with --compare-rev, the same at REV and the speed-up (target >= 3x).
+3. Rate-limited: the sandbox allows 5 requests/s (token bucket, burst 5); DOWNLOAD_DELAY=0 and
+   AutoThrottle on as shipped. Printed: (successful requests - burst) / rate / time, over the whole
+   run (process start to exit; target >= 0.92) and in steady state (Scrapy's crawl time; target
+   >= 0.95), the share of 429s (target <= 1 %), and whether everything arrived.
 
-    .venv/bin/python scripts/bench_crawl.py [--repeats 3] [--skip-rate] [--rate-memories 6000]
+    .venv/bin/python scripts/bench_crawl.py [--repeats 3] [--compare-rev c41ee53] [--skip-flat]
+        [--skip-merge] [--skip-rate] [--merge-records 300000]
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import http.client
+import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tzcrawl import api, paging, registry  # noqa: E402
+from tzcrawl.config import ServiceConfig  # noqa: E402
 from tzcrawl.sandbox import Sandbox, SandboxConfig  # noqa: E402
-from tzcrawl.store import BackupStore  # noqa: E402
+from tzcrawl.store import BackupView  # noqa: E402
+from tzcrawl.store.timestamps import to_epoch  # noqa: E402
 
 FLAT_OUT = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "False", "BACKUP_PERSONALITY_DELAY": "0"}
 
+# The floor: fetch a list of URLs one at a time, json.loads each answer, nothing else.
+FLOOR_SPIDER = textwrap.dedent('''
+    import json
+    import scrapy
 
-def run_crawl(sb: Sandbox, out: Path, settings: dict, *args: str) -> dict:
-    """One `scrapy crawl` subprocess; returns wall seconds, its own peak RSS and its final stats."""
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "all_personalities", *args]
-    for name, value in settings.items():
-        cmd += ["-s", f"{name}={value}"]
-    env = {**os.environ, "SERVICE_WEBSITE": sb.base_url, "SERVICE_COOKIE": sb.cookie, "BACKUP_DIR": str(out),
-           "TZCRAWL_COOKIE_FILE": str(out.parent / "none")}
-    log = out.parent / "crawl.log"
+    class Floor(scrapy.Spider):
+        name = "floor"
+        custom_settings = {"CONCURRENT_REQUESTS": 1, "DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False,
+                           "TELNETCONSOLE_ENABLED": False, "REMOTE_CONTROL_ENABLED": False,
+                           "ROBOTSTXT_OBEY": False, "COOKIES_ENABLED": False, "LOG_LEVEL": "INFO"}
+
+        async def start(self):
+            with open(self.urls) as fh:
+                urls = fh.read().split()
+            for url in urls:
+                yield scrapy.Request(url, headers={"Cookie": "appSession=" + self.cookie}, dont_filter=True)
+
+        def parse(self, response):
+            json.loads(response.body)
+            self.crawler.stats.inc_value("floor/parsed")
+''')
+
+# The merge alone: save N messages, then commit a full re-read of the same N over them.
+MERGE_CHILD = textwrap.dedent('''
+    import json, sys, time
+    from tzcrawl.store import BackupStore
+    root, n = sys.argv[1], int(sys.argv[2])
+    person = {"id": "p", "username": "bench", "name": "Bench"}
+    def pages():
+        for top in range(n, 0, -50):  # newest first, 50 a page, like the chat history
+            yield [{"id": f"m{i}", "ts": 1.7e9 + i * 0.5, "message": "hello there " * 3, "reply": "hi! " * 20,
+                    "voice_reply_url": None} for i in range(top - 1, max(top - 51, -1), -1)]
+    store = BackupStore(root, chunk_size=5000)
+    for label in ("first", "re-read"):
+        run = store.begin(person, "messages")
+        for page in pages():
+            run.add(page)
+        started = time.perf_counter()
+        figures = run.commit(requests=n // 50)
+        print(label, time.perf_counter() - started, figures["total"], figures["new"], flush=True)
+''')
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
+    """One subprocess; its wall seconds, its own peak RSS (MB), exit status and output."""
     started = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     text = log.read_text()
@@ -53,35 +108,148 @@ def run_crawl(sb: Sandbox, out: Path, settings: dict, *args: str) -> dict:
             "stats": stats, "log": text}
 
 
-def bench_flat_out(repeats: int, memories: int, messages: int) -> None:
+def crawl_env(sb: Sandbox, out: Path, tree: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICE_", "TZCRAWL_", "BACKUP_"))}
+    env.update(SERVICE_WEBSITE=sb.base_url, SERVICE_COOKIE=sb.cookie, BACKUP_DIR=str(out),
+               TZCRAWL_COOKIE_FILE=str(out.parent / "none"), PYTHONPATH=str(tree))
+    return env
+
+
+def run_crawl(sb: Sandbox, out: Path, settings: dict, tree: Path = ROOT) -> dict:
+    """One `scrapy crawl all_personalities` of the tzcrawl in ``tree`` (this checkout or a worktree)."""
+    cmd = [sys.executable, "-m", "scrapy", "crawl", "all_personalities"]
+    for name, value in settings.items():
+        cmd += ["-s", f"{name}={value}"]
+    return run_measured(cmd, tree, crawl_env(sb, out, tree), out.parent / f"crawl-{tree.name}.log")
+
+
+def walk_urls(sb: Sandbox) -> list[str]:
+    """The URLs tzcrawl asks for, found with tzcrawl's own URL builder and paging decisions over a
+    bare keep-alive http.client connection; also times that loop (the network's floor)."""
+    endpoints = api.Endpoints(ServiceConfig(sb.base_url))
+    conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=30)
+    headers = {"Cookie": f"appSession={sb.cookie}"}
+    urls: list[str] = []
+
+    def get(url: str):
+        urls.append(url)
+        conn.request("GET", url[len(sb.base_url):], headers=headers)
+        response = conn.getresponse()
+        return json.loads(response.read())
+
+    for person in get(endpoints.personalities()):
+        me = get(endpoints.resource(registry.get("profile"), person))
+        for resource in registry.REGISTRY[1:]:
+            position = 1 if resource.paging == "page" else None
+            while True:
+                answer = get(endpoints.resource(resource, me, position))
+                if resource.paging == "page":
+                    result = api.memory_page(answer)
+                    decision = paging.next_memory_page(position, result.items, result.total_pages, new_ids=1,
+                                                       held=paging.Held(), full=True, key=lambda m: None)
+                elif resource.paging == "before_ts":
+                    raw = {to_epoch(m["ts"]): str(m["ts"]) for m in answer}
+                    decision = paging.next_before_ts([to_epoch(m["ts"]) for m in answer], limit=api.HISTORY_LIMIT,
+                                                     before_ts=to_epoch(position), held=paging.Held(), full=True)
+                    decision = paging.Next(raw[decision.value]) if isinstance(decision, paging.Next) else decision
+                else:
+                    break
+                if not isinstance(decision, paging.Next):
+                    break
+                position = decision.value
+    conn.close()
+    return urls
+
+
+@contextlib.contextmanager
+def worktree(rev: str | None):
+    """A temporary checkout of ``rev`` beside this one (None: nothing)."""
+    if not rev:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="tzcrawl-base-"))
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(path), rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None) -> None:
     print(f"== flat out: 1 personality, {memories} memories, {messages} messages, delays off ==")
     config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False)
-    full, incremental = [], []
+    rows: dict[str, list[dict]] = {}
+    with Sandbox(config, port=0, max_lifetime=3600) as sb, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        name = sb.personalities[0]["username"]
+        started = time.perf_counter()
+        urls = walk_urls(sb)
+        print(f"  {len(urls)} URLs; first bare walk {time.perf_counter() - started:.2f} s")
+        (tmp / "urls.txt").write_text("\n".join(urls))
+        (tmp / "floor.py").write_text(FLOOR_SPIDER)
+        for repeat in range(repeats):
+            started = time.perf_counter()
+            assert walk_urls(sb) == urls
+            rows.setdefault("bare http.client loop", []).append({"wall": time.perf_counter() - started, "rss_mb": 0})
+            floor = run_measured([sys.executable, "-m", "scrapy", "runspider", str(tmp / "floor.py"),
+                                  "-a", f"urls={tmp / 'urls.txt'}", "-a", f"cookie={sb.cookie}"],
+                                 tmp, {**os.environ, "PYTHONPATH": ""}, tmp / "floor.log")
+            assert floor["exit"] == 0 and floor["stats"].get("floor/parsed") == len(urls), floor["log"][-2000:]
+            rows.setdefault("floor: minimal Scrapy spider", []).append(floor)
+            for label, tree in (("tzcrawl", ROOT), ("tzcrawl at base", base)):
+                if tree is None:
+                    continue
+                out = tmp / f"backup-{repeat}-{tree.name}"
+                sb.reset_stats()
+                result = run_crawl(sb, out, FLAT_OUT, tree)
+                assert result["exit"] == 0, result["log"][-3000:]
+                assert sb.stats()["requests"] == len(urls), (sb.stats()["requests"], len(urls))
+                view = BackupView(out)
+                assert view.held(name, "memories").total == memories
+                assert view.held(name, "messages").total == messages
+                rows.setdefault(label, []).append(result)
+            print(f"  repeat {repeat + 1}: " + ", ".join(f"{label} {runs[-1]['wall']:.2f} s"
+                                                         for label, runs in rows.items()))
+        for label, runs in rows.items():
+            rss = f", peak RSS {median(r['rss_mb'] for r in runs):.0f} MB" if runs[0]["rss_mb"] else ""
+            print(f"  median {label:<30} {median(r['wall'] for r in runs):6.2f} s{rss}")
+        floor_wall = median(r["wall"] for r in rows["floor: minimal Scrapy spider"])
+        ours = rows["tzcrawl"]
+        print(f"  tzcrawl / floor: {median(r['wall'] for r in ours) / floor_wall:.2f} (target <= 1.25); "
+              f"tzcrawl peak RSS {median(r['rss_mb'] for r in ours):.0f} MB (target <= 150)")
+        if base is not None:
+            print(f"  tzcrawl at base / floor: {median(r['wall'] for r in rows['tzcrawl at base']) / floor_wall:.2f}")
+
+        out = tmp / f"backup-{repeats - 1}-{ROOT.name}"
+        sb.add(name, memories=10, messages=10)
+        sb.reset_stats()
+        second = run_crawl(sb, out, FLAT_OUT)
+        assert second["exit"] == 0, second["log"][-2000:]
+        assert BackupView(out).held(name, "messages").total == messages + 10
+        print(f"  incremental run after 10 new memories and 10 new messages: {sb.stats()['requests']} requests "
+              f"(target <= 8), {second['wall']:.2f} s wall, peak RSS {second['rss_mb']:.0f} MB")
+
+
+def bench_merge(repeats: int, records: int, base: Path | None) -> None:
+    print(f"\n== merge: a full re-read of {records} messages over a saved history of {records} ==")
+    times: dict[str, list[float]] = {}
     for _ in range(repeats):
-        with Sandbox(config, port=0, max_lifetime=1800) as sb, tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "backup"
-            first = run_crawl(sb, out, FLAT_OUT)
-            requests = sb.stats()["requests"]
-            assert first["exit"] == 0, first["log"][-2000:]
-            name = sb.personalities[0]["username"]
-            store = BackupStore(out)
-            assert store.held(name, "memories").total == memories
-            assert store.held(name, "messages").total == messages
-            sb.add(name, memories=10, messages=10)
-            sb.reset_stats()
-            second = run_crawl(sb, out, FLAT_OUT)
-            assert second["exit"] == 0, second["log"][-2000:]
-            assert store.held(name, "messages").total == messages + 10
-            full.append((requests, first["wall"], first["rss_mb"]))
-            incremental.append((sb.stats()["requests"], second["wall"], second["rss_mb"]))
-            print(f"  run: full {requests} requests in {first['wall']:.1f} s ({requests / first['wall']:.0f} req/s), "
-                  f"peak RSS {first['rss_mb']:.0f} MB; incremental {incremental[-1][0]} requests in "
-                  f"{second['wall']:.2f} s")
-    med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
-    print(f"  median full run:        {med(full, 0):.0f} requests, {med(full, 1):.1f} s wall, "
-          f"{med(full, 0) / med(full, 1):.0f} requests/s, peak RSS {med(full, 2):.0f} MB (target <= 150 MB)")
-    print(f"  median incremental run: {med(incremental, 0):.0f} requests (target <= 8), {med(incremental, 1):.2f} s wall, "
-          f"peak RSS {med(incremental, 2):.0f} MB")
+        for label, tree in (("tzcrawl", ROOT), ("tzcrawl at base", base)):
+            if tree is None:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                proc = subprocess.run([sys.executable, "-c", MERGE_CHILD, tmp, str(records)], cwd=tree,
+                                      env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+                assert proc.returncode == 0, proc.stderr[-2000:]
+                reread = proc.stdout.splitlines()[1].split()
+                assert reread[2:] == [str(records), "0"], reread  # all kept, nothing new
+                times.setdefault(label, []).append(float(reread[1]))
+    for label, values in times.items():
+        print(f"  {label:<16} median {median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)})")
+    if base is not None:
+        print(f"  speed-up: {median(times['tzcrawl at base']) / median(times['tzcrawl']):.1f}x (target >= 3)")
 
 
 def bench_rate_limited(memories: int, messages: int, rate: float, burst: int) -> None:
@@ -94,16 +262,17 @@ def bench_rate_limited(memories: int, messages: int, rate: float, burst: int) ->
         result = run_crawl(sb, out, settings)
         stats = sb.stats()
         name = sb.personalities[0]["username"]
-        store = BackupStore(out)
-        complete = (result["exit"] == 0 and store.held(name, "memories").total == memories
-                    and store.held(name, "messages").total == messages)
+        view = BackupView(out)
+        complete = (result["exit"] == 0 and view.held(name, "memories").total == memories
+                    and view.held(name, "messages").total == messages)
         ok = stats["status"].get("200", 0)
         limited = stats["status"].get("429", 0)
-        elapsed = result["stats"].get("elapsed_time_seconds") or result["wall"]
+        crawling = result["stats"].get("elapsed_time_seconds") or result["wall"]
+        allowed = (ok - burst) / rate  # seconds the server's bucket needed to let these through
         print(f"  {stats['requests']} requests: {ok} answered 200, {limited} answered 429 "
               f"({100 * limited / stats['requests']:.2f} %, target <= 1 %)")
-        print(f"  achieved {ok / elapsed:.2f} successful requests/s over {elapsed:.1f} s of crawling "
-              f"(target >= 4.5), {stats['requests'] / elapsed:.2f} requests/s sent")
+        print(f"  share of the limit: {allowed / result['wall']:.3f} over the whole run ({result['wall']:.1f} s, "
+              f"target >= 0.92), {allowed / crawling:.3f} in steady state ({crawling:.1f} s crawling, target >= 0.95)")
         print(f"  learned pacing interval at the end: {result['stats'].get('backup/pacing/interval_ms')} ms; "
               f"backup complete and exact counts: {complete}")
 
@@ -111,9 +280,12 @@ def bench_rate_limited(memories: int, messages: int, rate: float, burst: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-rev", help="also run tzcrawl as it was at this git revision, side by side")
     parser.add_argument("--memories", type=int, default=20_000)
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--merge-records", type=int, default=300_000)
     parser.add_argument("--skip-flat", action="store_true")
+    parser.add_argument("--skip-merge", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--rate", type=float, default=5.0)
     parser.add_argument("--burst", type=int, default=5)
@@ -121,8 +293,11 @@ def main() -> None:
     parser.add_argument("--rate-messages", type=int, default=7500, help="messages for the rate-limited run")
     args = parser.parse_args()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    if not args.skip_flat:
-        bench_flat_out(args.repeats, args.memories, args.messages)
+    with worktree(args.compare_rev) as base:
+        if not args.skip_flat:
+            bench_flat_out(args.repeats, args.memories, args.messages, base)
+        if not args.skip_merge:
+            bench_merge(args.repeats, args.merge_records, base)
     if not args.skip_rate:
         bench_rate_limited(args.rate_memories, args.rate_messages, args.rate, args.burst)
 

@@ -308,7 +308,7 @@ def test_a_browser_that_cannot_start_is_a_clear_failure(sandbox, old_cookie, tmp
 
 def test_headed_with_a_display_variable_but_no_display_server(sandbox, old_cookie):
     chromium_or_skip()
-    run = crawl_login(sandbox.base_url, old_cookie[0], "-a", "timeout=10", DISPLAY=":97")
+    run = crawl_login(sandbox.base_url, old_cookie[0], "-a", "timeout=60", DISPLAY=":97")
     assert run.returncode == 1
     assert "did not start (Missing X server or $DISPLAY); nothing was written" in run.stderr
     assert_untouched(old_cookie)
