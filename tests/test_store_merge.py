@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from tzcrawl import jsonio
+from tzcrawl.store.journal import Journal, read_journal
 from tzcrawl.store.jsonarray import ArrayWriter, CorruptCollectionError, dump_line, read_array
 from tzcrawl.store.merge import conversation_chars, dedupe_id, merge_collection
 
@@ -180,3 +182,96 @@ def test_reader_refuses_broken_files_clearly(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(CorruptCollectionError, match="untouched"):
         list(read_array(path))
+
+
+# -- a journal read backward: merged without sorting when it came newest first ---------------------
+
+def journal_of(path, pages):
+    journal = Journal(path)
+    for page in pages:
+        journal.add(page)
+    journal.close()
+    return read_journal(path)
+
+
+def both_ways(tmp_path, saved_records, pages, **kwargs):
+    """Merge the same pages from a journal (streamed when it can) and as a plain list (sorted)."""
+    (tmp_path / "j").mkdir()
+    (tmp_path / "l").mkdir()
+    reader = journal_of(tmp_path / "j" / "journal.jsonl", pages)
+    results = []
+    for where, fetched in ((tmp_path / "j", reader), (tmp_path / "l", [r for page in pages for r in page])):
+        saved = None
+        if saved_records is not None:
+            saved = where / "saved.json"
+            write_array(saved, saved_records)
+        out = io.StringIO()
+        source = fetched if where.name == "j" else [(jsonio.dumps(r), r) for r in fetched]
+        stats = merge_collection(saved, source, out, time_field="ts", workdir=where, **kwargs)
+        results.append((out.getvalue(), stats))
+    (streamed_text, streamed), (sorted_text, by_sorting) = results
+    assert not by_sorting.streamed
+    assert streamed_text == sorted_text  # byte for byte the same file either way
+    assert (streamed.total, streamed.new, streamed.characters, streamed.newest_ids) == \
+        (by_sorting.total, by_sorting.new, by_sorting.characters, by_sorting.newest_ids)
+    return streamed, json.loads(streamed_text)
+
+
+def history_pages(count, size=50, refetch=True, seed=1):
+    """Messages newest first in batches, each full batch's oldest message fetched again at the top
+    of the next one (what the chat history's tie rule does)."""
+    rng = random.Random(seed)
+    messages = [{"id": f"c{i}", "ts": 1.7e9 + i + rng.random() / 2, "message": "m" * (i % 7), "reply": "r"}
+                for i in range(count)]
+    newest_first = messages[::-1]
+    pages, at = [], 0
+    while at < len(newest_first):
+        page = newest_first[at:at + size]
+        pages.append(page)
+        at += size - 1 if refetch and len(page) == size else size
+    return messages, pages
+
+
+def test_a_newest_first_journal_is_streamed_and_equals_the_sorted_merge(tmp_path):
+    messages, pages = history_pages(1234)
+    saved = [m for m in messages if m["id"] in {"c3", "c500", "c1233"}] + [{"id": "gone", "ts": 5.0}]
+    stats, records = both_ways(tmp_path, sorted(saved, key=lambda m: m["ts"]), pages, chunk_size=100)
+    assert stats.streamed and stats.runs == 0
+    assert [r["id"] for r in records] == ["gone"] + [m["id"] for m in messages]
+    assert stats.new == 1234 - 3
+
+
+@pytest.mark.parametrize("disorder", ["a page out of place", "same id, new ts", "no usable ts",
+                                      "id-less twins at one ts", "equal ts, ids out of order"])
+def test_any_other_order_falls_back_to_sorting_with_the_same_result(tmp_path, disorder):
+    messages, pages = history_pages(300, refetch=False)
+    if disorder == "a page out of place":
+        pages[1], pages[3] = pages[3], pages[1]
+    elif disorder == "same id, new ts":
+        pages[2].insert(5, {"id": "c0", "ts": 2e9, "message": "edited"})  # moved to the future
+    elif disorder == "no usable ts":
+        pages[2].insert(10, {"id": "x", "ts": "soon"})
+    elif disorder == "id-less twins at one ts":
+        pages[0][:0] = [{"ts": 2e9, "message": "a"}, {"ts": 2e9, "message": "b"}]
+    else:
+        pages[0][:0] = [{"id": "a", "ts": 2e9}, {"id": "b", "ts": 2e9}]
+    stats, records = both_ways(tmp_path, None, pages, chunk_size=64)
+    assert not stats.streamed and stats.runs > 0
+    assert len(records) == len({json.dumps(r, sort_keys=True) for r in records})
+
+
+def test_streaming_keeps_the_last_copy_of_a_record_fetched_twice(tmp_path):
+    pages = [[{"id": "b", "ts": 2.0, "reply": "new"}, {"id": "a", "ts": 1.0}],
+             [{"id": "a", "ts": 1.0, "reply": "a again"}]]
+    stats, records = both_ways(tmp_path, [{"id": "a", "ts": 1.0, "reply": "saved"}], pages)
+    assert stats.streamed
+    assert records == [{"id": "a", "ts": 1.0, "reply": "a again"}, {"id": "b", "ts": 2.0, "reply": "new"}]
+    assert stats.new == 1
+
+
+def test_a_saved_file_out_of_order_is_resorted_after_streaming(tmp_path):
+    messages, pages = history_pages(120)
+    saved = [{"id": "z", "ts": 9e9}, {"id": "y", "ts": 1.0}]  # hand-edited: not in time order
+    stats, records = both_ways(tmp_path, saved, pages)
+    assert stats.streamed and stats.saved_resorted
+    assert [r["id"] for r in records] == ["y"] + [m["id"] for m in messages] + ["z"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -178,18 +179,27 @@ def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
         assert lock_file.read_text().strip() == str(os.getpid())
 
 
-def test_large_merge_uses_the_chunked_path(tmp_path):
-    """200k records through small chunks: the external sort and the spilled id index are used."""
+@pytest.mark.parametrize("order", ["newest first", "shuffled"])
+def test_large_merge_streams_a_newest_first_journal_and_sorts_any_other(tmp_path, order):
+    """200k records, the id index spilled to SQLite: pages newest first (as the service sends them)
+    are merged read backward, without run files; pages in any other order go through the external
+    sort in small chunks. Both give the same, complete file."""
     store = BackupStore(tmp_path / "backups", chunk_size=10_000, index_limit=50_000)
     run = store.begin(P, "memories")
     run.add([{"id": f"s{i}", "created_at": i} for i in range(0, 200_000, 4)])
     run.commit(requests=1)
     run = store.begin(P, "memories")
-    for start in range(0, 200_000, 5_000):  # newest pages first, like the service
-        top = 200_000 - start
+    tops = [200_000 - start for start in range(0, 200_000, 5_000)]
+    if order == "shuffled":
+        random.Random(5).shuffle(tops)
+    for top in tops:
         run.add([{"id": f"s{i}", "created_at": i} for i in range(top - 1, top - 5_001, -1)])
     summary = run.commit(requests=40)
-    assert summary["runs"] == 20 and summary["index_spilled"]
+    assert summary["index_spilled"]
+    if order == "shuffled":
+        assert (summary["runs"], summary["streamed"]) == (20, False)
+    else:
+        assert (summary["runs"], summary["streamed"]) == (0, True)
     assert (summary["total"], summary["new"]) == (200_000, 150_000)
     previous = -1
     for count, record in enumerate(store.read_collection("crashy", "memories"), 1):

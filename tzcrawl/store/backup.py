@@ -124,7 +124,7 @@ class BackupStore(BackupView):
         root: str | Path,
         *,
         chunk_size: int = 10_000,
-        index_limit: int = 100_000,
+        index_limit: int = 400_000,  # fetched ids held in a dict (~130 bytes each) before it spills to SQLite
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         super().__init__(ensure_private_dir(Path(root).expanduser(), tighten=True))
@@ -304,6 +304,7 @@ class CollectionRun:
                     workdir=self.workdir,
                     chunk_size=store.chunk_size,
                     index_limit=store.index_limit,
+                    chars=self.resource == "messages",
                 )
         except Exception as exc:
             self.abort(f"saving {self.resource} failed: {exc}", requests)
@@ -326,7 +327,7 @@ class CollectionRun:
         finally:
             self.closed = True
             store._finish(self)
-        return {"resource": self.resource, "requests": requests, "runs": stats.runs,
+        return {"resource": self.resource, "requests": requests, "runs": stats.runs, "streamed": stats.streamed,
                 "index_spilled": stats.index_spilled, "resorted": stats.saved_resorted, **figures}
 
     def abort(self, error: str, requests: int) -> None:

@@ -42,16 +42,56 @@ class Journal:
             self._fh.close()
 
 
-def read_journal(path: Path) -> Iterator[tuple[str, object]]:
-    """Yield ``(line, value)`` for each record, in the order they were appended."""
-    with open(path, encoding="utf-8", newline="\n") as fh, jsonlines.Reader(fh, loads=jsonio.loads) as reader:
-        try:
-            for page in reader.iter(type=list):
-                yield from _lines(page)
-        except jsonlines.InvalidLineError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: {exc}; the journal is incomplete") from None
+class JournalReader:
+    """The records of a journal, as many times as needed: forward (the order fetched) or
+    ``backward`` (last page first, each page reversed). The service sends newest first, so read
+    backward a journal is already oldest first, and the merge needs no sort."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self) -> Iterator[tuple[str, object]]:
+        for page in self._pages():
+            yield from _lines(page)
+
+    def values(self) -> Iterator[object]:
+        for page in self._pages():
+            yield from page
+
+    def backward(self) -> Iterator[object]:
+        ends = _line_ends(self.path)
+        with open(self.path, "rb") as fh:
+            for end, start in zip(reversed(ends), reversed([0] + [e + 1 for e in ends[:-1]])):
+                fh.seek(start)
+                page = jsonio.loads(fh.read(end - start))
+                yield from reversed(page)
+
+    def _pages(self) -> Iterator[list]:
+        with open(self.path, encoding="utf-8", newline="\n") as fh, jsonlines.Reader(fh, loads=jsonio.loads) as reader:
+            try:
+                yield from reader.iter(type=list)
+            except jsonlines.InvalidLineError as exc:
+                raise ValueError(f"{self.path}:{exc.lineno}: {exc}; the journal is incomplete") from None
+
+
+def read_journal(path: Path) -> JournalReader:
+    """``(line, value)`` for each record, in the order they were appended (iterable again and again)."""
+    return JournalReader(path)
 
 
 def _lines(page: Iterable) -> Iterator[tuple[str, object]]:
     for record in page:
         yield jsonio.dumps(record), record
+
+
+def _line_ends(path: Path, block: int = 1 << 20) -> list[int]:
+    """Offsets of every newline in the file (the journal is read forward first, so it is whole)."""
+    ends, offset = [], 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            at = chunk.find(b"\n")
+            while at >= 0:
+                ends.append(offset + at)
+                at = chunk.find(b"\n", at + 1)
+            offset += len(chunk)
+    return ends

@@ -1,10 +1,13 @@
 """Streaming merge: the saved collection (sorted) + the fetched journal (any order) -> new file.
 
-Memory stays bounded whatever the history's size: the journal is sorted in chunks into run files
-(an external sort), the runs and the saved file are merged with ``heapq.merge``, and the ids of the
-fetched records sit in a dict that spills to SQLite past a limit. Output is oldest first, one
-record per id; a fetched record replaces the saved one with the same id, wherever its timestamp
-puts it; records without an id are deduplicated by content. Nothing saved is ever dropped.
+Memory stays bounded whatever the history's size. The service sends newest first, so a journal
+read backward is usually oldest first already: a first pass indexes the fetched ids and checks that
+order, and the merge then streams the saved file and the backward journal side by side. When the
+order does not hold (or the records come from a plain iterable), the journal is sorted in chunks
+into run files (an external sort) and those are merged instead. The ids of the fetched records sit
+in a dict that spills to SQLite past a limit. Output is oldest first, one record per id; a fetched
+record replaces the saved one with the same id, wherever its timestamp puts it; records without an
+id are deduplicated by content. Nothing saved is ever dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import IO, Iterable, Iterator
 from tzcrawl import jsonio
 
 from .jsonarray import ArrayWriter, read_array
-from .timestamps import SortKey, id_text, sort_key
+from .timestamps import SortKey, id_text, sort_key, to_epoch
 
 OLD, NEW = 0, 1  # on equal keys the saved copy comes first; dedupe keeps the fetched one anyway
 
@@ -44,8 +47,27 @@ def conversation_chars(value) -> int:
     return sum(len(value[k]) for k in ("message", "reply") if isinstance(value.get(k), str))
 
 
-def to_entry(line: str, value, time_field: str, source: int, seq: int) -> Entry:
-    return (sort_key(value, time_field), source, seq, dedupe_id(value), conversation_chars(value), line)
+def describe(value, time_field: str, chars: bool = True) -> tuple[SortKey, str, int]:
+    """(sort key, dedupe id, conversation characters) of a record: ``sort_key``, ``dedupe_id`` and
+    ``conversation_chars`` in one pass, with fast paths for what the service sends (every record of
+    a large history goes through here, sometimes twice)."""
+    if type(value) is dict:
+        raw = value.get("id")
+        ident = raw if type(raw) is str else id_text(value)
+        seconds = to_epoch(value.get(time_field))
+        key = (0, 0.0, ident) if seconds is None else (1, seconds, ident)
+        did = dedupe_id(value) if raw is None else "i:" + ident
+        count = 0
+        if chars:
+            message, reply = value.get("message"), value.get("reply")
+            count = (len(message) if type(message) is str else 0) + (len(reply) if type(reply) is str else 0)
+        return key, did, count
+    return sort_key(value, time_field), dedupe_id(value), conversation_chars(value) if chars else 0
+
+
+def to_entry(line: str, value, time_field: str, source: int, seq: int, chars: bool = True) -> Entry:
+    key, did, count = describe(value, time_field, chars)
+    return (key, source, seq, did, count, line)
 
 
 class IdIndex:
@@ -191,10 +213,10 @@ def _checked_order(entries: Iterable[Entry]) -> Iterator[Entry]:
         yield entry
 
 
-def saved_entries(path: Path | None, time_field: str) -> Iterator[Entry]:
+def saved_entries(path: Path | None, time_field: str, chars: bool = True) -> Iterator[Entry]:
     if path is None or not path.exists():
         return iter(())
-    return (to_entry(line, value, time_field, OLD, seq) for seq, (line, value) in enumerate(read_array(path)))
+    return (to_entry(line, value, time_field, OLD, seq, chars) for seq, (line, value) in enumerate(read_array(path)))
 
 
 @dataclass
@@ -202,7 +224,8 @@ class MergeStats:
     total: int = 0
     new: int = 0
     characters: int = 0
-    runs: int = 0  # run files written by the external sort (0: the journal fit one chunk)
+    runs: int = 0  # run files written by the external sort (0: streamed, or the journal fit one chunk)
+    streamed: bool = False  # the journal was merged read backward, without sorting
     index_spilled: bool = False
     saved_resorted: bool = False
     oldest_key: float | None = None
@@ -239,31 +262,46 @@ def merge_collection(
     workdir: Path,
     chunk_size: int = 10_000,
     index_limit: int = 100_000,
+    chars: bool = True,
 ) -> MergeStats:
-    """Write ``saved`` merged with ``fetched`` to ``out`` as a line-shaped JSON array."""
+    """Write ``saved`` merged with ``fetched`` to ``out`` as a line-shaped JSON array.
+
+    ``fetched`` yields ``(line, record)`` in the order fetched; a ``JournalReader`` (which can also
+    read ``backward``) lets a newest-first journal be merged without sorting it. ``chars`` counts
+    conversation characters (messages).
+    """
     index = IdIndex(workdir, index_limit)
     fetched_runs = Runs(workdir, "fetched", chunk_size)
     saved_runs = Runs(workdir, "saved", chunk_size)
     try:
+        count = _index_newest_first(fetched, index, time_field) if hasattr(fetched, "backward") else None
+        if count is not None:
+            fetched_streams = [_backward_entries(fetched, count, time_field, chars)]
+        else:
+            indexed = not hasattr(fetched, "backward")  # else the first pass has indexed every id
 
-        def indexed():
-            for seq, (line, value) in enumerate(fetched):
-                entry = to_entry(line, value, time_field, NEW, seq)
-                index.put(entry[3], seq)
-                yield entry
+            def entries():
+                for seq, (line, value) in enumerate(fetched):
+                    entry = to_entry(line, value, time_field, NEW, seq, chars)
+                    if indexed:
+                        index.put(entry[3], seq)
+                    yield entry
 
-        fetched_runs.fill(indexed())
+            fetched_streams = fetched_runs.fill(entries()).streams()
         index.freeze()
         start = out.tell()
         try:
-            stats = _merge_streams(_checked_order(saved_entries(saved, time_field)), fetched_runs, index, out)
+            stats = _merge_streams(_checked_order(saved_entries(saved, time_field, chars)), fetched_streams, index, out)
         except SavedFileUnsorted:
             out.seek(start)
             out.truncate()
-            saved_runs.fill(saved_entries(saved, time_field))
-            stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_runs, index, out)
+            if count is not None:  # the backward stream was used up: read it again
+                fetched_streams = [_backward_entries(fetched, count, time_field, chars)]
+            saved_runs.fill(saved_entries(saved, time_field, chars))
+            stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_streams, index, out)
             stats.saved_resorted = True
         stats.runs = len(fetched_runs.files)
+        stats.streamed = count is not None
         stats.index_spilled = index.spilled
         stats.new = len(index) - index.marked
         return stats
@@ -273,10 +311,33 @@ def merge_collection(
         saved_runs.remove()
 
 
-def _merge_streams(saved: Iterable[Entry], fetched_runs: Runs, index: IdIndex, out: IO[str]) -> MergeStats:
+def _index_newest_first(fetched, index: "IdIndex", time_field: str) -> int | None:
+    """First pass over a journal: index every fetched id (seq: the order fetched). Returns the
+    number of records when each came at or before the one fetched just before it on the timeline
+    (a record fetched twice in a row aside), so that the journal read backward is in order."""
+    previous_key = previous_did = None
+    ordered, seq = True, -1
+    for seq, value in enumerate(fetched.values()):
+        key, did, _ = describe(value, time_field, chars=False)
+        index.put(did, seq)
+        if ordered and previous_key is not None and (key > previous_key or (key == previous_key and did != previous_did)):
+            ordered = False
+        previous_key, previous_did = key, did
+    return seq + 1 if ordered else None
+
+
+def _backward_entries(fetched, count: int, time_field: str, chars: bool) -> Iterator[Entry]:
+    seq = count
+    for value in fetched.backward():
+        seq -= 1
+        key, did, characters = describe(value, time_field, chars)
+        yield (key, NEW, seq, did, characters, jsonio.dumps(value))
+
+
+def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[str]) -> MergeStats:
     stats = MergeStats()
     writer = ArrayWriter(out)
-    for entry in heapq.merge(saved, *fetched_runs.streams()):
+    for entry in heapq.merge(saved, *fetched_streams):
         _key, source, seq, did, _chars, line = entry
         if source == OLD:
             if index.claim_old(did):
