@@ -36,17 +36,30 @@ def test_non_json_constants_are_a_bad_answer_not_silently_changed(body):
         decode(200, "application/json", body, "u")
 
 
-def test_the_journal_keeps_pages_in_order_with_odd_values(tmp_path):
+def test_the_journal_keeps_records_in_order_with_odd_values_forward_and_backward(tmp_path):
     journal = Journal(tmp_path / "j.jsonl")
     assert journal.add(ODD[:2]) == 2 and journal.add([]) == 0 and journal.add(ODD[2:]) == 2
     journal.close()
-    assert (tmp_path / "j.jsonl").read_text().count("\n") == 2  # one line per page
-    assert [value for _line, value in read_journal(tmp_path / "j.jsonl")] == ODD
-    assert [json.loads(line) for line, _value in read_journal(tmp_path / "j.jsonl")] == ODD
+    assert (tmp_path / "j.jsonl").read_text().count("\n") == 4  # one line per record
+    reader = read_journal(tmp_path / "j.jsonl")
+    assert [value for _line, value in reader] == ODD == list(reader.values())
+    assert [json.loads(line) for line, _value in reader] == ODD
+    assert list(reader.backward()) == list(reader)[::-1]
+
+
+@pytest.mark.parametrize("records", [1, 3, 5000])
+def test_reading_backward_across_block_edges(tmp_path, records):
+    journal = Journal(tmp_path / "j.jsonl")
+    page = [{"id": i, "text": "x" * (i % 997) + "名"} for i in range(records)]
+    journal.add(page)
+    journal.close()  # 5000 records of up to 1 KB: several 1 MiB blocks, lines cut at their edges
+    assert [value for _line, value in read_journal(tmp_path / "j.jsonl").backward()] == page[::-1]
 
 
 def test_a_torn_journal_says_where(tmp_path):
     path = tmp_path / "j.jsonl"
-    path.write_text('[{"id": 1}]\n[{"id": 2}, {"id"')
+    path.write_text('{"id": 1}\n{"id"')
     with pytest.raises(ValueError, match=r"j\.jsonl:2: .*the journal is incomplete"):
+        list(read_journal(path).values())
+    with pytest.raises(ValueError, match=r"j\.jsonl:2: torn last line"):
         list(read_journal(path))

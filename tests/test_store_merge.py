@@ -232,6 +232,13 @@ def history_pages(count, size=50, refetch=True, seed=1):
     return messages, pages
 
 
+def test_a_first_backup_is_one_backward_pass(tmp_path):
+    messages, pages = history_pages(777)
+    stats, records = both_ways(tmp_path, None, pages)
+    assert stats.streamed and stats.runs == 0 and not stats.index_spilled
+    assert [r["id"] for r in records] == [m["id"] for m in messages] and stats.new == 777
+
+
 def test_a_newest_first_journal_is_streamed_and_equals_the_sorted_merge(tmp_path):
     messages, pages = history_pages(1234)
     saved = [m for m in messages if m["id"] in {"c3", "c500", "c1233"}] + [{"id": "gone", "ts": 5.0}]
@@ -241,9 +248,10 @@ def test_a_newest_first_journal_is_streamed_and_equals_the_sorted_merge(tmp_path
     assert stats.new == 1234 - 3
 
 
+@pytest.mark.parametrize("with_saved", [False, True], ids=["first backup", "over a saved file"])
 @pytest.mark.parametrize("disorder", ["a page out of place", "same id, new ts", "no usable ts",
                                       "id-less twins at one ts", "equal ts, ids out of order"])
-def test_any_other_order_falls_back_to_sorting_with_the_same_result(tmp_path, disorder):
+def test_any_other_order_falls_back_to_sorting_with_the_same_result(tmp_path, disorder, with_saved):
     messages, pages = history_pages(300, refetch=False)
     if disorder == "a page out of place":
         pages[1], pages[3] = pages[3], pages[1]
@@ -255,8 +263,10 @@ def test_any_other_order_falls_back_to_sorting_with_the_same_result(tmp_path, di
         pages[0][:0] = [{"ts": 2e9, "message": "a"}, {"ts": 2e9, "message": "b"}]
     else:
         pages[0][:0] = [{"id": "a", "ts": 2e9}, {"id": "b", "ts": 2e9}]
-    stats, records = both_ways(tmp_path, None, pages, chunk_size=64)
+    saved = [{"id": "c7", "ts": 3.0, "message": "old"}, {"id": "kept", "ts": 4.0}] if with_saved else None
+    stats, records = both_ways(tmp_path, saved, pages, chunk_size=64)
     assert not stats.streamed and stats.runs > 0
+    assert ("kept" in {r.get("id") for r in records}) == with_saved
     assert len(records) == len({json.dumps(r, sort_keys=True) for r in records})
 
 

@@ -1,16 +1,17 @@
-"""The staging journal: pages of a collection appended as JSON lines while a crawl runs.
+"""The staging journal: records of a collection appended as JSON lines while a crawl runs.
 
 The final file is only rewritten at commit, so a crash mid-crawl costs nothing already saved; the
-journal is private to one run and the next run discards it. One line holds one page (a JSON array
-of its records, exactly as received), written and flushed at once, so at most a torn last line can
-exist, and only in a journal nobody will read again.
+journal is private to one run and the next run discards it. A page of records is written with
+``jsonlines``, one record per line, and flushed at once, so at most a torn last line can exist,
+and only in a journal nobody will read again. Each line is the record exactly as the saved file
+will hold it: the merge copies lines, it never writes a record again.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import jsonlines
 
@@ -19,7 +20,7 @@ from tzcrawl.fsutil import FILE_MODE
 
 
 class Journal:
-    """Append-only JSON-lines file of fetched pages (records in any order, duplicates allowed)."""
+    """Append-only JSON-lines file of fetched records (any order, duplicates allowed)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -31,7 +32,7 @@ class Journal:
     def add(self, records: list) -> int:
         """Append one page of records; returns how many were written."""
         if records:
-            self._writer.write(records)
+            self._writer.write_all(records)
             self._fh.flush()
             self.count += len(records)
         return len(records)
@@ -44,54 +45,54 @@ class Journal:
 
 class JournalReader:
     """The records of a journal, as many times as needed: forward (the order fetched) or
-    ``backward`` (last page first, each page reversed). The service sends newest first, so read
-    backward a journal is already oldest first, and the merge needs no sort."""
+    ``backward``. The service sends newest first, so read backward a journal is usually oldest
+    first already, and the merge needs no sort."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def __iter__(self) -> Iterator[tuple[str, object]]:
-        for page in self._pages():
-            yield from _lines(page)
+        """``(line, record)`` in the order fetched."""
+        with open(self.path, encoding="utf-8", newline="\n") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                yield self._record(raw, lineno)
 
     def values(self) -> Iterator[object]:
-        for page in self._pages():
-            yield from page
+        """The records in the order fetched."""
+        for _line, value in self:
+            yield value
 
-    def backward(self) -> Iterator[object]:
-        ends = _line_ends(self.path)
+    def backward(self) -> Iterator[tuple[str, object]]:
+        """``(line, record)`` from the last fetched to the first."""
+        for line in self.backward_lines():
+            yield line, jsonio.loads(line)
+
+    def backward_lines(self) -> Iterator[str]:
+        """The lines from the last to the first, read in large blocks from the end of the file."""
         with open(self.path, "rb") as fh:
-            for end, start in zip(reversed(ends), reversed([0] + [e + 1 for e in ends[:-1]])):
+            end = fh.seek(0, os.SEEK_END)
+            tail = b""
+            while end > 0:
+                start = max(0, end - (1 << 20))
                 fh.seek(start)
-                page = jsonio.loads(fh.read(end - start))
-                yield from reversed(page)
+                lines = (fh.read(end - start) + tail).split(b"\n")
+                tail = lines.pop(0) if start > 0 else b""  # may continue in the block before
+                for raw in reversed(lines):
+                    if raw:
+                        yield raw.decode("utf-8")
+                end = start
+            if tail:
+                yield tail.decode("utf-8")
 
-    def _pages(self) -> Iterator[list]:
-        with open(self.path, encoding="utf-8", newline="\n") as fh, jsonlines.Reader(fh, loads=jsonio.loads) as reader:
-            try:
-                yield from reader.iter(type=list)
-            except jsonlines.InvalidLineError as exc:
-                raise ValueError(f"{self.path}:{exc.lineno}: {exc}; the journal is incomplete") from None
+    def _record(self, raw: str, lineno: int) -> tuple[str, object]:
+        if not raw.endswith("\n"):
+            raise ValueError(f"{self.path}:{lineno}: torn last line; the journal is incomplete")
+        try:
+            return raw[:-1], jsonio.loads(raw[:-1])
+        except ValueError as exc:
+            raise ValueError(f"{self.path}:{lineno}: not a JSON record ({exc})") from None
 
 
 def read_journal(path: Path) -> JournalReader:
-    """``(line, value)`` for each record, in the order they were appended (iterable again and again)."""
+    """``(line, record)`` for each record, in the order appended (iterable again and again)."""
     return JournalReader(path)
-
-
-def _lines(page: Iterable) -> Iterator[tuple[str, object]]:
-    for record in page:
-        yield jsonio.dumps(record), record
-
-
-def _line_ends(path: Path, block: int = 1 << 20) -> list[int]:
-    """Offsets of every newline in the file (the journal is read forward first, so it is whole)."""
-    ends, offset = [], 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            at = chunk.find(b"\n")
-            while at >= 0:
-                ends.append(offset + at)
-                at = chunk.find(b"\n", at + 1)
-            offset += len(chunk)
-    return ends

@@ -29,19 +29,30 @@ def dump_line(value) -> str:
 
 
 class ArrayWriter:
-    """Writes records, one per line, as a JSON array to an open text file."""
+    """Writes records, one per line, as a JSON array to an open text file (in batches of lines)."""
+
+    BATCH = 256
 
     def __init__(self, fh: IO[str]):
         self.fh = fh
         self.count = 0
+        self._pending: list[str] = []
         fh.write("[")
 
     def write_line(self, line: str) -> None:
-        self.fh.write("\n" if self.count == 0 else ",\n")
-        self.fh.write(line)
+        self._pending.append(line)
         self.count += 1
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            first = self.count == len(self._pending)  # the array's first lines: no comma before
+            self.fh.write(("\n" if first else ",\n") + ",\n".join(self._pending))
+            self._pending = []
 
     def close(self) -> None:
+        self._flush()
         self.fh.write("\n]\n" if self.count else "]\n")
 
 

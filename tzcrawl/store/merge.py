@@ -23,7 +23,7 @@ from typing import IO, Iterable, Iterator
 from tzcrawl import jsonio
 
 from .jsonarray import ArrayWriter, read_array
-from .timestamps import SortKey, id_text, sort_key, to_epoch
+from .timestamps import MILLISECONDS_ABOVE, SortKey, id_text, sort_key, to_epoch
 
 OLD, NEW = 0, 1  # on equal keys the saved copy comes first; dedupe keeps the fetched one anyway
 
@@ -54,7 +54,9 @@ def describe(value, time_field: str, chars: bool = True) -> tuple[SortKey, str, 
     if type(value) is dict:
         raw = value.get("id")
         ident = raw if type(raw) is str else id_text(value)
-        seconds = to_epoch(value.get(time_field))
+        stamp = value.get(time_field)
+        # Unix seconds as a float (what the service sends): used as is; anything else is read.
+        seconds = stamp if type(stamp) is float and -MILLISECONDS_ABOVE <= stamp <= MILLISECONDS_ABOVE else to_epoch(stamp)
         key = (0, 0.0, ident) if seconds is None else (1, seconds, ident)
         did = dedupe_id(value) if raw is None else "i:" + ident
         count = 0
@@ -74,7 +76,7 @@ class IdIndex:
     """Dedupe id -> seq of its last fetched copy; a dict that spills to SQLite past ``limit``."""
 
     def __init__(self, workdir: Path, limit: int):
-        self.limit = limit
+        self.limit = limit  # ids kept in a dict; more spill to SQLite
         self._path = workdir / "ids.sqlite"
         self._mem: dict[str, int] = {}
         self._marked: set[str] = set()
@@ -273,10 +275,17 @@ def merge_collection(
     index = IdIndex(workdir, index_limit)
     fetched_runs = Runs(workdir, "fetched", chunk_size)
     saved_runs = Runs(workdir, "saved", chunk_size)
+    start = out.tell()
     try:
-        count = _index_newest_first(fetched, index, time_field) if hasattr(fetched, "backward") else None
-        if count is not None:
-            fetched_streams = [_backward_entries(fetched, count, time_field, chars)]
+        if hasattr(fetched, "backward") and (saved is None or not saved.exists()):
+            stats = _first_backup(fetched, out, time_field, chars, index_limit)  # one pass, no index
+            if stats is not None:
+                return stats
+            out.seek(start)
+            out.truncate()
+        described = _index_newest_first(fetched, index, time_field, chars) if hasattr(fetched, "backward") else None
+        if described is not None:
+            fetched_streams = [_backward_entries(fetched, described, time_field, chars)]
         else:
             indexed = not hasattr(fetched, "backward")  # else the first pass has indexed every id
 
@@ -289,19 +298,18 @@ def merge_collection(
 
             fetched_streams = fetched_runs.fill(entries()).streams()
         index.freeze()
-        start = out.tell()
         try:
             stats = _merge_streams(_checked_order(saved_entries(saved, time_field, chars)), fetched_streams, index, out)
         except SavedFileUnsorted:
             out.seek(start)
             out.truncate()
-            if count is not None:  # the backward stream was used up: read it again
-                fetched_streams = [_backward_entries(fetched, count, time_field, chars)]
+            if described is not None:  # the backward stream was used up: read it again
+                fetched_streams = [_backward_entries(fetched, described, time_field, chars)]
             saved_runs.fill(saved_entries(saved, time_field, chars))
             stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_streams, index, out)
             stats.saved_resorted = True
         stats.runs = len(fetched_runs.files)
-        stats.streamed = count is not None
+        stats.streamed = described is not None
         stats.index_spilled = index.spilled
         stats.new = len(index) - index.marked
         return stats
@@ -311,27 +319,79 @@ def merge_collection(
         saved_runs.remove()
 
 
-def _index_newest_first(fetched, index: "IdIndex", time_field: str) -> int | None:
-    """First pass over a journal: index every fetched id (seq: the order fetched). Returns the
-    number of records when each came at or before the one fetched just before it on the timeline
-    (a record fetched twice in a row aside), so that the journal read backward is in order."""
+class _Described(list):
+    """Pass one's (key, dedupe id, characters) of every fetched record, by seq; ``complete`` is False
+    past the memory limit (pass two then reads the records again)."""
+
+    complete = True
+    count = 0  # records in the journal
+
+
+def _index_newest_first(fetched, index: "IdIndex", time_field: str, chars: bool) -> _Described | None:
+    """First pass over a journal: index every fetched id (seq: the order fetched). When each record
+    came at or before the one fetched just before it on the timeline (a record fetched twice in a
+    row aside), the journal read backward is in order: returns what was learned of each record;
+    else None."""
+    described = _Described()
     previous_key = previous_did = None
     ordered, seq = True, -1
     for seq, value in enumerate(fetched.values()):
-        key, did, _ = describe(value, time_field, chars=False)
-        index.put(did, seq)
-        if ordered and previous_key is not None and (key > previous_key or (key == previous_key and did != previous_did)):
+        key, did, characters = describe(value, time_field, chars)
+        index.put(did, seq)  # every id, whatever the order: the external sort relies on it
+        if not ordered:
+            continue
+        if previous_key is not None and (key > previous_key or (key == previous_key and did != previous_did)):
             ordered = False
+            described.clear()
+            continue
         previous_key, previous_did = key, did
-    return seq + 1 if ordered else None
+        if described.complete:
+            if len(described) < index.limit:
+                described.append((key, did, characters))
+            else:
+                described.complete = False
+                described.clear()
+    described.count = seq + 1
+    return described if ordered else None
 
 
-def _backward_entries(fetched, count: int, time_field: str, chars: bool) -> Iterator[Entry]:
-    seq = count
-    for value in fetched.backward():
+def _backward_entries(fetched, described: _Described, time_field: str, chars: bool) -> Iterator[Entry]:
+    seq = described.count
+    if described.complete:
+        for line in fetched.backward_lines():
+            seq -= 1
+            key, did, characters = described[seq]
+            yield (key, NEW, seq, did, characters, line)
+        return
+    for line, value in fetched.backward():
         seq -= 1
         key, did, characters = describe(value, time_field, chars)
-        yield (key, NEW, seq, did, characters, jsonio.dumps(value))
+        yield (key, NEW, seq, did, characters, line)
+
+
+def _first_backup(fetched, out: IO[str], time_field: str, chars: bool, limit: int) -> MergeStats | None:
+    """No saved file: read the journal backward once, oldest first, keeping the first copy seen of
+    each record (the last one fetched). None (nothing usable written) when the order does not hold
+    or more than ``limit`` ids would have to be remembered."""
+    stats = MergeStats(streamed=True)
+    writer = ArrayWriter(out)
+    seen: set[str] = set()
+    previous_key = previous_did = None
+    for line, value in fetched.backward():
+        key, did, characters = describe(value, time_field, chars)
+        if previous_key is not None and (key < previous_key or (key == previous_key and did != previous_did)):
+            return None
+        previous_key, previous_did = key, did
+        if did in seen:
+            continue
+        if len(seen) >= limit:
+            return None
+        seen.add(did)
+        writer.write_line(line)
+        stats.count((key, NEW, 0, did, characters, line))
+    writer.close()
+    stats.new = len(seen)
+    return stats
 
 
 def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[str]) -> MergeStats:
