@@ -29,10 +29,15 @@ def loads(data: bytes | str):
 
 def dumps(value) -> str:
     """One compact line of JSON, non-ASCII text kept readable."""
+    return dumps_bytes(value).decode("utf-8")
+
+
+def dumps_bytes(value) -> bytes:
+    """``dumps`` as UTF-8 bytes, for files opened in binary mode."""
     try:
-        return orjson.dumps(value).decode("utf-8")
+        return orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
-        return readable(value, separators=(",", ":"))
+        return readable(value, separators=(",", ":")).encode("utf-8")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -120,16 +120,3 @@ class AdaptivePacingMiddleware:
             slot.delay = max(slot.delay if self.autothrottle else self.download_delay, self.interval)
         self.crawler.stats.set_value("backup/pacing/interval_ms", round(self.interval * 1000, 1))
         return response
-
-
-class RequestWaitMiddleware:
-    """Hold a request back ``meta["tzcrawl_wait"]`` seconds (the pause between personalities).
-
-    It waits before the request enters the download slot, so nothing else is held up.
-    """
-
-    async def process_request(self, request):
-        wait = request.meta.get("tzcrawl_wait")
-        if wait:
-            await asyncio.sleep(wait)
-        return None

@@ -41,7 +41,6 @@ FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
 
 DOWNLOADER_MIDDLEWARES = {
-    "tzcrawl.middlewares.RequestWaitMiddleware": 50,
     "tzcrawl.middlewares.SessionCookieMiddleware": 450,
     # Retries wait first (Retry-After, else backoff): replaces Scrapy's RetryMiddleware in its place.
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,

@@ -12,6 +12,7 @@ through the pipeline's store (``held``) and claims personalities there; the pipe
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import deque
 
@@ -136,12 +137,14 @@ class BackupSpider(scrapy.Spider):
             yield out
 
     async def _next_personality(self, first: bool = False):
-        """Claim the next personality and ask for its profile, a polite pause after the previous one.
+        """After a polite pause (BACKUP_PERSONALITY_DELAY), claim the next personality and ask for its profile.
 
         A personality another run is backing up goes behind the others once; when nothing else is
         left its lock is waited for (BACKUP_LOCK_TIMEOUT) with ``asyncio.sleep``, so downloads and
         the pipeline's commits go on meanwhile.
         """
+        if not first and self.queue and self.backup.personality_delay:
+            await asyncio.sleep(self.backup.personality_delay)  # the polite pause between personalities
         while self.queue:
             walk = self.queue.popleft()
             if not self.store.try_claim(walk.username):
@@ -161,8 +164,7 @@ class BackupSpider(scrapy.Spider):
                     for out in self._error(walk, LOCKED, f"not backed up: {exc}"):
                         yield out
                     continue
-            wait = 0 if first else self.backup.personality_delay
-            yield self._request(walk, PROFILE, None, self.parse_profile, wait=wait)
+            yield self._request(walk, PROFILE, None, self.parse_profile)
             return
 
     def _continue(self, walk: Walk):
@@ -210,11 +212,10 @@ class BackupSpider(scrapy.Spider):
     def _callback(self, resource):
         return {"page": self.parse_memories, "before_ts": self.parse_history}.get(resource.paging, self.parse_document)
 
-    def _request(self, walk: Walk, resource, position, callback, wait: float = 0):
+    def _request(self, walk: Walk, resource, position, callback):
         walk.requests += 1
         url = self.endpoints.resource(resource, walk.personality, position)
-        meta = {"tzcrawl_wait": wait} if wait else {}
-        return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True, meta=meta,
+        return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True,
                               cb_kwargs={"walk": walk, "position": position})
 
     def _get(self, url: str, callback):

@@ -26,8 +26,8 @@ class Journal:
         self.path = path
         self.count = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, FILE_MODE)
-        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        self._writer = jsonlines.Writer(self._fh, dumps=jsonio.dumps)
+        self._fh = os.fdopen(fd, "wb")
+        self._writer = jsonlines.Writer(self._fh, dumps=jsonio.dumps_bytes)
 
     def add(self, records: list) -> int:
         """Append one page of records; returns how many were written."""
