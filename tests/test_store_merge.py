@@ -19,7 +19,7 @@ def pairs(records):
 
 
 def write_array(path, records):
-    with open(path, "w", encoding="utf-8") as fh:
+    with open(path, "wb") as fh:
         writer = ArrayWriter(fh)
         for r in records:
             writer.write_line(dump_line(r))
@@ -31,21 +31,21 @@ def merged(tmp_path, saved_records, fetched, *, field="ts", chunk_size=10_000, i
     if saved_records is not None:
         saved = tmp_path / "saved.json"
         write_array(saved, saved_records)
-    out = io.StringIO()
+    out = io.BytesIO()
     stats = merge_collection(saved, pairs(fetched), out, time_field=field, workdir=tmp_path,
                              chunk_size=chunk_size, index_limit=index_limit)
-    text = out.getvalue()
+    text = out.getvalue().decode("utf-8")
     return json.loads(text), stats, text
 
 
 def test_writer_shape_is_one_record_per_line():
-    out = io.StringIO()
+    out = io.BytesIO()
     writer = ArrayWriter(out)
     writer.write_line(dump_line({"a": "é"}))
-    writer.write_line(dump_line([1, 2]))
+    writer.write_line(dump_line([1, 2]).encode())
     writer.close()
-    assert out.getvalue() == '[\n{"a": "é"},\n[1, 2]\n]\n'
-    empty = io.StringIO()
+    assert out.getvalue().decode() == '[\n{"a": "é"},\n[1, 2]\n]\n'
+    empty = io.BytesIO()
     ArrayWriter(empty).close()
     assert json.loads(empty.getvalue()) == []
 
@@ -205,10 +205,10 @@ def both_ways(tmp_path, saved_records, pages, **kwargs):
         if saved_records is not None:
             saved = where / "saved.json"
             write_array(saved, saved_records)
-        out = io.StringIO()
-        source = fetched if where.name == "j" else [(jsonio.dumps(r), r) for r in fetched]
+        out = io.BytesIO()
+        source = fetched if where.name == "j" else [(jsonio.dumps_bytes(r), r) for r in fetched]
         stats = merge_collection(saved, source, out, time_field="ts", workdir=where, **kwargs)
-        results.append((out.getvalue(), stats))
+        results.append((out.getvalue().decode("utf-8"), stats))
     (streamed_text, streamed), (sorted_text, by_sorting) = results
     assert not by_sorting.streamed
     assert streamed_text == sorted_text  # byte for byte the same file either way

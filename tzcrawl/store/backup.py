@@ -295,7 +295,7 @@ class CollectionRun:
         username = _username(self.personality)
         path = store.path(username, self.resource)
         try:
-            with atomic_writer(path) as out:
+            with atomic_writer(path, binary=True) as out:
                 stats = merge_collection(
                     path if path.exists() else None,
                     read_journal(self.journal.path),

@@ -51,9 +51,9 @@ class JournalReader:
     def __init__(self, path: Path):
         self.path = path
 
-    def __iter__(self) -> Iterator[tuple[str, object]]:
-        """``(line, record)`` in the order fetched."""
-        with open(self.path, encoding="utf-8", newline="\n") as fh:
+    def __iter__(self) -> Iterator[tuple[bytes, object]]:
+        """``(line, record)`` in the order fetched; the line is the record's JSON (UTF-8 bytes)."""
+        with open(self.path, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
                 yield self._record(raw, lineno)
 
@@ -62,12 +62,12 @@ class JournalReader:
         for _line, value in self:
             yield value
 
-    def backward(self) -> Iterator[tuple[str, object]]:
+    def backward(self) -> Iterator[tuple[bytes, object]]:
         """``(line, record)`` from the last fetched to the first."""
         for line in self.backward_lines():
             yield line, jsonio.loads(line)
 
-    def backward_lines(self) -> Iterator[str]:
+    def backward_lines(self) -> Iterator[bytes]:
         """The lines from the last to the first, read in large blocks from the end of the file."""
         with open(self.path, "rb") as fh:
             end = fh.seek(0, os.SEEK_END)
@@ -79,13 +79,13 @@ class JournalReader:
                 tail = lines.pop(0) if start > 0 else b""  # may continue in the block before
                 for raw in reversed(lines):
                     if raw:
-                        yield raw.decode("utf-8")
+                        yield raw
                 end = start
             if tail:
-                yield tail.decode("utf-8")
+                yield tail
 
-    def _record(self, raw: str, lineno: int) -> tuple[str, object]:
-        if not raw.endswith("\n"):
+    def _record(self, raw: bytes, lineno: int) -> tuple[bytes, object]:
+        if not raw.endswith(b"\n"):
             raise ValueError(f"{self.path}:{lineno}: torn last line; the journal is incomplete")
         try:
             return raw[:-1], jsonio.loads(raw[:-1])

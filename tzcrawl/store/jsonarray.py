@@ -29,18 +29,21 @@ def dump_line(value) -> str:
 
 
 class ArrayWriter:
-    """Writes records, one per line, as a JSON array to an open text file (in batches of lines)."""
+    """Writes records, one per line, as a JSON array to a file opened in binary mode, in batches.
+
+    Lines are UTF-8 bytes (``str`` lines are encoded): the merge copies lines it read, it does not
+    decode and encode them again."""
 
     BATCH = 256
 
-    def __init__(self, fh: IO[str]):
+    def __init__(self, fh: IO[bytes]):
         self.fh = fh
         self.count = 0
-        self._pending: list[str] = []
-        fh.write("[")
+        self._pending: list[bytes] = []
+        fh.write(b"[")
 
-    def write_line(self, line: str) -> None:
-        self._pending.append(line)
+    def write_line(self, line: bytes | str) -> None:
+        self._pending.append(line if type(line) is bytes else line.encode("utf-8"))
         self.count += 1
         if len(self._pending) >= self.BATCH:
             self._flush()
@@ -48,16 +51,17 @@ class ArrayWriter:
     def _flush(self) -> None:
         if self._pending:
             first = self.count == len(self._pending)  # the array's first lines: no comma before
-            self.fh.write(("\n" if first else ",\n") + ",\n".join(self._pending))
+            self.fh.write((b"\n" if first else b",\n") + b",\n".join(self._pending))
             self._pending = []
 
     def close(self) -> None:
         self._flush()
-        self.fh.write("\n]\n" if self.count else "]\n")
+        self.fh.write(b"\n]\n" if self.count else b"]\n")
 
 
-def read_array(path: str | Path) -> Iterator[tuple[str, object]]:
-    """Yield ``(line, value)`` for every element of the JSON array in ``path``, streaming if it can."""
+def read_array(path: str | Path) -> Iterator[tuple[bytes, object]]:
+    """Yield ``(line, value)`` for every element of the JSON array in ``path``, streaming if it can;
+    ``line`` is the element's JSON text as UTF-8 bytes."""
     yielded = 0
     try:
         for item in _read_line_shaped(path):
@@ -75,34 +79,34 @@ def read_array(path: str | Path) -> Iterator[tuple[str, object]]:
     if not isinstance(data, list):
         raise CorruptCollectionError(f"{path} holds a JSON {type(data).__name__}, not an array; left untouched")
     for value in itertools.islice(data, yielded, None):
-        yield dump_line(value), value
+        yield dump_line(value).encode("utf-8"), value
 
 
-def _read_line_shaped(path) -> Iterator[tuple[str, object]]:
-    with open(path, encoding="utf-8", newline="\n") as fh:
+def _read_line_shaped(path) -> Iterator[tuple[bytes, object]]:
+    with open(path, "rb") as fh:
         first = fh.readline().strip()
-        if first == "[]":
+        if first == b"[]":
             if fh.read().strip():
                 raise _NotLineShaped
             return
-        if first != "[":
+        if first != b"[":
             raise _NotLineShaped
         comma = True  # whether the previous element line ended with the separator
         closed = False
         for raw in fh:
-            text = raw.strip()
+            text = raw.strip()  # JSON's whitespace is ASCII: bytes.strip takes exactly that
             if closed or not text:
                 if text:
                     raise _NotLineShaped
                 continue
-            if text == "]":
+            if text == b"]":
                 if comma:  # "[\n]" or a trailing comma: let json.load judge it
                     raise _NotLineShaped
                 closed = True
                 continue
             if not comma:
                 raise _NotLineShaped
-            comma = text.endswith(",")
+            comma = text.endswith(b",")
             body = text[:-1] if comma else text
             try:
                 value = jsonio.loads(body)

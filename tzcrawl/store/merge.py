@@ -28,8 +28,8 @@ from .timestamps import MILLISECONDS_ABOVE, SortKey, id_text, sort_key, to_epoch
 OLD, NEW = 0, 1  # on equal keys the saved copy comes first; dedupe keeps the fetched one anyway
 
 # (key, source, seq, dedupe id, characters, line): (key, source, seq) is unique, so heapq never
-# compares further.
-Entry = tuple[SortKey, int, int, str, int, str]
+# compares further. The line is the record's JSON text (UTF-8 bytes; str where a caller gave str).
+Entry = tuple[SortKey, int, int, str, int, bytes]
 
 
 def dedupe_id(value) -> str:
@@ -177,13 +177,11 @@ class Runs:
     def _write(self, chunk: list[Entry]) -> None:
         chunk.sort()
         path = self.workdir / f"{self.prefix}-{len(self.files):05d}.run"
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        with open(path, "wb") as fh:
             for key, source, seq, did, chars, line in chunk:
                 # The header is JSON (no raw tab inside), the record line follows the tab as is.
-                fh.write(jsonio.dumps([key[0], key[1], key[2], source, seq, did, chars]))
-                fh.write("\t")
-                fh.write(line)
-                fh.write("\n")
+                header = jsonio.dumps_bytes([key[0], key[1], key[2], source, seq, did, chars])
+                fh.write(header + b"\t" + (line if type(line) is bytes else line.encode("utf-8")) + b"\n")
         self.files.append(path)
 
     def streams(self) -> list[Iterable[Entry]]:
@@ -195,9 +193,9 @@ class Runs:
 
 
 def _read_run(path: Path) -> Iterator[Entry]:
-    with open(path, encoding="utf-8", newline="\n") as fh:
+    with open(path, "rb") as fh:
         for raw in fh:
-            header, line = raw[:-1].split("\t", 1)
+            header, line = raw[:-1].split(b"\t", 1)
             flag, seconds, ident, source, seq, did, chars = jsonio.loads(header)
             yield ((flag, seconds, ident), source, seq, did, chars, line)
 
@@ -258,7 +256,7 @@ class MergeStats:
 def merge_collection(
     saved: Path | None,
     fetched: Iterable[tuple[str, object]],
-    out: IO[str],
+    out: IO[bytes],
     *,
     time_field: str,
     workdir: Path,
@@ -266,7 +264,7 @@ def merge_collection(
     index_limit: int = 100_000,
     chars: bool = True,
 ) -> MergeStats:
-    """Write ``saved`` merged with ``fetched`` to ``out`` as a line-shaped JSON array.
+    """Write ``saved`` merged with ``fetched`` to ``out`` (binary) as a line-shaped JSON array.
 
     ``fetched`` yields ``(line, record)`` in the order fetched; a ``JournalReader`` (which can also
     read ``backward``) lets a newest-first journal be merged without sorting it. ``chars`` counts
@@ -369,7 +367,7 @@ def _backward_entries(fetched, described: _Described, time_field: str, chars: bo
         yield (key, NEW, seq, did, characters, line)
 
 
-def _first_backup(fetched, out: IO[str], time_field: str, chars: bool, limit: int) -> MergeStats | None:
+def _first_backup(fetched, out: IO[bytes], time_field: str, chars: bool, limit: int) -> MergeStats | None:
     """No saved file: read the journal backward once, oldest first, keeping the first copy seen of
     each record (the last one fetched). None (nothing usable written) when the order does not hold
     or more than ``limit`` ids would have to be remembered."""
@@ -394,7 +392,7 @@ def _first_backup(fetched, out: IO[str], time_field: str, chars: bool, limit: in
     return stats
 
 
-def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[str]) -> MergeStats:
+def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[bytes]) -> MergeStats:
     stats = MergeStats()
     writer = ArrayWriter(out)
     for entry in heapq.merge(saved, *fetched_streams):
