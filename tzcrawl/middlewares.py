@@ -13,7 +13,7 @@ from scrapy.exceptions import NotConfigured
 
 from tzcrawl import config
 from tzcrawl.cookies import COOKIE_NAME, redact
-from tzcrawl.pacing import learn_interval, parse_retry_after, retry_wait
+from tzcrawl.pacing import MIN_SAMPLE, learn_interval, parse_retry_after, retry_wait
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class AdaptivePacingMiddleware:
         self.crawler = crawler
         self.clock = clock
         self.interval = 0.0
+        self.cycle = 0  # successes the current estimate came from (0: none yet)
         self.successes = 0
         self.since: float | None = None  # the previous 429, or the first answer
         # Without AutoThrottle nobody else lowers the delay again: fall back to DOWNLOAD_DELAY.
@@ -110,8 +111,9 @@ class AdaptivePacingMiddleware:
         limited = response.status == 429
         if limited or self.interval:
             self.interval = learn_interval(self.interval, limited=limited, successes_since_limit=self.successes,
-                                           seconds_since_limit=now - self.since)
+                                           seconds_since_limit=now - self.since, cycle=self.cycle)
         if limited:
+            self.cycle = self.successes if self.successes >= MIN_SAMPLE else 0
             self.successes, self.since = 0, now
         else:
             self.successes += 1
