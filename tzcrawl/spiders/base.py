@@ -22,6 +22,7 @@ from scrapy.exceptions import CloseSpider
 from tzcrawl import api, config, paging, registry
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
 from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
+from tzcrawl.pipelines import BackupPipeline
 from tzcrawl.store import BackupLocked
 from tzcrawl.store.timestamps import to_epoch
 from tzcrawl.walk import ANSWER, AUTH, LOCKED, Walk, after_error, outcome_of
@@ -97,8 +98,6 @@ class BackupSpider(scrapy.Spider):
         return spider
 
     def _store(self):
-        from tzcrawl.pipelines import BackupPipeline  # the pipeline imports the items this module makes
-
         pipeline = self.crawler.get_item_pipeline(BackupPipeline)
         if pipeline is None:
             raise CloseSpider("tzcrawl.pipelines.BackupPipeline is not in ITEM_PIPELINES: nothing would be saved")
@@ -164,17 +163,17 @@ class BackupSpider(scrapy.Spider):
                     for out in self._error(walk, LOCKED, f"not backed up: {exc}"):
                         yield out
                     continue
-            yield self._request(walk, PROFILE, None, self.parse_profile)
+            yield self._request(walk, PROFILE, None)
             return
 
     def _continue(self, walk: Walk):
         """The current resource's first request; at the end of the plan, the personality's end."""
         resource = walk.current
-        if resource is None or not walk.identified:
+        if resource is None:
             yield PersonalityEnd(walk.personality)  # ``step`` starts the next personality
             return
         walk.begin(self._held(walk.username, resource))
-        yield self._request(walk, resource, 1 if resource.paging == "page" else None, self._callback(resource))
+        yield self._request(walk, resource, 1 if resource.paging == "page" else None)
 
     def _end(self, walk: Walk, outcome: Outcome):
         """End the current resource with ``outcome`` and go on."""
@@ -209,10 +208,10 @@ class BackupSpider(scrapy.Spider):
         return paging.Held(state.newest_key, frozenset(state.newest_ids))
 
     # -- requests and answers --------------------------------------------------------------------
-    def _callback(self, resource):
-        return {"page": self.parse_memories, "before_ts": self.parse_history}.get(resource.paging, self.parse_document)
-
-    def _request(self, walk: Walk, resource, position, callback):
+    def _request(self, walk: Walk, resource, position):
+        """The request for ``resource`` at ``position`` (page number or before_ts), counted on the walk."""
+        callback = self.parse_profile if resource == PROFILE else {
+            "page": self.parse_memories, "before_ts": self.parse_history}.get(resource.paging, self.parse_document)
         walk.requests += 1
         url = self.endpoints.resource(resource, walk.personality, position)
         return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True,
@@ -300,7 +299,7 @@ class BackupSpider(scrapy.Spider):
         """The next page of the current resource, or its end as the paging decision says."""
         outcome = outcome_of(decision)
         if outcome is None:
-            yield self._request(walk, walk.current, position, self._callback(walk.current))
+            yield self._request(walk, walk.current, position)
             return
         if not outcome.ok:
             self.logger.error("%s · %s: %s", walk.username, walk.current.name, outcome.reason)
