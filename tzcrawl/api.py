@@ -8,7 +8,7 @@ HTML login page), never data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from tzcrawl import jsonio
 from tzcrawl.registry import Resource
@@ -24,11 +24,23 @@ class BadAnswer(Exception):
     """The service answered, but not in a shape this client knows; the data must not be trusted."""
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``: what the session cookie and the backup's data are tied to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme, 0)
+
+
 class Endpoints:
     """The service's URLs, from its configuration (``config.ServiceConfig``) and the registry."""
 
     def __init__(self, service):
         self.service = service
+        self.origin = origin(service.website)
 
     def _url(self, path: str, query: dict) -> str:
         query = {k: v for k, v in query.items() if v is not None}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import NotConfigured
 
 from tzcrawl import config
+from tzcrawl.api import origin
 from tzcrawl.cookies import COOKIE_NAME, redact
 from tzcrawl.pacing import MIN_SAMPLE, learn_interval, parse_retry_after, retry_wait
 
@@ -19,28 +19,31 @@ logger = logging.getLogger(__name__)
 
 
 class SessionCookieMiddleware:
-    """Send ``Cookie: appSession=...`` to the service's host only.
+    """Send ``Cookie: appSession=...`` to the exact origin of SERVICE_WEBSITE only.
 
-    Scrapy's CookiesMiddleware is off (COOKIES_ENABLED = False): it would drop a header set here.
-    Spiders that need no session (``uses_session_cookie = False``) disable the middleware.
+    Scheme, host and port must all match: not to another host (the media file host), not to the
+    same host over plain http after a redirect. Scrapy's CookiesMiddleware is off
+    (COOKIES_ENABLED = False): it would drop a header set here. Spiders that need no session
+    (``uses_session_cookie = False``) disable the middleware.
     """
 
-    def __init__(self, cookie: str, host: str):
+    def __init__(self, cookie: str, website: str):
         self.header = f"{COOKIE_NAME}={cookie}"
-        self.host = host
+        self.origin = origin(website)
 
     @classmethod
     def from_crawler(cls, crawler):
         if not getattr(crawler.spider, "uses_session_cookie", True):
             raise NotConfigured("this spider does not use the session cookie")
         value, source = config.cookie(crawler.settings)
-        website = config.website(crawler.settings)
         logger.info("Using session cookie %s from %s", redact(value), source)
-        return cls(value, urlsplit(website).netloc)
+        return cls(value, config.website(crawler.settings))
 
     def process_request(self, request: Request):
-        if urlsplit(request.url).netloc == self.host:
+        if origin(request.url) == self.origin:
             request.headers["Cookie"] = self.header
+        else:
+            request.headers.pop("Cookie", None)
         return None
 
 

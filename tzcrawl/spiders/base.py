@@ -221,6 +221,9 @@ class BackupSpider(scrapy.Spider):
         return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True)
 
     def _decode(self, response):
+        if api.origin(response.url) != self.endpoints.origin:  # a redirect took the request elsewhere
+            raise api.BadAnswer(f"the answer came from {response.url}, not from SERVICE_WEBSITE's origin "
+                                f"(a redirect): it is not backup data")
         return api.decode(response.status, response.headers.get("Content-Type", b"").decode("latin-1"),
                           response.body, response.url)
 

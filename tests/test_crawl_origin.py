@@ -1,0 +1,152 @@
+"""The session cookie goes only to SERVICE_WEBSITE's exact origin (scheme, host, port), and an
+answer that a redirect brought from another origin is never saved as backup data.
+
+Real servers on a loopback address of their own: https on 443 (a self-signed certificate made
+here) and plain http on 80, so the two differ only in scheme, as ``https://host`` and ``http://host``
+do on a real site.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import random
+import ssl
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import scrapy
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from crawlhelp import REPO, crawl_cmd
+from tzcrawl.middlewares import SessionCookieMiddleware
+
+COOKIE = "origin-test-cookie-0123456789abcdef"
+
+
+@pytest.mark.parametrize("url, sent", [
+    ("https://service.example.com/api/x", True),
+    ("HTTPS://Service.Example.com:443/api/x", True),
+    ("http://service.example.com/api/x", False),       # same host, plain http
+    ("https://service.example.com:8443/api/x", False),  # another port
+    ("https://files.service.example.com/a.png", False),  # the file host
+    ("https://service.example.com.evil.test/api/x", False),
+])
+def test_the_cookie_goes_to_the_exact_origin_only(url, sent):
+    middleware = SessionCookieMiddleware(COOKIE, "https://service.example.com")
+    request = scrapy.Request(url, headers={"Cookie": "appSession=left-over"})
+    middleware.process_request(request)
+    assert (request.headers.get("Cookie") == f"appSession={COOKIE}".encode()) == sent
+    if not sent:
+        assert "Cookie" not in request.headers
+
+
+def self_signed(ip: str, tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class Site:
+    """https://IP redirects API calls to http://IP (or, for ``same-origin``, to another https path);
+    every server records the Cookie headers it received."""
+
+    def __init__(self, tmp_path):
+        self.ip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+        self.cookies: dict[str, list] = {"https": [], "http": []}
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            scheme = "http"
+
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                site.cookies[self.scheme].append(self.headers.get("Cookie"))
+                if self.scheme == "https" and self.path.startswith("/api/personalities/username/"):
+                    same = self.path.endswith("/same-origin")
+                    target = f"https://{site.ip}/api/v2/profile" if same else f"http://{site.ip}{self.path}"
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"id": "p1", "username": self.path.rsplit("/", 1)[-1], "prompt": "secret"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Https(Handler):
+            scheme = "https"
+
+        self.servers = []
+        try:
+            plain = ThreadingHTTPServer((self.ip, 80), Handler)
+            secure = ThreadingHTTPServer((self.ip, 443), Https)
+        except OSError as exc:
+            pytest.fail(f"cannot listen on {self.ip}:80/443 (run as root, as CI does): {exc}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self_signed(self.ip, tmp_path))
+        secure.socket = context.wrap_socket(secure.socket, server_side=True)
+        for server in (plain, secure):
+            server.timeout = 1
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+            self.servers.append(server)
+
+    def stop(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    site = Site(tmp_path)
+    yield site
+    site.stop()
+
+
+def crawl_profile(site, tmp_path, name):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SERVICE_WEBSITE": f"https://{site.ip}",
+           "SERVICE_COOKIE": COOKIE, "BACKUP_DIR": str(tmp_path / "backup"),
+           "TZCRAWL_COOKIE_FILE": str(tmp_path / "no-cookie-file")}
+    return subprocess.run(crawl_cmd("profile", "-a", f"personality={name}"), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_an_https_to_http_redirect_gets_no_cookie_and_its_answer_is_not_saved(site, tmp_path):
+    result = crawl_profile(site, tmp_path, "alice")
+    assert site.cookies["https"] == [f"appSession={COOKIE}"]  # the service's own origin: yes
+    assert site.cookies["http"] == [None]  # same host over plain http: never
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"the answer came from http://{site.ip}/api/personalities/username/alice, not from " \
+           f"SERVICE_WEBSITE's origin" in result.stderr
+    assert not (tmp_path / "backup" / "alice" / "alice.json").exists()
+    assert COOKIE not in result.stderr + result.stdout
+
+
+def test_a_redirect_within_the_origin_is_followed_with_the_cookie(site, tmp_path):
+    result = crawl_profile(site, tmp_path, "same-origin")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert site.cookies["https"] == [f"appSession={COOKIE}"] * 2 and site.cookies["http"] == []
+    saved = json.loads((tmp_path / "backup" / "same-origin" / "same-origin.json").read_text())
+    assert saved["prompt"] == "secret"
