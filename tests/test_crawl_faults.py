@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 
-from crawlhelp import assert_matches_sandbox, crawl, crawl_env, data_files, metadata, oldest_first, saved
+from crawlhelp import (REPO, assert_matches_sandbox, crawl, crawl_cmd, crawl_env, data_files, metadata, oldest_first,
+                       saved)
 
 
 def complete_and_exact(sb, out, result):
@@ -216,3 +220,37 @@ def test_unknown_spider_is_one_clear_line(sandbox, tmp_path):
     result = crawl(sandbox, "no_such_spider", tmp_path / "b")
     assert result.returncode == 2
     assert result.stderr.strip() == "tzcrawl: no spider named 'no_such_spider'; `scrapy list` shows them"
+
+
+@pytest.mark.parametrize("interrupts", [1, 2], ids=["ctrl-c", "ctrl-c twice (unclean shutdown)"])
+def test_an_interrupted_crawl_never_exits_0(sandbox_factory, tmp_path, interrupts):
+    # Every answer takes 1 s, so a graceful stop (which waits for the request in flight) is still
+    # going when the second Ctrl-C comes, 0.2 s after the first.
+    sb = sandbox_factory(latency=1.0)
+    out = tmp_path / "b"
+    proc = subprocess.Popen(crawl_cmd("all_personalities"), cwd=REPO, env=crawl_env(sb, out),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while sb.stats()["requests"] < 3:  # the list and a profile answered, more in flight: far from done
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    for _ in range(interrupts):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Backup complete" not in stderr
+    if interrupts == 2:
+        assert "forcing unclean shutdown" in stderr
+
+
+def test_a_cookie_on_the_command_line_is_warned_about_once_and_never_echoed(sandbox, tmp_path):
+    env = crawl_env(sandbox, tmp_path / "b")
+    del env["SERVICE_COOKIE"]
+    name = sandbox.personalities[0]["username"]
+    result = subprocess.run(crawl_cmd("profile", "-a", f"personality={name}", settings={"SERVICE_COOKIE": sandbox.cookie}),
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if "-s SERVICE_COOKIE=... shows the cookie" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("tzcrawl: warning: ")
+    assert sandbox.cookie not in result.stderr + result.stdout

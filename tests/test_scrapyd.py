@@ -77,6 +77,13 @@ def test_busy_jobs_sees_pending_and_running_of_the_same_spider_only():
     assert ctl_module.busy_jobs({"pending": [], "running": []}, "all_personalities") == []
 
 
+def test_status_shows_the_newest_finished_jobs_whatever_order_scrapyd_lists_them_in():
+    jobs = [{"id": f"j{day}", "end_time": f"2026-11-{day:02d} 03:00:00.000001"} for day in (20, 21, 19, 22)]
+    assert [j["id"] for j in ctl_module.latest_finished({"finished": jobs}, 1)] == ["j22"]
+    assert [j["id"] for j in ctl_module.latest_finished({"finished": jobs[::-1]}, 3)] == ["j22", "j21", "j20"]
+    assert ctl_module.latest_finished({"finished": jobs}, 0) == [] and ctl_module.latest_finished({}, 5) == []
+
+
 def test_job_outcome_reads_the_outcome_line():
     ok = ("2026 [tzcrawl.extensions] INFO: Backup complete: 2 of 2 personalities.\n2026 [tzcrawl.extensions] INFO: "
           + outcome_line(0, "finished", "Backup complete: 2 of 2 personalities.") + "\n {'finish_reason': 'finished'}\n")

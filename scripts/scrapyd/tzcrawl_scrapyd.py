@@ -79,6 +79,13 @@ def busy_jobs(listjobs: dict, spider: str) -> list[str]:
             if job.get("spider") == spider]
 
 
+def latest_finished(listjobs: dict, last: int) -> list[dict]:
+    """The ``last`` finished jobs, newest first, by end time (scrapyd's own order is not promised:
+    1.6 lists them newest first, so taking the tail showed the oldest)."""
+    finished = sorted(listjobs.get("finished", []), key=lambda job: str(job.get("end_time") or ""), reverse=True)
+    return finished[:max(last, 0)]
+
+
 def job_outcome(log_tail: str) -> tuple[str, str]:
     """(``ok`` | ``FAILED`` | ``unknown``, detail) from the crawl's outcome line at the end of its log."""
     found = read_outcome(log_tail)
@@ -210,7 +217,7 @@ def status(args, client: Scrapyd) -> int:
         for job in [] if args.failed_only else jobs.get(state, []):
             print(f"{job['id']}  {job['spider']:<18} {state}  since {job.get('start_time', '-')}")
     failed = 0
-    for job in jobs.get("finished", [])[-args.last:]:
+    for job in latest_finished(jobs, args.last):
         outcome, detail = job_outcome(client.log_tail(job["log_url"]) if job.get("log_url") else "")
         failed += outcome != "ok"
         if args.failed_only and outcome == "ok":

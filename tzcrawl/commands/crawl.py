@@ -17,6 +17,10 @@ class Command(ScrapyCrawlCommand):
     def process_options(self, args, opts):
         """Check the spider's configuration before Scrapy starts logging, so an error is one line."""
         super().process_options(args, opts)
+        if any(str(item).split("=", 1)[0].strip() == "SERVICE_COOKIE" for item in opts.set or ()):
+            print("tzcrawl: warning: -s SERVICE_COOKIE=... shows the cookie to anyone who can list processes "
+                  "(ps) and keeps it in shell history; export SERVICE_COOKIE or use the cookie file "
+                  "(scrapy crawl login) instead", file=sys.stderr)
         if len(args) != 1:
             return
         try:
@@ -46,7 +50,6 @@ class Command(ScrapyCrawlCommand):
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         status = crawler.stats.get_value(EXIT_CODE_STAT) if crawler.stats else None
-        if self.crawler_process.bootstrap_failed:
-            self.exitcode = EXIT_INCOMPLETE
-        elif status is not None:
-            self.exitcode = int(status)
+        # No status: the crawl never reached its end (a second Ctrl-C forces an unclean shutdown,
+        # skipping spider_closed): never report that as success.
+        self.exitcode = EXIT_INCOMPLETE if self.crawler_process.bootstrap_failed or status is None else int(status)
