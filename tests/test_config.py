@@ -64,6 +64,11 @@ def test_website_must_be_an_http_url(raw):
     ("  https://service.example.com//  ", "https://service.example.com"),
     ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
     ("https://example.com/tenant/", "https://example.com/tenant"),
+    # the API's own address pasted by mistake: the site is meant (paths add /api themselves)
+    ("https://service.example.com/api", "https://service.example.com"),
+    ("https://service.example.com/API/", "https://service.example.com"),
+    ("https://example.com/tenant/api", "https://example.com/tenant"),
+    ("https://example.com/apis", "https://example.com/apis"),
 ])
 def test_website_trailing_slash_trimmed(raw, expected):
     assert website(S(SERVICE_WEBSITE=raw)) == expected

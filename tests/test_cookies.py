@@ -34,6 +34,10 @@ def mode(path) -> int:
     f"COOKIE: theme=dark;appSession={VALUE}",
     f"theme=dark; appSession=old; appSession={VALUE}",  # the last one wins, as browsers send it
     f"appSessionX=nope; appSession={VALUE}; xappSession=nope",
+    f"'{VALUE}'",                                           # single quotes, as pasted into a shell
+    f"'appSession={VALUE}'",
+    f"Set-Cookie: appSession={VALUE}; Path=/api; Expires=Wed, 21 Oct 2026 07:28:00 GMT; HttpOnly; Secure",
+    f"set-cookie:appSession={VALUE}; SameSite=Lax",
 ])
 def test_parse_cookie_accepts_the_forms_users_paste(text):
     assert parse_cookie(text) == VALUE

@@ -100,6 +100,14 @@ def test_retries_exhausted_fail_the_run_and_keep_previous_files(sandbox, tmp_pat
     assert "Traceback" not in result.stderr
     assert "Backup INCOMPLETE" in result.stderr
     assert data_files(out) == before, "a failed run must leave every saved file as it was"
+    # The profile failed, so nothing else was tried: the metadata says so for every resource, and
+    # keeps the figures of the last good run.
+    meta = metadata(out, name)["resources"]
+    assert meta["profile"]["outcome"] == "failed" and meta["profile"]["error"].startswith("HTTP 5")
+    for resource in ("memories", "messages", "knowledge", "training", "user_data"):
+        assert meta[resource]["outcome"] == "failed", resource
+        assert meta[resource]["error"].startswith("not attempted: profile unavailable: HTTP 5"), meta[resource]
+        assert meta[resource]["last_sync"] and "total" in meta[resource]
 
 
 def test_one_failing_resource_fails_only_itself(sandbox, tmp_path):
@@ -212,8 +220,19 @@ def test_unknown_personality_fails_without_touching_others(sandbox, tmp_path):
     name = sandbox.personalities[0]["username"]
     result = crawl(sandbox, "personality", out, "-a", f"personality={name},no-such-one")
     assert result.returncode == 1
-    assert "no-such-one" in result.stderr and "FAILED" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line and "no-such-one" in line]
+    assert len(errors) == 1, errors  # one line that says what is wrong, not one per resource
+    assert "no-such-one · profile: FAILED (no personality 'no-such-one' on the service (HTTP 404" in errors[0]
+    assert f"Backing up to {out.resolve()}" in result.stderr
     assert_matches_sandbox(sandbox, out, name)
+    assert sorted(p.name for p in out.iterdir()) == [".locks", name]  # no folder for a name that does not exist
+
+
+def test_a_wrong_jargon_term_names_the_setting(sandbox, tmp_path):
+    env = crawl_env(sandbox, tmp_path / "b", PERSONALITY_JARGON_TERM="shapez")
+    result = crawl(sandbox, "all_personalities", tmp_path / "b", env=env)
+    assert result.returncode == 1
+    assert "is PERSONALITY_JARGON_TERM='shapez' the site's word for a personality in its paths?" in result.stderr
 
 
 def test_unknown_spider_is_one_clear_line(sandbox, tmp_path):

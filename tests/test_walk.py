@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tzcrawl import paging, registry
-from tzcrawl.items import Outcome, ResourceDone
+from tzcrawl.items import Document, Outcome, Page, ResourceDone
 from tzcrawl.walk import ANSWER, AUTH, LOCKED, Walk, after_error, outcome_of
 
 ALL = registry.REGISTRY
@@ -110,3 +110,14 @@ def test_every_planned_resource_gets_exactly_one_outcome_in_order(kind, position
         if ending.personality_over:
             break
     assert [d.resource for d in done] == NAMES and walk.current is None
+
+
+def test_items_never_show_private_records_in_logs():
+    """Scrapy logs an item it could not process (and every item at DEBUG) with its repr."""
+    secret = [{"id": "m1", "message": "my private diary", "reply": "kept between us"}] * 3
+    page = Page(ME, "messages", secret)
+    document = Document(ME, "profile", {"user_prompt": "my private prompt"}, 1)
+    assert repr(page) == "Page(alice, messages, 3 records)" == str(page)
+    assert repr(document) == "Document(alice, profile, 1 entries)"
+    for item in (page, document):
+        assert "private" not in repr(item) and "between us" not in repr(item)

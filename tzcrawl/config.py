@@ -78,7 +78,10 @@ def website(settings) -> str:
     parts = urlsplit(str(raw).strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"SERVICE_WEBSITE must be an http(s) URL like https://service.example.com, not {raw!r}")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    path = parts.path.rstrip("/")
+    if path.lower().endswith("/api"):  # the site, not its API: the paths add /api themselves
+        path = path[:-len("/api")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def cookie_file(settings) -> Path:

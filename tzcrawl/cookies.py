@@ -30,9 +30,10 @@ class CookieError(ValueError):
 
 def parse_cookie(text: str) -> str:
     """Return the appSession value from a raw value, ``appSession=VALUE`` or a whole Cookie header."""
-    text = (text or "").strip()
-    if text.lower().startswith("cookie:"):
-        text = text[len("cookie:"):].strip()
+    text = _unquote((text or "").strip())
+    for header in ("set-cookie:", "cookie:"):  # a pasted request header, or the response's Set-Cookie line
+        if text.lower().startswith(header):
+            text = text[len(header):].strip()
     # A trailing "=" alone is base64 padding of a bare value, not a name=value pair.
     if "=" in text.rstrip("=") or text.startswith(f"{COOKIE_NAME}="):
         pairs = (part.strip().partition("=") for part in text.split(";"))
@@ -40,12 +41,18 @@ def parse_cookie(text: str) -> str:
         if not found:
             raise CookieError(f"the cookie text has no {COOKIE_NAME}=... part; copy the {COOKIE_NAME} cookie's value")
         text = found[-1]
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1]
+    text = _unquote(text)
     if not text:
         raise CookieError(f"the {COOKIE_NAME} cookie is empty")
     if not _VALUE_RE.match(text):
         raise CookieError(f"the {COOKIE_NAME} cookie holds spaces or characters a cookie cannot have; copy its value only")
+    return text
+
+
+def _unquote(text: str) -> str:
+    """``"value"`` or ``'value'`` (as pasted into a shell or a file) → ``value``."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1].strip()
     return text
 
 

@@ -7,6 +7,7 @@ import logging
 from scrapy import signals
 
 from tzcrawl.config import cookie_file
+from tzcrawl.items import FAILED
 from tzcrawl.outcome import EXIT_CODE_STAT, exit_status, outcome_line
 from tzcrawl.registry import COLLECTIONS, RESOURCES
 from tzcrawl.signals import resource_finished
@@ -57,7 +58,10 @@ class BackupReport:
         if not outcome.ok:
             stats.inc_value(f"backup/resources/{outcome.status}")
             stats.inc_value(f"backup/{resource}/{outcome.status}")
-            logger.error("%s · %s: %s (%s)", username, resource, outcome.status.upper(), outcome.reason)
+            # A skipped resource follows from a failure already logged (profile, cookie, lock): the
+            # summary table shows it; the details only at DEBUG.
+            level = logging.ERROR if outcome.status == FAILED else logging.DEBUG
+            logger.log(level, "%s · %s: %s (%s)", username, resource, outcome.status.upper(), outcome.reason)
             return
         stats.inc_value("backup/resources/complete")
         for figure in ("new", "total", "requests", "characters"):

@@ -70,7 +70,7 @@ class BackupSpider(scrapy.Spider):
 
     resources: tuple[str, ...] = ()
     bulk = False
-    handle_httpstatus_list = [401, 403]
+    handle_httpstatus_list = [401, 403, 404]  # answered by the callbacks, in words that point at the cause
 
     def __init__(self, personality: str | None = None, full: str | None = None, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,6 +106,7 @@ class BackupSpider(scrapy.Spider):
     # -- the walk --------------------------------------------------------------------------------
     async def start(self):
         self.store = self._store()
+        self.logger.info("Backing up to %s", self.store.root)
         if self.bulk:
             yield self._get(self.endpoints.personalities("self"), self.parse_list)
             return
@@ -120,7 +121,11 @@ class BackupSpider(scrapy.Spider):
             raise CloseSpider("auth_failed") from None
         except api.BadAnswer as exc:
             self.crawler.stats.inc_value("backup/errors")
-            self.logger.error("Cannot read the list of personalities: %s", exc)
+            hint = ""
+            if response.status == 404:
+                hint = (f" (is PERSONALITY_JARGON_TERM={self.endpoints.service.jargon!r} the site's word for a "
+                        f"personality in its paths?)")
+            self.logger.error("Cannot read the list of personalities: %s%s", exc, hint)
             return
         self.logger.info("The account owns %d personalities: %s", len(listed),
                          ", ".join(str(p["username"]) for p in listed))
@@ -194,10 +199,8 @@ class BackupSpider(scrapy.Spider):
             yield from self._continue(walk)
 
     def _answer_error(self, walk: Walk, exc: Exception):
-        kind = AUTH if isinstance(exc, api.NotAuthenticated) else ANSWER
-        if kind == ANSWER:
-            self.logger.error("%s · %s: %s", walk.username, getattr(walk.current, "name", "profile"), exc)
-        return self._error(walk, kind, str(exc))
+        """The report logs each resource's outcome with this reason: no second line here."""
+        return self._error(walk, AUTH if isinstance(exc, api.NotAuthenticated) else ANSWER, str(exc))
 
     def _held(self, username: str, resource) -> paging.Held:
         if self.full or not resource.collection:
@@ -234,8 +237,8 @@ class BackupSpider(scrapy.Spider):
         error = failure.getErrorMessage() or failure.type.__name__
         if getattr(failure.value, "response", None) is not None:
             error = f"HTTP {failure.value.response.status} from {failure.request.url}"
-        self.logger.error("Request failed for good: %s", error)
         if walk is None:
+            self.logger.error("Request failed for good: %s", error)
             self.crawler.stats.inc_value("backup/errors")
             return
         yield from self._error(walk, ANSWER, error)
@@ -243,6 +246,9 @@ class BackupSpider(scrapy.Spider):
     @step
     def parse_profile(self, response, walk: Walk, position=None):
         try:
+            if response.status == 404:
+                raise api.BadAnswer(f"no personality {walk.username!r} on the service (HTTP 404 from {response.url}; "
+                                    f"check the name, and PROFILE_INFO_PRIVATE_PATH if every name fails)")
             payload = api.profile(self._decode(response), walk.username)
         except ANSWER_ERRORS as exc:
             yield from self._answer_error(walk, exc)
@@ -304,6 +310,4 @@ class BackupSpider(scrapy.Spider):
         if outcome is None:
             yield self._request(walk, walk.current, position)
             return
-        if not outcome.ok:
-            self.logger.error("%s · %s: %s", walk.username, walk.current.name, outcome.reason)
         yield from self._end(walk, outcome)
