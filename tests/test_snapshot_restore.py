@@ -138,3 +138,86 @@ def test_restore_where_no_database_exists_yet(snap, tmp_path):
     result = run_cli(tmp_path, "restore", path, "--db-only", "--target", target, env=env)
     assert result.returncode == 0, result.stderr
     assert counts(target) == (50, 50) and "moved aside" not in result.stdout
+
+
+# -- the database's own files: never archived, never extracted (issue: stale journal, lost aside copy) --
+
+def tar_names(tarball: Path) -> set[str]:
+    listing = subprocess.run(["tar", "-tzf", str(tarball)], capture_output=True, text=True, check=True).stdout
+    return {line.rstrip("/") for line in listing.splitlines()}
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_the_databases_own_files_are_never_archived(tmp_path, journal_mode):
+    """The documented layout: the database inside the code tree. In rollback-journal modes its
+    -journal file comes and goes during writes; WAL mode has -wal and -shm."""
+    code = tmp_path / "Codex"
+    (code / "svc/src").mkdir(parents=True)
+    (code / "svc/src/main.ts").write_text("v1\n")
+    db = code / "data/brain.db"
+    make_db(db, journal_mode=journal_mode, rows=20)
+    add_rows(db, 1)
+    Path(f"{db}-journal").write_bytes(b"")  # as journal_mode=TRUNCATE leaves it (SQLite ignores it empty)
+    for path in (f"{db}.backup", f"{db}.backup-wal", f"{db}.backup.2026-11-21T00-00-00-000000Z"):
+        Path(path).write_bytes(b"a copy restore moved aside")
+    Path(f"{db}.notes").write_text("an ordinary file whose name only starts like the database's\n")
+    dest = tmp_path / "backups"
+    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest)
+    result = run_cli(tmp_path, "create", env=env)
+    assert result.returncode == 0, result.stderr
+    names = tar_names(snapshots(dest)[-1] / "codex-code.tar.gz")
+    sidecars = {"data/brain.db", "data/brain.db-journal", "data/brain.db-wal", "data/brain.db-shm",
+                "data/brain.db.backup", "data/brain.db.backup-wal", "data/brain.db.backup.2026-11-21T00-00-00-000000Z"}
+    assert sidecars.isdisjoint(names), sidecars & names
+    assert {"svc/src/main.ts", "data/brain.db.notes"} <= names
+
+
+def test_restore_never_overwrites_the_copy_it_moved_aside(snap, tmp_path):
+    """S1 restored (the old database moved to .backup), S2 taken, .backup removed, new rows written,
+    S2 restored: the newest rows are in the copy moved aside, not overwritten by the code."""
+    code, db, dest, env, s1 = snap
+    assert run_cli(tmp_path, "restore", s1.name, "--target", code, "--db", db, env=env).returncode == 0
+    aside = Path(f"{db}.backup")
+    assert aside.exists()
+    assert run_cli(tmp_path, "create", env=env).returncode == 0
+    s2 = snapshots(dest)[-1]
+    assert s2 != s1
+    aside.unlink()
+    add_rows(db, 7)
+    newest = counts(db)
+    result = run_cli(tmp_path, "restore", s2.name, "--target", code, "--db", db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"previous database moved aside: {aside}" in result.stdout
+    assert counts(aside) == newest  # the newest rows exist: in the copy moved aside
+    assert counts(db) == counts(s2 / "codex-brain.db")
+
+
+def test_a_snapshot_holding_the_databases_files_does_not_extract_them(tmp_path):
+    """Snapshots taken before this rule may hold a journal or an aside copy: restore leaves them in the archive."""
+    from tzcrawl.snapshot import archive, codetree
+
+    src = tmp_path / "src"
+    rel = "data/brain.db"
+    for name in ("svc/x.ts", f"{rel}-journal", f"{rel}.backup", f"{rel}.backup.2020-01-01T00-00-00-000000Z-wal"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(name)
+    tarball = tmp_path / "code.tar.gz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(src), "svc", "data"], check=True)
+    out = tmp_path / "out"
+    count = archive.extract(str(tarball), str(out), skip=lambda name: codetree.is_db_file(name, rel))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["svc/x.ts"]
+    assert count == 3  # svc, svc/x.ts, data
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("data/brain.db", True), ("data/brain.db-wal", True), ("data/brain.db-shm", True),
+    ("data/brain.db-journal", True), ("data/brain.db.backup", True), ("data/brain.db.backup-journal", True),
+    ("data/brain.db.backup.2026-11-21T00-00-00-000000Z", True),
+    ("data/brain.db.notes", False), ("data/brain.dbx", False), ("brain.db", False), ("data/brain.db/x", False),
+    ("data/brain.db.backupx", False),
+])
+def test_is_db_file(rel, expected):
+    from tzcrawl.snapshot.codetree import is_db_file
+
+    assert is_db_file(rel, "data/brain.db") is expected
+    assert is_db_file(rel, None) is False

@@ -264,18 +264,23 @@ def _make_room(member: tarfile.TarInfo, dest: str) -> None:
         raise SnapshotError(f"cannot restore {member.name}: a folder is in the way")
 
 
-def extract(path: str, dest: str) -> int:
-    """Extract the tarball into ``dest`` (created if missing); refuses members that would land outside."""
+def extract(path: str, dest: str, skip: Callable[[str], bool] | None = None) -> int:
+    """Extract the tarball into ``dest`` (created if missing); refuses members that would land outside.
+
+    Members for which ``skip(name)`` is true are left in the archive (the database's own files)."""
     os.makedirs(dest, exist_ok=True)
 
     def guard(member, dest_path):
         why = unsafe_member_reason(member)
         if why:
             raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
+        if skip is not None and skip(member.name):
+            skipped.append(member.name)
+            return None
         _make_room(member, dest_path)  # before the filter, which resolves symlinks in the way
         return tarfile.tar_filter(member, dest_path)
 
-    count = 0
+    count, skipped = 0, []
     try:
         with tarfile.open(path, "r:gz") as tar:
             for _ in tar:
@@ -287,4 +292,4 @@ def extract(path: str, dest: str) -> int:
         if exc.errno == errno.ENOSPC:
             raise SnapshotError(f"no space left while extracting into {dest}") from None
         raise SnapshotError(f"extracting into {dest} failed: {exc}") from None
-    return count
+    return count - len(skipped)

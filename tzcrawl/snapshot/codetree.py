@@ -62,8 +62,34 @@ def excluded_identities(paths) -> set[tuple[int, int]]:
     return {ident for p in paths if p for ident in [_identity(p)] if ident}
 
 
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+ASIDE_SUFFIX = ".backup"  # restore moves the previous database to X.backup (or X.backup.<time>)
+
+
 def db_companions(db: str | os.PathLike) -> list[str]:
-    return [str(db)] + [f"{db}{suffix}" for suffix in ("-wal", "-shm", "-journal")]
+    return [str(db)] + [f"{db}{suffix}" for suffix in COMPANION_SUFFIXES]
+
+
+def relative_inside(path: str | os.PathLike | None, root: str | os.PathLike) -> str | None:
+    """``path`` relative to ``root`` ('/'-separated) when it lies inside it, else None."""
+    if path is None:
+        return None
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def is_db_file(rel: str, db_rel: str | None) -> bool:
+    """True for the database at ``db_rel`` and every file that belongs to it by name: its -wal, -shm
+    and -journal (a stale journal restored beside the database is replayed into it by SQLite) and
+    the copies restore moved aside, with theirs. These are never archived and never extracted."""
+    if not db_rel:
+        return False
+    if rel == db_rel or rel in {db_rel + suffix for suffix in COMPANION_SUFFIXES}:
+        return True
+    aside = db_rel + ASIDE_SUFFIX
+    return rel == aside or rel.startswith((aside + ".", aside + "-"))
 
 
 def _is_browser_profile(names: set[str]) -> bool:
@@ -99,14 +125,17 @@ def _gitignored(stack: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str, is_di
     return False
 
 
-def select(root: str | os.PathLike, *, skip=(), extra_excludes=()) -> Selection:
+def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> Selection:
     """Walk ``root`` (not following symlinks) and return what to archive, folders before their content.
 
-    ``skip`` are paths (the destination, the database) left out by identity wherever they are.
+    ``skip`` are paths (the destination, the database) left out by identity wherever they are;
+    the database ``db``, when inside ``root``, and its companions are also left out by name
+    (``is_db_file``), whenever they appear.
     """
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise SnapshotError(f"code folder not found: {root}")
+    db_rel = relative_inside(db, root)
     always = pathspec.GitIgnoreSpec.from_lines([*ALWAYS_EXCLUDED, *extra_excludes])
     skip_ids = excluded_identities(skip)
     sel = Selection()
@@ -134,6 +163,7 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=()) -> Selection:
                 continue  # vanished since the listing
             is_dir = stat.S_ISDIR(st.st_mode)
             if ((st.st_dev, st.st_ino) in skip_ids
+                    or (not is_dir and is_db_file(rel, db_rel))
                     or always.check_file(rel + "/" if is_dir else rel).include
                     or _gitignored(stack, rel, is_dir)):
                 sel.excluded += 1

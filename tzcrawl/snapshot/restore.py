@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..fsutil import fsync_dir
-from . import CODE_NAME, DB_NAME, SnapshotError, archive, dbcopy
+from . import CODE_NAME, DB_NAME, SnapshotError, archive, codetree, dbcopy
 from .manifest import read_manifest
 from .store import verify
 
-COMPANIONS = ("-wal", "-shm", "-journal")
+COMPANIONS = codetree.COMPANION_SUFFIXES
 
 
 def aside_name(target: Path) -> Path:
@@ -82,5 +82,11 @@ def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
     if db is not None:
         restore_db(snapshot, manifest, db, force=force, log=log)
     if code is not None:
-        count = archive.extract(str(snapshot / CODE_NAME), str(code))
+        # The database's own files (itself, -wal/-shm/-journal, copies moved aside) are never
+        # extracted: where the snapshot had them, and where the database is being restored now.
+        sources = manifest.get("sources", {})
+        names = {codetree.relative_inside(sources.get("db"), sources["code"]) if sources.get("code") else None,
+                 codetree.relative_inside(db, code)} - {None}
+        count = archive.extract(str(snapshot / CODE_NAME), str(code),
+                                skip=lambda name: any(codetree.is_db_file(name, rel) for rel in names))
         log(f"code restored: {count} entries extracted into {code}")

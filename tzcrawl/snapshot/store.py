@@ -119,7 +119,7 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
     try:
         t0 = time.monotonic()
         sel = codetree.select(cfg.code, skip=[cfg.dest, *codetree.db_companions(cfg.db)],
-                              extra_excludes=cfg.exclude)
+                              extra_excludes=cfg.exclude, db=cfg.db)
         t1 = time.monotonic()
         compressor = archive.resolve_compressor(cfg.compressor)
         stats = archive.write_tarball(str(tmp / CODE_NAME), sel.entries, compressor=compressor,
