@@ -223,6 +223,72 @@ def test_wrong_password_writes_nothing(sandbox, old_cookie):
     assert_untouched(old_cookie)
 
 
+class AnonymousFirst(http.server.BaseHTTPRequestHandler):
+    """A site that sets an anonymous appSession on every page, and the real one, with Path=/api,
+    only for the right password; /api/users/me accepts only the real one."""
+
+    REAL = "real-session-7f3a9c"
+    FORM = (b"<form method='post' action='/login'><input type='email' name='email'>"
+                              b"<input type='password' name='password'><button type='submit'>Log in</button></form>")
+
+    def do_GET(self):
+        if self.path == "/api/users/me":
+            ok = f"appSession={self.REAL}" in (self.headers.get("Cookie") or "")
+            return self._send(b'{"id": "u1"}' if ok else b'{"error": "unauthorized"}', 200 if ok else 401,
+                              "application/json")
+        cookie = "" if "appSession=" in (self.headers.get("Cookie") or "") else "appSession=anonym-0001; Path=/"
+        self._send(self.FORM if self.path.startswith("/login") else b"<p>Welcome</p>", cookie=cookie)
+
+    def do_POST(self):
+        form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        if "password=right-password" in form:
+            self.send_response(303)
+            self.send_header("Set-Cookie", f"appSession={self.REAL}; Path=/api; HttpOnly")
+            self.send_header("Location", "/home")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send(b"<p class='error'>Wrong email or password.</p>" + self.FORM)
+
+    def _send(self, body: bytes, status: int = 200, kind: str = "text/html", cookie: str = ""):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def anonymous_first():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnonymousFirst)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_anonymous_cookie_is_never_saved_for_a_wrong_password(anonymous_first, old_cookie):
+    chromium_or_skip()
+    run = crawl_login(anonymous_first, old_cookie[0], "-a", "email=owner@example.com", password="wrong")
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "the site refused the email and password (the page says: Wrong email or password.)" in run.stderr
+    assert "anonym" not in run.stdout
+    assert_untouched(old_cookie)
+
+
+def test_the_real_cookie_is_proven_and_found_even_with_path_api(anonymous_first, tmp_path):
+    chromium_or_skip()
+    path = tmp_path / "cookie.json"
+    run = crawl_login(anonymous_first, path, "-a", "email=owner@example.com", password="right-password")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert load_cookie_file(path).value == AnonymousFirst.REAL
+
+
 class NeverLogsIn(http.server.BaseHTTPRequestHandler):
     """A login form whose POST answers "please wait" forever after and never sets the cookie.
 

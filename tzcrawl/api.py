@@ -46,6 +46,10 @@ class Endpoints:
         query = {k: v for k, v in query.items() if v is not None}
         return f"{self.service.website}/api/{path}" + (f"?{urlencode(query)}" if query else "")
 
+    def current_user(self) -> str:
+        """The cheap authenticated call: proves a cookie works."""
+        return self._url("users/me", {})
+
     def personalities(self, category: str = "self") -> str:
         return self._url(self.service.jargon, {"category": category})
 

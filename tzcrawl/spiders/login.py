@@ -3,8 +3,9 @@
 Headed (no ``-a email=``): a browser window opens on ``SERVICE_WEBSITE/login`` and the user logs in by
 any means the site offers. Headless (``-a email=you@example.com``): the form is filled in, the password
 coming from ``TZCRAWL_PASSWORD`` or a terminal prompt, never from the command line. Either way the spider
-waits until the site sets the cookie and only then writes the cookie file (atomically, 0600); a wrong
-password, a timeout or a crashed browser leaves an existing cookie file as it was.
+waits until the site sets a cookie that one authenticated call (the current user) accepts, and only
+then writes the cookie file (atomically, 0600); a wrong password, an anonymous cookie the site sets on
+any page, a timeout or a crashed browser leaves an existing cookie file as it was.
 
 Only this spider enables scrapy-playwright's download handlers: no other spider starts a browser.
 """
@@ -18,13 +19,16 @@ import os
 import re
 import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timezone
 
 import scrapy
 from playwright.async_api import Error as PlaywrightError
 
+from tzcrawl import api
 from tzcrawl.browser import PASSWORD_ENV, LoginPlan, plan_login
-from tzcrawl.config import ConfigError, cookie_file, lookup
+from tzcrawl.config import ConfigError, ServiceConfig, cookie_file, lookup
 from tzcrawl.cookies import COOKIE_NAME, CookieError, redact, save_cookie_file
 from tzcrawl.outcome import EXIT_CODE_STAT
 
@@ -70,6 +74,29 @@ def launch_failure(message: str) -> str:
         return one_line(chromium_errors[0].split("] ", 1)[-1])
     useful = [e for e in errors if "unexpected operator" not in e]  # Debian's wrapper script's noise
     return one_line(useful[0] if useful else message)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect (to the login page) is an answer, not something to follow
+
+
+def accepted(website: str, value: str, timeout: float = 15) -> bool:
+    """One authenticated call (the current user) with exactly this cookie: is it a session?"""
+    url = api.Endpoints(ServiceConfig(website)).current_user()
+    request = urllib.request.Request(url, headers={"Cookie": f"{COOKIE_NAME}={value}", "Accept": "application/json"})
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as answer:
+            status, kind, body = answer.status, answer.headers.get("Content-Type", ""), answer.read()
+    except urllib.error.HTTPError as answer:
+        status, kind, body = answer.code, answer.headers.get("Content-Type", ""), answer.read()
+    except (OSError, ValueError):
+        return False
+    try:
+        payload = api.decode(status, kind, body, url)
+    except (api.NotAuthenticated, api.BadAnswer):
+        return False
+    return isinstance(payload, dict) and payload.get("id") not in (None, "")
 
 
 class LoginSpider(scrapy.Spider):
@@ -167,15 +194,22 @@ class LoginSpider(scrapy.Spider):
     async def _log_in(self, page) -> tuple[str, float | None]:
         deadline = time.monotonic() + self.plan.timeout
         submitted_at = None
+        refused: set[str] = set()  # cookie values the service did not accept
         if self.plan.headless:
             await self._fill_form(page, deadline)
             submitted_at = time.monotonic()
         while True:
             if page.is_closed():
                 raise LoginFailed(f"{self._closed_how(page)} before the site set the {COOKIE_NAME} cookie")
-            found = [c for c in await page.context.cookies([self.plan.website]) if c.get("name") == COOKIE_NAME]
-            if found and found[0].get("value"):
-                return found[0]["value"], found[0].get("expires")
+            # The site's pages and its API: a cookie set with Path=/api is not sent to "/".
+            jar = await page.context.cookies([self.plan.website + "/", self.plan.website + "/api/"])
+            for cookie in jar:  # some sites set an anonymous appSession on any page: prove each one
+                value = cookie.get("value")
+                if cookie.get("name") != COOKIE_NAME or not value or value in refused:
+                    continue
+                if await asyncio.to_thread(accepted, self.plan.website, value):
+                    return value, cookie.get("expires")
+                refused.add(value)
             now = time.monotonic()
             if submitted_at is not None and now - submitted_at >= REJECT_GRACE_SECONDS:
                 if await self._visible(page, 'input[type="password"]'):
