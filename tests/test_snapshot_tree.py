@@ -93,6 +93,16 @@ def test_selection_honours_nested_gitignores_and_always_excluded(tree):
     assert sel.excluded > 10
 
 
+def test_built_in_excludes_ignore_case_and_catch_env_files_by_any_name(tmp_path):
+    root = tmp_path / "code"
+    for rel in ("Node_Modules/x.js", "web/NODE_MODULES/y.js", ".ENV", "svc/.Env.Local", "production.env",
+                "config/Staging.ENV", "APP.LOG", "Logs/today.txt", "DIST/bundle.js", ".GIT/HEAD",
+                "keep/environment.txt", "keep/envoy.yaml", "keep/main.ts"):
+        write(root, rel)
+    rels = {e.rel for e in codetree.select(root).entries}
+    assert rels == {"keep", "keep/environment.txt", "keep/envoy.yaml", "keep/main.ts", "web", "svc", "config"}
+
+
 def test_extra_excludes_from_config(tree):
     sel = codetree.select(tree, extra_excludes=["bin/", "*.ts"])
     rels = {e.rel for e in sel.entries}

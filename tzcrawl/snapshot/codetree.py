@@ -18,11 +18,13 @@ import pathspec
 
 from . import SnapshotError
 
+# Matched ignoring case (macOS and Windows file systems do: `.ENV` is `.env` there).
 ALWAYS_EXCLUDED = (
     ".git/",
     "node_modules/",
     "dist/",
     ".env*",
+    "*.env",          # production.env, local.env: secrets by another spelling
     "*.log",
     "logs/",
     "*browser-profile*/",
@@ -136,7 +138,8 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
     if not os.path.isdir(root):
         raise SnapshotError(f"code folder not found: {root}")
     db_rel = relative_inside(db, root)
-    always = pathspec.GitIgnoreSpec.from_lines([*ALWAYS_EXCLUDED, *extra_excludes])
+    always = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
+    extra = pathspec.GitIgnoreSpec.from_lines(extra_excludes)  # the user's: as written, like .gitignore
     skip_ids = excluded_identities(skip)
     sel = Selection()
     # Each pending folder carries the .gitignore stack of its parent.
@@ -164,7 +167,8 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
             is_dir = stat.S_ISDIR(st.st_mode)
             if ((st.st_dev, st.st_ino) in skip_ids
                     or (not is_dir and is_db_file(rel, db_rel))
-                    or always.check_file(rel + "/" if is_dir else rel).include
+                    or always.check_file((rel + "/" if is_dir else rel).lower()).include
+                    or extra.check_file(rel + "/" if is_dir else rel).include
                     or _gitignored(stack, rel, is_dir)):
                 sel.excluded += 1
             elif is_dir:
