@@ -192,8 +192,8 @@ def test_crash_mid_snapshot_leaves_no_good_snapshot_and_prune_cleans_up(setup, t
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts/snapshot.py"),
                              "create"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: dest.exists() and any(n.startswith(".tmp-") for n in os.listdir(dest)), 30,
-                 "the build folder")
+        wait_for(lambda: dest.exists() and any(n.startswith(".tmp-") and (dest / n / ".tzcrawl-snapshot-build").exists()
+                                               for n in os.listdir(dest)), 30, "the build folder")
     finally:
         proc.kill()
         proc.wait()
@@ -375,3 +375,70 @@ def test_watch_waits_for_db_snapshots_on_growth_and_stops_cleanly(tmp_path):
     assert "grew by" in text
     assert {manifest(s)["reason"] for s in snapshots(dest)} == {"growth"}
     assert leftovers(dest) == [s.name for s in snapshots(dest)]
+
+
+# -- clear errors, never a traceback; DEST inside the code tree ------------------------------------
+
+def test_a_dest_that_is_a_file_is_one_clear_line(setup, tmp_path):
+    code, db, dest, env = setup
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+    for where in (not_a_folder, not_a_folder / "below"):
+        result = run_cli(tmp_path, "create", "--dest", where, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"snapshot: error: the snapshot folder {where} cannot be used: ")
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_prune_removes_only_its_own_interrupted_builds(setup, tmp_path):
+    code, db, dest, env = setup
+    assert run_cli(tmp_path, "create", env=env).returncode == 0
+    (dest / ".tmp-codex-backup-mine").mkdir()  # the user's own folder that merely has the name
+    (dest / ".tmp-codex-backup-mine" / "notes.txt").write_text("mine\n")
+    (dest / ".tmp-codex-backup-file").write_text("a file\n")
+    (dest / ".tmp-codex-backup-link").symlink_to(code)
+    ours = dest / ".tmp-codex-backup-2020-01-01T00-00-00-000Z.123"
+    ours.mkdir()
+    (ours / ".tzcrawl-snapshot-build").touch()
+    result = run_cli(tmp_path, "prune", "--keep-last", "5", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not ours.exists() and "Traceback" not in result.stderr
+    assert (dest / ".tmp-codex-backup-mine" / "notes.txt").exists()
+    assert (dest / ".tmp-codex-backup-file").exists() and (dest / ".tmp-codex-backup-link").is_symlink()
+    assert code.exists() and (code / "package.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["a 0xff byte", "nested 100,000 deep"])
+def test_an_unreadable_manifest_is_named_and_skipped(setup, tmp_path, damage):
+    code, db, dest, env = setup
+    for _ in range(2):
+        assert run_cli(tmp_path, "create", env=env).returncode == 0
+    older, newer = snapshots(dest)
+    text = b'{"format": "tzcrawl-snapshot/1", "name": "\xff"}' if damage.startswith("a 0xff") \
+        else b"[" * 100_000 + b"]" * 100_000
+    (newer / "manifest.json").write_bytes(text)
+    listed = run_cli(tmp_path, "list", env=env)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr
+    assert newer.name in listed.stdout and "manifest" in listed.stdout
+    restored = run_cli(tmp_path, "restore", "latest", "--target", tmp_path / "r", "--db", tmp_path / "r.db", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert f"verified {older.name}" in restored.stdout  # the newest readable one
+    pruned = run_cli(tmp_path, "prune", "--keep-last", "1", env=env)
+    assert pruned.returncode == 0 and newer.exists() and "Traceback" not in pruned.stderr
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["dest is the code folder", "dest inside the code folder"])
+def test_dest_inside_or_equal_to_the_code_tree_never_nests(setup, tmp_path, inside):
+    code, db, dest, env = setup
+    os.chmod(code, 0o755)
+    where = code / "backups" if inside else code
+    env = dict(env, SNAPSHOT_DEST=str(where))
+    for _ in range(3):
+        result = run_cli(tmp_path, "create", env=env)
+        assert result.returncode == 0, result.stderr
+    members = [manifest(s)["code"]["members"] for s in snapshots(where)]
+    assert len(members) == 3 and len(set(members)) == 1, members  # the same tree each time: no nesting
+    listing = subprocess.run(["tar", "-tzf", str(snapshots(where)[-1] / "codex-code.tar.gz")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "codex-backup-" not in listing and ".snapshot.lock" not in listing, listing
+    assert oct(code.stat().st_mode & 0o777) == "0o755"  # a folder the user already had keeps its mode

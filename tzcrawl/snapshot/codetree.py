@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pathspec
 
-from . import SnapshotError
+from . import MANIFEST_NAME, SnapshotError
+from .naming import BUILD_MARKER, PREFIX, TMP_PREFIX
 
 # Matched ignoring case (macOS and Windows file systems do: `.ENV` is `.env` there).
 ALWAYS_EXCLUDED = (
@@ -94,6 +95,13 @@ def is_db_file(rel: str, db_rel: str | None) -> bool:
     return rel == aside or rel.startswith((aside + ".", aside + "-"))
 
 
+def _is_snapshot_folder(entry: os.DirEntry) -> bool:
+    """A snapshot (or a build of one) of this tool: never archived again, wherever DEST is."""
+    if not entry.name.startswith((PREFIX, TMP_PREFIX)):
+        return False
+    return any(os.path.exists(os.path.join(entry.path, name)) for name in (MANIFEST_NAME, BUILD_MARKER))
+
+
 def _is_browser_profile(names: set[str]) -> bool:
     return any(marker <= names for marker in _PROFILE_MARKERS)
 
@@ -166,6 +174,7 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
                 continue  # vanished since the listing
             is_dir = stat.S_ISDIR(st.st_mode)
             if ((st.st_dev, st.st_ino) in skip_ids
+                    or (is_dir and _is_snapshot_folder(child))
                     or (not is_dir and is_db_file(rel, db_rel))
                     or always.check_file((rel + "/" if is_dir else rel).lower()).include
                     or extra.check_file(rel + "/" if is_dir else rel).include

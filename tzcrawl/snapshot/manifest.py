@@ -42,6 +42,8 @@ def parse_manifest(text: str) -> dict:
         data = json.loads(text)
     except ValueError as exc:
         raise ManifestError(f"manifest is not JSON ({exc})") from None
+    except RecursionError:
+        raise ManifestError("manifest is not JSON this tool wrote (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"manifest format is not {FORMAT}")
     files = data.get("files")
@@ -63,6 +65,8 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         raise ManifestError("no manifest") from None
     except OSError as exc:
         raise ManifestError(f"manifest unreadable ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest {path} is not UTF-8 text (byte {exc.start})") from None
     return parse_manifest(text)
 
 

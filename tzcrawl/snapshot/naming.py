@@ -32,6 +32,9 @@ def parse_snapshot_name(name: str) -> datetime | None:
         return None
 
 
+BUILD_MARKER = ".tzcrawl-snapshot-build"  # written first into every build folder: proof it is ours
+
+
 def is_temp_name(name: str) -> bool:
     """A build directory of a snapshot in progress (or of one a crash interrupted)."""
     return name.startswith(TMP_PREFIX)

@@ -20,11 +20,11 @@ from typing import Callable
 
 from .. import __version__
 from ..fsutil import atomic_write_text, ensure_private_dir, fsync_dir
-from . import CODE_NAME, DB_NAME, SnapshotError, archive, codetree, dbcopy
+from . import CODE_NAME, DB_NAME, LOCK_NAME, MANIFEST_NAME, SnapshotError, UsageError, archive, codetree, dbcopy
 from .config import Config, require
 from .lock import dest_lock
 from .manifest import ManifestError, build_manifest, dumps, quick_problems, read_manifest
-from .naming import PREFIX, TMP_PREFIX, is_temp_name, parse_snapshot_name, snapshot_name
+from .naming import BUILD_MARKER, PREFIX, TMP_PREFIX, is_temp_name, parse_snapshot_name, snapshot_name
 from .retention import BAD, GOOD, INCOMPLETE, LEGACY, Entry
 
 REASONS = ("manual", "boot", "growth")
@@ -74,7 +74,10 @@ def create(cfg: Config, reason: str = "manual", *, should_stop: Callable[[], boo
     dbcopy.open_readonly(cfg.db).close()  # fail fast: missing or unreadable database
     if not cfg.code.is_dir():
         raise SnapshotError(f"code folder not found: {cfg.code}")
-    dest = ensure_private_dir(cfg.dest, tighten=True)
+    try:  # created 0700 when missing; a folder the user already had keeps its mode
+        dest = ensure_private_dir(cfg.dest)
+    except OSError as exc:
+        raise UsageError(f"the snapshot folder {cfg.dest} cannot be used: {exc.strerror or exc}") from None
     wait = cfg.lock_wait.total_seconds() if lock_wait is None else lock_wait
     with dest_lock(dest, wait=wait):
         when = clock()
@@ -85,8 +88,10 @@ def create(cfg: Config, reason: str = "manual", *, should_stop: Callable[[], boo
         tmp = dest / f".tmp-{name}.{os.getpid()}"
         tmp.mkdir(mode=0o700)
         try:
+            (tmp / BUILD_MARKER).touch(mode=0o600)
             manifest = _build(cfg, reason, name, when, tmp, should_stop, log)
             atomic_write_text(tmp / "manifest.json", dumps(manifest))
+            (tmp / BUILD_MARKER).unlink()
             fsync_dir(tmp)
             os.rename(tmp, dest / name)
             fsync_dir(dest)
@@ -118,7 +123,7 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
     worker.start()
     try:
         t0 = time.monotonic()
-        sel = codetree.select(cfg.code, skip=[cfg.dest, *codetree.db_companions(cfg.db)],
+        sel = codetree.select(cfg.code, skip=[cfg.dest, *codetree.db_companions(cfg.db), cfg.dest / LOCK_NAME],
                               extra_excludes=cfg.exclude, db=cfg.db)
         t1 = time.monotonic()
         compressor = archive.resolve_compressor(cfg.compressor)
@@ -161,6 +166,12 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
     )
 
 
+def _ours(path: Path) -> bool:
+    """A build or deletion folder of this tool: a real folder holding its marker or a manifest."""
+    return (not path.is_symlink() and path.is_dir()
+            and ((path / BUILD_MARKER).exists() or (path / MANIFEST_NAME).exists()))
+
+
 def scan(dest: str | os.PathLike) -> list[Snapshot]:
     """Every snapshot-like folder in ``dest`` with a cheap status, newest first."""
     dest = Path(dest)
@@ -172,6 +183,8 @@ def scan(dest: str | os.PathLike) -> list[Snapshot]:
     for name in names:
         path = dest / name
         if is_temp_name(name):
+            if not _ours(path):
+                continue  # a file, a link, or a folder of the user's that merely has the name
             base = name[len(".tmp-"):].split(".")[0]
             when = parse_snapshot_name(base) or datetime.fromtimestamp(path.lstat().st_mtime, timezone.utc)
             found.append(Snapshot(name, path, when, INCOMPLETE, "interrupted or in progress"))
