@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -73,3 +74,16 @@ def test_command_refuses_bad_knobs():
         out, err = proc.communicate(timeout=30)
         assert proc.returncode != 0, args
         assert "base_url" not in out
+
+
+def test_a_port_in_use_is_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = _start("--port", str(port), "--max-lifetime", "5")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip() == (f"sandbox: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                           "pick another --port, or leave it out for a free one")
+    assert "base_url" not in out

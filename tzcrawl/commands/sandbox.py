@@ -88,7 +88,13 @@ class Command(ScrapyCommand):
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        sandbox = Sandbox(config, port=opts.port, max_lifetime=opts.max_lifetime).start()
+        try:
+            sandbox = Sandbox(config, port=opts.port, max_lifetime=opts.max_lifetime).start()
+        except OSError as exc:  # the port is taken (or not ours to use)
+            print(f"sandbox: cannot listen on 127.0.0.1:{opts.port}: {exc.strerror or exc}; "
+                  "pick another --port, or leave it out for a free one", file=sys.stderr)
+            self.exitcode = 2
+            return
         try:
             if opts.ready_file:  # the socket is listening already: a reader of this file can connect
                 atomic_write_text(opts.ready_file, json.dumps({"base_url": sandbox.base_url, "cookie": sandbox.cookie}))
