@@ -318,6 +318,18 @@ def test_prune_with_a_bad_max_age_is_a_usage_error(setup, tmp_path):
     assert result.returncode == 2 and "--max-age" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_prune_never_counts_a_damaged_snapshot_toward_keep_last(setup, tmp_path):
+    code, db, dest, env = setup
+    for _ in range(3):
+        assert run_cli(tmp_path, "create", env=env).returncode == 0
+    oldest, middle, newest = snapshots(dest)
+    corrupt(middle / "codex-code.tar.gz")  # same size: only a full check sees it
+    result = run_cli(tmp_path, "prune", "--keep-last", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert oldest.exists() and newest.exists(), result.stdout  # two good copies are kept
+    assert f"keep        {oldest.name}: keep-last 2: #2" in result.stdout
+
+
 def test_prune_never_deletes_the_newest_good_snapshot(setup, tmp_path):
     code, db, dest, env = setup
     for _ in range(3):

@@ -175,13 +175,16 @@ def cmd_prune(cfg: Config, args) -> int:
     now = datetime.now(timezone.utc)
     with dest_lock(cfg.dest, wait=cfg.lock_wait.total_seconds()):
         snaps = store.scan(cfg.dest)
-        # The newest good snapshot is what must survive: make sure it really is good.
+        # Every snapshot that keep-last would count must really be good (the newest good one at
+        # least): verify them in full, newest first; a damaged one is not counted.
+        wanted, verified = max(keep_last or 0, 1), 0
         for snap in snaps:
-            if snap.status == GOOD:
+            if snap.status == GOOD and verified < wanted:
                 problems = store.verify(snap.path)
-                if not problems:
-                    break
-                snap.status, snap.detail = BAD, "; ".join(problems)
+                if problems:
+                    snap.status, snap.detail = BAD, "; ".join(problems)
+                else:
+                    verified += 1
         try:
             decisions = plan_prune([s.entry() for s in snaps], now, keep_last, max_age)
         except ValueError as exc:
