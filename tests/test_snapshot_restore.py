@@ -221,3 +221,17 @@ def test_is_db_file(rel, expected):
 
     assert is_db_file(rel, "data/brain.db") is expected
     assert is_db_file(rel, None) is False
+
+
+def test_target_alone_puts_everything_under_it(snap, tmp_path):
+    """--target R without --db: the database goes where the snapshot had it inside the code folder,
+    under R, and the live database is not touched."""
+    code, db, dest, env, path = snap
+    live = counts(db)
+    add_rows(db, 3)
+    target = tmp_path / "R"
+    result = run_cli(tmp_path, "restore", path.name, "--target", target, env=env)
+    assert result.returncode == 0, result.stderr
+    restored = target / db.relative_to(code)
+    assert counts(restored) == live and counts(db) != live
+    assert (target / "svc/src/main.ts").read_text() == "v1\n"

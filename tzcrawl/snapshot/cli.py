@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import SnapshotError, UsageError, dbcopy, store
+from . import SnapshotError, UsageError, codetree, dbcopy, store
 from .config import Config, load_config, require
 from .lock import LockBusy, dest_lock
 from .restore import restore
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     part = p.add_mutually_exclusive_group()
     part.add_argument("--db-only", action="store_true")
     part.add_argument("--code-only", action="store_true")
-    p.add_argument("--target", help="where to put it: the code folder (with --db-only: the database file); "
-                                    "default: the configured source, else where the snapshot came from")
+    p.add_argument("--target", help="where to put it: the code folder, with the database where the snapshot had "
+                                    "it inside the code folder (with --db-only: the database file); default: the "
+                                    "configured source, else where the snapshot came from")
     p.add_argument("--db", help="where the database goes when restoring both (default as --target)")
     p.add_argument("--force", action="store_true", help="restore the database even while it is in use")
     return parser
@@ -241,8 +242,12 @@ def cmd_restore(cfg: Config, args) -> int:
     elif args.code_only:
         code = pick(args.target, cfg.code, sources.get("code"), "code")
     else:
-        db = pick(args.db, cfg.db, sources.get("db"), "database")
         code = pick(args.target, cfg.code, sources.get("code"), "code")
+        inside = codetree.relative_inside(sources.get("db"), sources["code"]) if sources.get("code") else None
+        if args.target and not args.db and inside:  # --target R: everything under R, the database too
+            db = code / inside
+        else:
+            db = pick(args.db, cfg.db, sources.get("db"), "database")
     if cfg.dest is not None and cfg.dest.is_dir():
         with dest_lock(cfg.dest, wait=cfg.lock_wait.total_seconds()):
             restore(snapshot, db=db, code=code, force=args.force, log=say)
