@@ -206,3 +206,42 @@ def test_damaged_tarball_is_reported(tmp_path):
     good.write_bytes(bytes(raw[: len(raw) // 3]))
     with pytest.raises(SnapshotError, match="damaged"):
         archive.read_through(str(good))
+
+
+def test_a_hard_link_renamed_while_the_tarball_is_written_keeps_its_content(tmp_path):
+    """h/a and h/b are one file; h/a is renamed between being looked at and being read (stopped at
+    that moment with a profile hook, not by timing). The archive must hold the content under h/b."""
+    import sys
+
+    root = tmp_path / "code"
+    write(root, "h/a", "the only copy of this content\n")
+    os.link(root / "h/a", root / "h/b")
+    entries = codetree.select(root).entries
+
+    def rename_when_looked_at(frame, event, arg):
+        if event == "return" and frame.f_code.co_name == "_tarinfo" and frame.f_locals["entry"].rel == "h/a":
+            os.rename(root / "h/a", root / "h/c")
+
+    sys.setprofile(rename_when_looked_at)
+    try:
+        stats = archive.write_tarball(str(tmp_path / "code.tar.gz"), entries, compressor=None)
+    finally:
+        sys.setprofile(None)
+    assert stats.vanished == 1
+    with tarfile.open(tmp_path / "code.tar.gz") as tar:
+        member = tar.getmember("h/b")
+        assert member.isreg() and tar.extractfile(member).read() == b"the only copy of this content\n"
+    archive.read_through(str(tmp_path / "code.tar.gz"))  # and it verifies
+    out = tmp_path / "out"
+    archive.extract(str(tmp_path / "code.tar.gz"), str(out))
+    assert (out / "h/b").read_text() == "the only copy of this content\n"
+
+
+def test_verify_refuses_a_hard_link_to_a_member_the_archive_does_not_hold(tmp_path):
+    path = tmp_path / "code.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        link = tarfile.TarInfo("h/b")
+        link.type, link.linkname = tarfile.LNKTYPE, "h/a"
+        tar.addfile(link)
+    with pytest.raises(SnapshotError, match="'h/b' is a hard link to 'h/a', which the archive does not hold"):
+        archive.read_through(str(path))

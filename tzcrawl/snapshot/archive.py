@@ -95,12 +95,10 @@ def _tarinfo(entry: Entry, st: os.stat_result, links: dict) -> tarfile.TarInfo:
         ti.linkname = os.readlink(entry.path)
     else:
         key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in links:
+        if st.st_nlink > 1 and key in links:  # its content is in the archive already, under that name
             ti.type = tarfile.LNKTYPE
             ti.linkname = links[key]
         else:
-            if st.st_nlink > 1:
-                links[key] = entry.rel
             ti.type = tarfile.REGTYPE
             ti.size = st.st_size
     return ti
@@ -125,6 +123,8 @@ def _add_entries(tar: tarfile.TarFile, entries: Iterable[Entry], should_stop: Ca
                         raise
                 stats.files += 1
                 stats.bytes_in += ti.size
+                if st.st_nlink > 1:  # only now, its content written: later links may point at it
+                    links.setdefault((st.st_dev, st.st_ino), entry.rel)
             else:
                 tar.addfile(ti)
                 stats.dirs += ti.type == tarfile.DIRTYPE
@@ -228,6 +228,7 @@ def read_through(path: str) -> dict:
     Raises SnapshotError for a damaged archive or an unsafe member.
     """
     counts = {"members": 0, "bytes": 0}
+    contents: set[str] = set()  # regular files seen so far: what a hard link may point at
     try:
         with open(path, "rb") as raw:
             reader = _HashingReader(raw)
@@ -239,7 +240,11 @@ def read_through(path: str) -> dict:
                         if why:
                             raise SnapshotError(f"tarball member {member.name!r} is unsafe: {why}")
                         counts["members"] += 1
+                        if member.islnk() and member.linkname not in contents:
+                            raise SnapshotError(f"tarball member {member.name!r} is a hard link to "
+                                                f"{member.linkname!r}, which the archive does not hold before it")
                         if member.isreg():
+                            contents.add(member.name)
                             fh = tar.extractfile(member)
                             while chunk := fh.read(COPY_BUFSIZE):
                                 counts["bytes"] += len(chunk)
