@@ -245,3 +245,24 @@ def test_verify_refuses_a_hard_link_to_a_member_the_archive_does_not_hold(tmp_pa
         tar.addfile(link)
     with pytest.raises(SnapshotError, match="'h/b' is a hard link to 'h/a', which the archive does not hold"):
         archive.read_through(str(path))
+
+
+def test_a_folder_deleted_during_the_walk_is_tolerated_like_a_vanished_file(tmp_path):
+    """The folder goes between its parent's listing and its own (a profile hook, not timing)."""
+    import shutil
+    import sys
+
+    root = tmp_path / "code"
+    write(root, "keep/a.txt")
+    write(root, "gone/deep/b.txt")
+
+    def delete_when_reached(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_scan" and frame.f_locals.get("rel") == "gone":
+            shutil.rmtree(root / "gone")
+
+    sys.setprofile(delete_when_reached)
+    try:
+        sel = codetree.select(root)
+    finally:
+        sys.setprofile(None)
+    assert {e.rel for e in sel.entries} == {"keep", "keep/a.txt"} and sel.vanished == 1

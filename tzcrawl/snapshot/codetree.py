@@ -49,6 +49,7 @@ class Entry:
 class Selection:
     entries: list[Entry] = field(default_factory=list)
     excluded: int = 0
+    vanished: int = 0  # folders deleted while the tree was walked
     skipped_special: list[str] = field(default_factory=list)
 
 
@@ -106,10 +107,13 @@ def _is_browser_profile(names: set[str]) -> bool:
     return any(marker <= names for marker in _PROFILE_MARKERS)
 
 
-def _scan(path: str, rel: str) -> list[os.DirEntry]:
+def _scan(path: str, rel: str) -> list[os.DirEntry] | None:
+    """The folder's entries by name; None when it was deleted since its parent was listed."""
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise SnapshotError(f"cannot read folder {rel or '.'} in the code tree: {exc.strerror}") from None
 
@@ -155,6 +159,9 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
     while pending:
         rel_dir, abs_dir, dir_st, stack = pending.pop()
         children = _scan(abs_dir, rel_dir)
+        if children is None:  # deleted mid-walk, like a file that vanished: nothing of it to save
+            sel.vanished += 1
+            continue
         names = {e.name for e in children}
         if dir_st is not None:
             if _is_browser_profile(names):

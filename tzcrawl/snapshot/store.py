@@ -146,6 +146,8 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
     warnings = [f"special file left out: {p}" for p in sel.skipped_special]
     if stats.vanished:
         warnings.append(f"{stats.vanished} file(s) vanished while the tarball was written")
+    if sel.vanished:
+        warnings.append(f"{sel.vanished} folder(s) vanished while the tree was walked")
     return build_manifest(
         name=name,
         created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
