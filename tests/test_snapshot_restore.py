@@ -235,3 +235,42 @@ def test_target_alone_puts_everything_under_it(snap, tmp_path):
     restored = target / db.relative_to(code)
     assert counts(restored) == live and counts(db) != live
     assert (target / "svc/src/main.ts").read_text() == "v1\n"
+
+
+def test_a_folder_in_the_way_stops_the_restore_before_anything_is_touched(snap, tmp_path):
+    """The snapshot has svc/link as a symlink; the target has a real folder there."""
+    code, db, dest, env, path = snap
+    target = tmp_path / "T"
+    (target / "svc/link").mkdir(parents=True)
+    (target / "svc/link/mine.txt").write_text("mine\n")
+    target_db = target / "brain.db"
+    make_db(target_db, rows=5)
+    before = target_db.read_bytes()
+    result = run_cli(tmp_path, "restore", path.name, "--target", target, "--db", target_db, env=env)
+    assert result.returncode == 1
+    assert "nothing was restored: cannot restore svc/link: a folder is in the way" in result.stderr
+    assert target_db.read_bytes() == before and not Path(f"{target_db}.backup").exists()  # db untouched
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "brain.db", "svc", "svc/link", "svc/link/mine.txt"]  # no file extracted
+
+
+def test_restore_keeps_modes_like_tar_xp(tmp_path):
+    code = tmp_path / "Codex"
+    shared = code / "shared"
+    shared.mkdir(parents=True)
+    os.chmod(shared, 0o2775)  # setgid, group-writable: a folder a team writes into
+    (shared / "notes.txt").write_text("n\n")
+    os.chmod(shared / "notes.txt", 0o664)
+    (code / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(code / "run.sh", 0o750)
+    db = tmp_path / "brain.db"
+    make_db(db, rows=3)
+    dest = tmp_path / "backups"
+    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest)
+    assert run_cli(tmp_path, "create", env=env).returncode == 0
+    target = tmp_path / "R"
+    result = run_cli(tmp_path, "restore", "latest", "--code-only", "--target", target, env=env)
+    assert result.returncode == 0, result.stderr
+    mode = lambda p: oct(p.stat().st_mode & 0o7777)  # noqa: E731
+    assert (mode(target / "shared"), mode(target / "shared/notes.txt"), mode(target / "run.sh")) == \
+        ("0o2775", "0o664", "0o750")

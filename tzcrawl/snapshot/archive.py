@@ -259,14 +259,43 @@ def read_through(path: str) -> dict:
     return counts
 
 
+def _in_the_way(member: tarfile.TarInfo, dest: str) -> str | None:
+    """Why ``member`` cannot be extracted into ``dest`` (a real folder where it is not one), or None."""
+    target = os.path.join(dest, member.name)
+    if os.path.isdir(target) and not os.path.islink(target) and not member.isdir():
+        return f"cannot restore {member.name}: a folder is in the way"
+    return None
+
+
 def _make_room(member: tarfile.TarInfo, dest: str) -> None:
     """Like GNU tar: an existing non-folder in the way is unlinked first, so a file is never written
     through a symlink that happens to sit at its path."""
     target = os.path.join(dest, member.name)
+    why = _in_the_way(member, dest)
+    if why:
+        raise SnapshotError(why)
     if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
         os.unlink(target)
-    elif os.path.isdir(target) and not member.isdir():
-        raise SnapshotError(f"cannot restore {member.name}: a folder is in the way")
+
+
+def check_extract(path: str, dest: str, skip: Callable[[str], bool] | None = None) -> list[str]:
+    """Everything that would stop ``extract`` half way, found before anything is touched."""
+    problems = []
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                if skip is not None and skip(member.name):
+                    continue
+                why = unsafe_member_reason(member)
+                if why:
+                    problems.append(f"tarball member {member.name!r} is unsafe: {why}")
+                elif os.path.isdir(dest):
+                    why = _in_the_way(member, dest)
+                    if why:
+                        problems.append(why)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        problems.append(f"code tarball is damaged: {exc}")
+    return problems
 
 
 def extract(path: str, dest: str, skip: Callable[[str], bool] | None = None) -> int:
@@ -283,7 +312,10 @@ def extract(path: str, dest: str, skip: Callable[[str], bool] | None = None) -> 
             skipped.append(member.name)
             return None
         _make_room(member, dest_path)  # before the filter, which resolves symlinks in the way
-        return tarfile.tar_filter(member, dest_path)
+        safe = tarfile.tar_filter(member, dest_path)  # its checks: links that point outside, ...
+        if member.isreg() or member.isdir():  # ... but modes as they were, like tar -xp
+            safe = safe.replace(mode=member.mode & 0o7777, deep=False)
+        return safe
 
     count, skipped = 0, []
     try:

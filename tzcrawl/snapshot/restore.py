@@ -79,14 +79,23 @@ def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
         raise SnapshotError(f"{snapshot.name} does not verify, refusing to restore it: " + "; ".join(problems))
     log(f"verified {snapshot.name}")
     manifest = read_manifest(snapshot)
-    if db is not None:
-        restore_db(snapshot, manifest, db, force=force, log=log)
+    skip = None
     if code is not None:
         # The database's own files (itself, -wal/-shm/-journal, copies moved aside) are never
         # extracted: where the snapshot had them, and where the database is being restored now.
         sources = manifest.get("sources", {})
         names = {codetree.relative_inside(sources.get("db"), sources["code"]) if sources.get("code") else None,
                  codetree.relative_inside(db, code)} - {None}
-        count = archive.extract(str(snapshot / CODE_NAME), str(code),
-                                skip=lambda name: any(codetree.is_db_file(name, rel) for rel in names))
+
+        def skip(name: str) -> bool:
+            return any(codetree.is_db_file(name, rel) for rel in names)
+
+        problems = archive.check_extract(str(snapshot / CODE_NAME), str(code), skip)
+        if problems:  # found before the database or any file was touched: no half restore
+            raise SnapshotError("nothing was restored: " + "; ".join(problems[:5])
+                                + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+    if db is not None:
+        restore_db(snapshot, manifest, db, force=force, log=log)
+    if code is not None:
+        count = archive.extract(str(snapshot / CODE_NAME), str(code), skip=skip)
         log(f"code restored: {count} entries extracted into {code}")
