@@ -132,6 +132,10 @@ def test_launch_failure_quotes_the_browsers_own_error():
               "  - [pid=26927][err] [26927:26927:1121/210603.466470:ERROR:ui/aura/env.cc:253] The platform "
               "failed to initialize.  Exiting.\n")
     assert launch_failure(headed) == "Missing X server or $DISPLAY"
+    # Under load Chromium's D-Bus complaints may come first: they are never the reason.
+    dbus = ("  - [pid=26927][err] [26927:26944:1121/210603.401:ERROR:dbus/bus.cc:408] Failed to connect to the "
+            "bus: Failed to connect to socket /run/dbus/system_bus_socket: No such file or directory\n")
+    assert launch_failure(headed.replace("Call log:\n", "Call log:\n" + dbus)) == "Missing X server or $DISPLAY"
     assert launch_failure("BrowserType.launch: closed\n  - [pid=1][err] libnss3.so: cannot open shared object\n") \
         == "libnss3.so: cannot open shared object"
     assert launch_failure("BrowserType.launch: Target closed\nCall log:\n  - <launched> pid=5\n") \

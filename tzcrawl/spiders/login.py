@@ -69,7 +69,9 @@ def launch_failure(message: str) -> str:
     """Why Chromium did not start, from Playwright's launch error: the browser's own first error line
     (its stderr is in the call log below the useless "Target page ... has been closed")."""
     errors = [m.group(1).strip() for m in _BROWSER_ERR_RE.finditer(str(message))]
-    chromium_errors = [e for e in errors if ":ERROR:" in e]
+    # D-Bus complaints come first or not, as the machine's load has it; they are noise on any box
+    # without a session bus and never why the browser stopped.
+    chromium_errors = [e for e in errors if ":ERROR:" in e and ":ERROR:dbus/" not in e]
     if chromium_errors:  # "[26927:26927:1121/...:ERROR:ui/ozone/...cc:257] Missing X server or $DISPLAY"
         return one_line(chromium_errors[0].split("] ", 1)[-1])
     useful = [e for e in errors if "unexpected operator" not in e]  # Debian's wrapper script's noise
