@@ -227,7 +227,23 @@ def test_wrong_password_writes_nothing(sandbox, old_cookie):
     assert_untouched(old_cookie)
 
 
-class AnonymousFirst(http.server.BaseHTTPRequestHandler):
+class SmallSite(http.server.BaseHTTPRequestHandler):
+    """What the test sites below share: a quiet handler that sends a whole body."""
+
+    def _send(self, body: bytes, status: int = 200, kind: str = "text/html", cookie: str = ""):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class AnonymousFirst(SmallSite):
     """A site that sets an anonymous appSession on every page, and the real one, with Path=/api,
     only for the right password; /api/users/me accepts only the real one."""
 
@@ -253,18 +269,6 @@ class AnonymousFirst(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         self._send(b"<p class='error'>Wrong email or password.</p>" + self.FORM)
-
-    def _send(self, body: bytes, status: int = 200, kind: str = "text/html", cookie: str = ""):
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        if cookie:
-            self.send_header("Set-Cookie", cookie)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -293,7 +297,7 @@ def test_the_real_cookie_is_proven_and_found_even_with_path_api(anonymous_first,
     assert load_cookie_file(path).value == AnonymousFirst.REAL
 
 
-class NeverLogsIn(http.server.BaseHTTPRequestHandler):
+class NeverLogsIn(SmallSite):
     """A login form whose POST answers "please wait" forever after and never sets the cookie.
 
     With ``pid_file`` set, the POST kills the browser process whose pid the wrapper wrote there:
@@ -312,16 +316,6 @@ class NeverLogsIn(http.server.BaseHTTPRequestHandler):
         if self.pid_file is not None:
             os.kill(int(self.pid_file.read_text()), 9)
         self._send(b"<p>Checking your account, please wait...</p>")
-
-    def _send(self, body: bytes):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

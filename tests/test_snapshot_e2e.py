@@ -296,13 +296,17 @@ def test_prune_dry_run_then_real(setup, tmp_path):
     assert len(snapshots(dest)) == 3  # two young ones + legacy
 
 
-def test_a_snapshot_that_cannot_be_pruned_is_named_and_the_others_still_go(setup, tmp_path):
-    code, db, dest, env = setup
+def three_snapshots_two_of_them_old(dest, env, tmp_path):
     for _ in range(3):
         assert run_cli(tmp_path, "create", env=env).returncode == 0
     a, b, c = snapshots(dest)
-    a = _age(dest, a, "codex-backup-2020-01-01T00-00-00-000Z")
-    b = _age(dest, b, "codex-backup-2020-01-02T00-00-00-000Z")
+    return (_age(dest, a, "codex-backup-2020-01-01T00-00-00-000Z"),
+            _age(dest, b, "codex-backup-2020-01-02T00-00-00-000Z"), c)
+
+
+def test_a_snapshot_that_cannot_be_pruned_is_named_and_the_others_still_go(setup, tmp_path):
+    code, db, dest, env = setup
+    a, b, c = three_snapshots_two_of_them_old(dest, env, tmp_path)
     # prune renames a snapshot aside before deleting it: a file in that place makes the rename fail
     (dest / f".tmp-{a.name}.deleting").write_text("in the way\n")
     result = run_cli(tmp_path, "prune", "--keep-last", "1", env=env)
@@ -332,11 +336,7 @@ def test_prune_never_counts_a_damaged_snapshot_toward_keep_last(setup, tmp_path)
 
 def test_prune_never_deletes_the_newest_good_snapshot(setup, tmp_path):
     code, db, dest, env = setup
-    for _ in range(3):
-        assert run_cli(tmp_path, "create", env=env).returncode == 0
-    a, b, c = snapshots(dest)
-    a = _age(dest, a, "codex-backup-2020-01-01T00-00-00-000Z")
-    b = _age(dest, b, "codex-backup-2020-01-02T00-00-00-000Z")
+    a, b, c = three_snapshots_two_of_them_old(dest, env, tmp_path)
     corrupt(c / "codex-code.tar.gz")  # newest looks fine by size, fails full verification
     result = run_cli(tmp_path, "prune", "--keep-last", "0", "--max-age", "1d", env=env)
     assert result.returncode == 0, result.stderr
