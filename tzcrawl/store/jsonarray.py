@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import IO, Iterator
 
+import orjson
+
 from tzcrawl import jsonio
 
 
@@ -109,9 +111,12 @@ def _read_line_shaped(path) -> Iterator[tuple[bytes, object]]:
             comma = text.endswith(b",")
             body = text[:-1] if comma else text
             try:
-                value = jsonio.loads(body)
-            except ValueError:
-                raise _NotLineShaped from None
+                value = orjson.loads(body)  # jsonio.loads' fast path, inlined: once per saved record
+            except orjson.JSONDecodeError:
+                try:
+                    value = jsonio.loads(body)
+                except ValueError:
+                    raise _NotLineShaped from None
             yield body, value
         if not closed:
             raise _NotLineShaped

@@ -392,10 +392,31 @@ def _first_backup(fetched, out: IO[bytes], time_field: str, chars: bool, limit: 
     return stats
 
 
+def _merge_two(first: Iterable[Entry], second: Iterable[Entry]) -> Iterator[Entry]:
+    """``heapq.merge`` of two sorted streams, without its heap: the common case (the saved file and
+    a journal read backward) goes through here once per record."""
+    first, second = iter(first), iter(second)
+    a, b = next(first, None), next(second, None)
+    while a is not None and b is not None:
+        if b < a:
+            yield b
+            b = next(second, None)
+        else:
+            yield a
+            a = next(first, None)
+    if a is not None:
+        yield a
+        yield from first
+    if b is not None:
+        yield b
+        yield from second
+
+
 def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[bytes]) -> MergeStats:
     stats = MergeStats()
     writer = ArrayWriter(out)
-    for entry in heapq.merge(saved, *fetched_streams):
+    streams = [saved, *fetched_streams]
+    for entry in (_merge_two(*streams) if len(streams) == 2 else heapq.merge(*streams)):
         _key, source, seq, did, _chars, line = entry
         if source == OLD:
             if index.claim_old(did):
