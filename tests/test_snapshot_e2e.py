@@ -384,7 +384,7 @@ def test_watch_waits_for_db_snapshots_on_growth_and_stops_cleanly(tmp_path):
         rc = proc.wait(timeout=30)
     text = out_path.read_text()
     assert rc == 0 and "watch stopped" in text, text
-    assert "grew by" in text
+    assert "changed by" in text
     assert {manifest(s)["reason"] for s in snapshots(dest)} == {"growth"}
     assert leftovers(dest) == [s.name for s in snapshots(dest)]
 

@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import SnapshotError, UsageError, codetree, dbcopy, store
+from . import SnapshotError, UsageError, codetree, dbcopy, store, watch
 from .config import Config, load_config, require
 from .lock import LockBusy, dest_lock
 from .restore import restore
@@ -107,24 +107,32 @@ def cmd_watch(cfg: Config, args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     interval = cfg.interval.total_seconds()
-    say(f"watching {cfg.db} every {format_duration(cfg.interval)}; a snapshot when it has grown by more than "
-        f"{human(cfg.growth)} since the last one, into {cfg.dest}")
+    say(f"watching {cfg.db} every {format_duration(cfg.interval)}; a snapshot when more than {human(cfg.growth)} "
+        f"of it has changed (grown, or been written in place) since the last one, into {cfg.dest}")
     waiting_said = False
+    previous, changed = None, 0  # the last reading, and the changes added up since the last snapshot
     while not stop.is_set():
         try:
             if not cfg.db.exists():
+                previous = None
                 if not waiting_said:
                     say(f"waiting for {cfg.db} to exist (looking every {format_duration(cfg.interval)})")
                     waiting_said = True
             else:
                 waiting_said = False
-                size = dbcopy.logical_size(cfg.db)
+                now = watch.read(cfg.db, dbcopy.logical_size(cfg.db))
                 last = store.latest_db_size(cfg.dest, cfg.db) if cfg.dest.exists() else None
-                if last is None or size - last > cfg.growth:
-                    why = "no snapshot of it yet" if last is None else f"grew by {human(size - last)}"
+                if previous is None:  # the first look: what grew while nobody watched
+                    changed = max(0, now.size - last) if last is not None else 0
+                else:
+                    changed += watch.changed_bytes(previous, now)
+                previous = now
+                if last is None or changed > cfg.growth:
+                    why = "no snapshot of it yet" if last is None else f"changed by {human(changed)}"
                     say(f"{cfg.db} {why}: taking a snapshot")
                     path = store.create(cfg, "growth", should_stop=stop.is_set, lock_wait=0)
                     say(f"snapshot {path}")
+                    changed = 0
         except LockBusy:
             say("another snapshot is being taken; looking again next round")
         except SnapshotError as exc:
