@@ -287,3 +287,13 @@ def test_history_incremental_walk_fetches_all_new_messages_and_stops_early(seed)
     assert {ident for _, ident in new} <= set(got)
     assert steps < full_steps
     assert steps <= len(new) // (LIMIT - 10) + 3
+
+
+def test_memory_page_ids_come_from_the_ident_function():
+    held = Held(5.0, frozenset({"u5"}))
+    items = [{"uuid": "u5", "created_at": 5.0}]
+    by_uuid = next_memory_page(1, items, 3, new_ids=1, held=held, full=False,
+                               key=lambda m: m["created_at"], ident=lambda m: m["uuid"])
+    assert by_uuid == Stop("reached the memories already backed up")
+    by_id = next_memory_page(1, items, 3, new_ids=1, held=held, full=False, key=lambda m: m["created_at"])
+    assert by_id == Next(2)  # "None" is not a held id

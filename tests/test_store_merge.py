@@ -285,3 +285,18 @@ def test_a_saved_file_out_of_order_is_resorted_after_streaming(tmp_path):
     stats, records = both_ways(tmp_path, saved, pages)
     assert stats.streamed and stats.saved_resorted
     assert [r["id"] for r in records] == ["y"] + [m["id"] for m in messages] + ["z"]
+
+
+def test_records_are_identified_by_the_resources_id_field(tmp_path):
+    """A resource whose records carry their identity elsewhere (``id_field``): dedupe and ties use it."""
+    saved = tmp_path / "saved.json"
+    write_array(saved, [{"uuid": "a", "ts": 1.0, "v": "old"}, {"uuid": "b", "ts": 2.0}])
+    fetched = [{"uuid": "a", "ts": 1.0, "v": "new"}, {"uuid": "c", "ts": 2.0}, {"uuid": "c", "ts": 2.0, "v": 2}]
+    out = io.BytesIO()
+    stats = merge_collection(saved, pairs(fetched), out, time_field="ts", workdir=tmp_path, id_field="uuid")
+    assert json.loads(out.getvalue()) == [{"uuid": "a", "ts": 1.0, "v": "new"}, {"uuid": "b", "ts": 2.0},
+                                          {"uuid": "c", "ts": 2.0, "v": 2}]
+    assert (stats.total, stats.new, stats.newest_ids) == (3, 1, ["b", "c"])
+    # with the default "id" the same records have no id: every distinct content is kept
+    out = io.BytesIO()
+    assert merge_collection(saved, pairs(fetched), out, time_field="ts", workdir=tmp_path).total == 5

@@ -59,11 +59,13 @@ def reached_held(keyed: Iterable[tuple[float | None, str]], held: Held) -> bool:
 
 
 def next_memory_page(page: int, items: list, total_pages: int | None, *, new_ids: int,
-                     held: Held, full: bool, key: Callable[[dict], float | None]) -> Next | Stop | Fail:
-    """Decide after receiving memory page ``page`` (from 1) with ``new_ids`` ids unseen this run."""
+                     held: Held, full: bool, key: Callable[[dict], float | None],
+                     ident: Callable[[dict], str] = lambda m: str(m.get("id"))) -> Next | Stop | Fail:
+    """Decide after receiving memory page ``page`` (from 1) with ``new_ids`` ids unseen this run;
+    ``key`` and ``ident`` read an item's time (seconds) and id."""
     if not items:
         return Stop("empty page")
-    if not full and reached_held(((key(m), str(m.get("id"))) for m in items), held):
+    if not full and reached_held(((key(m), ident(m)) for m in items), held):
         return Stop("reached the memories already backed up")
     if total_pages is not None and page >= total_pages:
         return Stop("last page")

@@ -17,8 +17,10 @@ class Resource:
     ``path`` is under ``/api`` with ``{jargon}``, ``{profile_path}``, ``{id}`` and ``{username}``
     filled in by ``api.Endpoints``. ``paging`` says how a collection is walked: ``"page"`` (numbered
     pages, newest first) or ``"before_ts"`` (by time); ``None`` for a document, which is stored whole
-    exactly as received. ``entry_keys`` are the keys under which a document may wrap its list of
-    entries (for the counts only); ``counts_keys`` counts an object's keys instead.
+    exactly as received. A collection's records are placed on the timeline by ``time_field`` and
+    identified by ``id_field`` (dedupe, incremental stops). ``entry_keys`` are the keys under which a
+    document may wrap its list of entries (for the counts only); ``counts_keys`` counts an object's
+    keys instead.
     """
 
     name: str
@@ -33,10 +35,6 @@ class Resource:
     @property
     def collection(self) -> bool:
         return self.paging is not None
-
-    @property
-    def kind(self) -> str:
-        return "collection" if self.collection else "document"
 
 
 REGISTRY: tuple[Resource, ...] = (

@@ -280,13 +280,14 @@ class BackupSpider(scrapy.Spider):
             return
         if result.items:
             yield Page(walk.personality, walk.current.name, result.items)
-        ids = {str(m.get("id")) for m in result.items if isinstance(m, dict)}
+        time_field, id_field = walk.current.time_field, walk.current.id_field
+        ids = {str(m.get(id_field)) for m in result.items if isinstance(m, dict)}
         new_ids = len(ids - walk.seen_ids)
         walk.seen_ids |= ids
-        time_field = walk.current.time_field
         decision = paging.next_memory_page(
             position, result.items, result.total_pages, new_ids=new_ids, held=walk.held, full=self.full,
-            key=lambda m: to_epoch(m.get(time_field)) if isinstance(m, dict) else None)
+            key=lambda m: to_epoch(m.get(time_field)) if isinstance(m, dict) else None,
+            ident=lambda m: str(m.get(id_field)) if isinstance(m, dict) else "None")
         yield from self._follow(walk, decision, decision.value if isinstance(decision, paging.Next) else None)
 
     @step

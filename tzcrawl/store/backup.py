@@ -274,7 +274,8 @@ class CollectionRun:
     def __init__(self, store: BackupStore, personality: dict, resource: str, name: str, workdir: Path):
         self.store, self.personality, self.resource, self.name, self.workdir = (
             store, dict(personality), resource, name, workdir)
-        self.time_field = registry.collection(resource).time_field
+        described = registry.collection(resource)
+        self.time_field, self.id_field = described.time_field, described.id_field
         self.journal = Journal(workdir / "journal.jsonl")
         self.closed = False
 
@@ -301,6 +302,7 @@ class CollectionRun:
                     read_journal(self.journal.path),
                     out,
                     time_field=self.time_field,
+                    id_field=self.id_field,
                     workdir=self.workdir,
                     chunk_size=store.chunk_size,
                     index_limit=store.index_limit,

@@ -32,10 +32,10 @@ OLD, NEW = 0, 1  # on equal keys the saved copy comes first; dedupe keeps the fe
 Entry = tuple[SortKey, int, int, str, int, bytes]
 
 
-def dedupe_id(value) -> str:
+def dedupe_id(value, id_field: str = "id") -> str:
     """Identity of a record: its id, or a digest of its whole content when it has none."""
-    if isinstance(value, dict) and value.get("id") is not None:
-        return "i:" + id_text(value)
+    if isinstance(value, dict) and value.get(id_field) is not None:
+        return "i:" + id_text(value, id_field)
     canonical = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "c:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -47,29 +47,37 @@ def conversation_chars(value) -> int:
     return sum(len(value[k]) for k in ("message", "reply") if isinstance(value.get(k), str))
 
 
-def describe(value, time_field: str, chars: bool = True) -> tuple[SortKey, str, int]:
+def describe(value, time_field: str, chars: bool = True, id_field: str = "id") -> tuple[SortKey, str, int]:
     """(sort key, dedupe id, conversation characters) of a record: ``sort_key``, ``dedupe_id`` and
     ``conversation_chars`` in one pass, with fast paths for what the service sends (every record of
     a large history goes through here, sometimes twice)."""
     if type(value) is dict:
-        raw = value.get("id")
-        ident = raw if type(raw) is str else id_text(value)
+        raw = value.get(id_field)
+        ident = raw if type(raw) is str else id_text(value, id_field)
         stamp = value.get(time_field)
         # Unix seconds as a float (what the service sends): used as is; anything else is read.
         seconds = stamp if type(stamp) is float and -MILLISECONDS_ABOVE <= stamp <= MILLISECONDS_ABOVE else to_epoch(stamp)
         key = (0, 0.0, ident) if seconds is None else (1, seconds, ident)
-        did = dedupe_id(value) if raw is None else "i:" + ident
+        did = dedupe_id(value, id_field) if raw is None else "i:" + ident
         count = 0
         if chars:
             message, reply = value.get("message"), value.get("reply")
             count = (len(message) if type(message) is str else 0) + (len(reply) if type(reply) is str else 0)
         return key, did, count
-    return sort_key(value, time_field), dedupe_id(value), conversation_chars(value) if chars else 0
+    return sort_key(value, time_field, id_field), dedupe_id(value, id_field), conversation_chars(value) if chars else 0
 
 
-def to_entry(line: str, value, time_field: str, source: int, seq: int, chars: bool = True) -> Entry:
-    key, did, count = describe(value, time_field, chars)
-    return (key, source, seq, did, count, line)
+@dataclass(frozen=True)
+class Fields:
+    """Which fields of a collection's records matter to the merge (from the resource registry)."""
+
+    time: str
+    id: str = "id"
+    chars: bool = True  # count conversation characters (messages)
+
+    def entry(self, line, value, source: int, seq: int) -> Entry:
+        key, did, count = describe(value, self.time, self.chars, self.id)
+        return (key, source, seq, did, count, line)
 
 
 class IdIndex:
@@ -213,10 +221,10 @@ def _checked_order(entries: Iterable[Entry]) -> Iterator[Entry]:
         yield entry
 
 
-def saved_entries(path: Path | None, time_field: str, chars: bool = True) -> Iterator[Entry]:
+def saved_entries(path: Path | None, fields: Fields) -> Iterator[Entry]:
     if path is None or not path.exists():
         return iter(())
-    return (to_entry(line, value, time_field, OLD, seq, chars) for seq, (line, value) in enumerate(read_array(path)))
+    return (fields.entry(line, value, OLD, seq) for seq, (line, value) in enumerate(read_array(path)))
 
 
 @dataclass
@@ -263,47 +271,49 @@ def merge_collection(
     chunk_size: int = 10_000,
     index_limit: int = 100_000,
     chars: bool = True,
+    id_field: str = "id",
 ) -> MergeStats:
     """Write ``saved`` merged with ``fetched`` to ``out`` (binary) as a line-shaped JSON array.
 
     ``fetched`` yields ``(line, record)`` in the order fetched; a ``JournalReader`` (which can also
-    read ``backward``) lets a newest-first journal be merged without sorting it. ``chars`` counts
-    conversation characters (messages).
+    read ``backward``) lets a newest-first journal be merged without sorting it. Records are placed
+    by ``time_field`` and identified by ``id_field``; ``chars`` counts conversation characters.
     """
+    fields = Fields(time_field, id_field, chars)
+    journal = fetched if hasattr(fetched, "backward") else None
     index = IdIndex(workdir, index_limit)
     fetched_runs = Runs(workdir, "fetched", chunk_size)
     saved_runs = Runs(workdir, "saved", chunk_size)
     start = out.tell()
     try:
-        if hasattr(fetched, "backward") and (saved is None or not saved.exists()):
-            stats = _first_backup(fetched, out, time_field, chars, index_limit)  # one pass, no index
+        if journal is not None and (saved is None or not saved.exists()):
+            stats = _first_backup(journal, out, fields, index_limit)  # one pass, no index
             if stats is not None:
                 return stats
             out.seek(start)
             out.truncate()
-        described = _index_newest_first(fetched, index, time_field, chars) if hasattr(fetched, "backward") else None
+        described = _index_newest_first(journal, index, fields) if journal is not None else None
         if described is not None:
-            fetched_streams = [_backward_entries(fetched, described, time_field, chars)]
+            fetched_streams = [_backward_entries(journal, described, fields)]
         else:
-            indexed = not hasattr(fetched, "backward")  # else the first pass has indexed every id
 
             def entries():
                 for seq, (line, value) in enumerate(fetched):
-                    entry = to_entry(line, value, time_field, NEW, seq, chars)
-                    if indexed:
+                    entry = fields.entry(line, value, NEW, seq)
+                    if journal is None:  # a journal's first pass has indexed every id already
                         index.put(entry[3], seq)
                     yield entry
 
             fetched_streams = fetched_runs.fill(entries()).streams()
         index.freeze()
         try:
-            stats = _merge_streams(_checked_order(saved_entries(saved, time_field, chars)), fetched_streams, index, out)
+            stats = _merge_streams(_checked_order(saved_entries(saved, fields)), fetched_streams, index, out)
         except SavedFileUnsorted:
             out.seek(start)
             out.truncate()
             if described is not None:  # the backward stream was used up: read it again
-                fetched_streams = [_backward_entries(fetched, described, time_field, chars)]
-            saved_runs.fill(saved_entries(saved, time_field, chars))
+                fetched_streams = [_backward_entries(journal, described, fields)]
+            saved_runs.fill(saved_entries(saved, fields))
             stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_streams, index, out)
             stats.saved_resorted = True
         stats.runs = len(fetched_runs.files)
@@ -325,7 +335,7 @@ class _Described(list):
     count = 0  # records in the journal
 
 
-def _index_newest_first(fetched, index: "IdIndex", time_field: str, chars: bool) -> _Described | None:
+def _index_newest_first(fetched, index: "IdIndex", fields: Fields) -> _Described | None:
     """First pass over a journal: index every fetched id (seq: the order fetched). When each record
     came at or before the one fetched just before it on the timeline (a record fetched twice in a
     row aside), the journal read backward is in order: returns what was learned of each record;
@@ -333,8 +343,9 @@ def _index_newest_first(fetched, index: "IdIndex", time_field: str, chars: bool)
     described = _Described()
     previous_key = previous_did = None
     ordered, seq = True, -1
+    time, chars, id_field = fields.time, fields.chars, fields.id  # locals: once per record
     for seq, value in enumerate(fetched.values()):
-        key, did, characters = describe(value, time_field, chars)
+        key, did, characters = describe(value, time, chars, id_field)
         index.put(did, seq)  # every id, whatever the order: the external sort relies on it
         if not ordered:
             continue
@@ -353,7 +364,7 @@ def _index_newest_first(fetched, index: "IdIndex", time_field: str, chars: bool)
     return described if ordered else None
 
 
-def _backward_entries(fetched, described: _Described, time_field: str, chars: bool) -> Iterator[Entry]:
+def _backward_entries(fetched, described: _Described, fields: Fields) -> Iterator[Entry]:
     seq = described.count
     if described.complete:
         for line in fetched.backward_lines():
@@ -363,11 +374,10 @@ def _backward_entries(fetched, described: _Described, time_field: str, chars: bo
         return
     for line, value in fetched.backward():
         seq -= 1
-        key, did, characters = describe(value, time_field, chars)
-        yield (key, NEW, seq, did, characters, line)
+        yield fields.entry(line, value, NEW, seq)
 
 
-def _first_backup(fetched, out: IO[bytes], time_field: str, chars: bool, limit: int) -> MergeStats | None:
+def _first_backup(fetched, out: IO[bytes], fields: Fields, limit: int) -> MergeStats | None:
     """No saved file: read the journal backward once, oldest first, keeping the first copy seen of
     each record (the last one fetched). None (nothing usable written) when the order does not hold
     or more than ``limit`` ids would have to be remembered."""
@@ -375,8 +385,9 @@ def _first_backup(fetched, out: IO[bytes], time_field: str, chars: bool, limit: 
     writer = ArrayWriter(out)
     seen: set[str] = set()
     previous_key = previous_did = None
+    time, chars, id_field = fields.time, fields.chars, fields.id  # locals: once per record
     for line, value in fetched.backward():
-        key, did, characters = describe(value, time_field, chars)
+        key, did, characters = describe(value, time, chars, id_field)
         if previous_key is not None and (key < previous_key or (key == previous_key and did != previous_did)):
             return None
         previous_key, previous_did = key, did

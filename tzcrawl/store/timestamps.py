@@ -61,11 +61,11 @@ def _from_iso(text: str) -> float | None:
         return None
 
 
-def id_text(record) -> str:
+def id_text(record, id_field: str = "id") -> str:
     """The record's id as a string ("" when it has none), the tie-breaker of the sort."""
     if not isinstance(record, dict):
         return ""
-    value = record.get("id")
+    value = record.get(id_field)
     if value is None:
         return ""
     if isinstance(value, str):
@@ -73,9 +73,9 @@ def id_text(record) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def sort_key(record, field: str) -> SortKey:
+def sort_key(record, field: str, id_field: str = "id") -> SortKey:
     """Where ``record`` goes on the timeline of ``field`` (``created_at`` or ``ts``)."""
     seconds = to_epoch(record.get(field)) if isinstance(record, dict) else None
     if seconds is None:
-        return (0, 0.0, id_text(record))
-    return (1, seconds, id_text(record))
+        return (0, 0.0, id_text(record, id_field))
+    return (1, seconds, id_text(record, id_field))
