@@ -42,7 +42,9 @@ def test_command_serves_and_stops_on_sigterm(tmp_path):
         assert banner["base_url"].startswith("http://127.0.0.1:")
         assert banner["login"] == "owner@example.com / sandbox-password"
         base, cookie = banner["base_url"], banner["cookie"]
-        assert json.loads(ready.read_text()) == {"base_url": base, "cookie": cookie}
+        files = banner["file host"].split()[0]
+        assert files.startswith("http://127.0.0.2:")
+        assert json.loads(ready.read_text()) == {"base_url": base, "cookie": cookie, "files_url": files}
         assert stat.S_IMODE(ready.stat().st_mode) == 0o600
         listing = call(base, "/api/shapes?category=self", cookie)
         assert listing.status == 200 and len(listing.json()) == 2

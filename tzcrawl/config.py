@@ -48,7 +48,7 @@ def flag(raw, what: str) -> bool | None:
     raise ConfigError(f"{what} takes yes or no, not {raw!r}")
 
 
-def _float(settings, name: str, default: float) -> float:
+def seconds(settings, name: str, default: float) -> float:
     raw = lookup(settings, name, default)
     try:
         value = float(raw)
@@ -59,7 +59,7 @@ def _float(settings, name: str, default: float) -> float:
     return value
 
 
-def _int(settings, name: str, default: int) -> int:
+def whole(settings, name: str, default: int) -> int:
     raw = lookup(settings, name, default)
     try:
         value = int(raw)
@@ -137,9 +137,9 @@ class BackupConfig:
         backup_dir = Path(str(lookup(settings, "BACKUP_DIR", "data/personalities"))).expanduser()
         return cls(
             backup_dir=backup_dir,
-            personality_delay=_float(settings, "BACKUP_PERSONALITY_DELAY", 2.0),
-            lock_timeout=_float(settings, "BACKUP_LOCK_TIMEOUT", 60.0),
-            merge_chunk=_int(settings, "BACKUP_MERGE_CHUNK", 5000),
+            personality_delay=seconds(settings, "BACKUP_PERSONALITY_DELAY", 2.0),
+            lock_timeout=seconds(settings, "BACKUP_LOCK_TIMEOUT", 60.0),
+            merge_chunk=whole(settings, "BACKUP_MERGE_CHUNK", 5000),
         )
 
     def check_backup_dir(self) -> None:

@@ -15,9 +15,23 @@ from tzcrawl.signals import resource_finished
 logger = logging.getLogger(__name__)
 
 
+MEDIA = "media"  # reported like a resource, from the media pipeline; not one of the API's resources
+
+
+def media_cell(cell: dict) -> str:
+    """``held (+new)``, then how many are gone and how many failed, when any."""
+    text = f"{cell.get('total', 0)} (+{cell.get('new', 0)})"
+    if cell.get("gone"):
+        text += f", {cell['gone']} gone"
+    if cell.get("failed"):
+        text += f", {cell['failed']} FAILED"
+    return text
+
+
 def summary_table(rows: dict[str, dict[str, dict]]) -> str:
-    """One line per personality: each resource's total (``new`` in brackets), FAILED or SKIPPED."""
-    columns = [r for r in RESOURCES if any(r in res for res in rows.values())]
+    """One line per personality: each resource's total (``new`` in brackets), FAILED or SKIPPED; the
+    media column (when media were backed up) says held (+new), gone and failed files."""
+    columns = [r for r in (*RESOURCES, MEDIA) if any(r in res for res in rows.values())]
     header = ["personality", *columns, "characters"]
     lines = [header]
     for username, resources in rows.items():
@@ -26,6 +40,8 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
             cell = resources.get(resource)
             if cell is None:
                 line.append("-")
+            elif resource == MEDIA:
+                line.append(media_cell(cell))
             elif not cell["outcome"].ok:
                 line.append(cell["outcome"].status.upper())
             elif resource in COLLECTIONS:
@@ -55,6 +71,9 @@ class BackupReport:
         username = personality["username"]
         stats = self.crawler.stats
         self.rows.setdefault(username, {})[resource] = {**figures, "outcome": outcome}
+        if resource == MEDIA:
+            self._media(username, outcome, figures)
+            return
         if not outcome.ok:
             stats.inc_value(f"backup/resources/{outcome.status}")
             stats.inc_value(f"backup/{resource}/{outcome.status}")
@@ -74,6 +93,14 @@ class BackupReport:
             logger.info("%s · %s: saved (%d entries, %d requests)", username, resource,
                         figures.get("total", 0), figures.get("requests", 0))
 
+    def _media(self, username: str, outcome, figures: dict) -> None:
+        """Media files are not API resources: counted apart; a failed file makes the run incomplete."""
+        if not outcome.ok:
+            self.crawler.stats.inc_value("backup/media/personalities_failed")
+        logger.log(logging.INFO if outcome.ok else logging.ERROR, "%s · media: %d held, %d new (%d bytes), %d gone, "
+                   "%d failed", username, figures.get("total", 0), figures.get("new", 0), figures.get("bytes", 0),
+                   figures.get("gone", 0), figures.get("failed", 0))
+
     def spider_closed(self, spider, reason):
         stats = self.crawler.stats
         complete_people = sum(1 for res in self.rows.values() if res and all(c["outcome"].ok for c in res.values()))
@@ -85,7 +112,8 @@ class BackupReport:
                            requested=stats.get_value("backup/resources/requested", 0),
                            complete=stats.get_value("backup/resources/complete", 0),
                            failed=stats.get_value("backup/resources/failed", 0)
-                           + stats.get_value("backup/resources/skipped", 0),
+                           + stats.get_value("backup/resources/skipped", 0)
+                           + stats.get_value("backup/media/personalities_failed", 0),
                            errors=stats.get_value("backup/errors", 0) + unexpected)
         stats.set_value(EXIT_CODE_STAT, code)
         if self.rows:

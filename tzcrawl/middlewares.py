@@ -87,7 +87,8 @@ class AdaptivePacingMiddleware:
 
     AutoThrottle sets the delay from latency only; this raises it to the learned interval after
     AutoThrottle's adjustment (it runs on ``response_downloaded``, before middlewares see the response).
-    Off with ``TZCRAWL_ADAPTIVE_PACING = False``.
+    Off with ``TZCRAWL_ADAPTIVE_PACING = False``; a request with ``meta["dont_pace"]`` (media, on
+    another host with its own slot) neither teaches nor is paced.
     """
 
     def __init__(self, crawler, clock=time.monotonic):
@@ -108,6 +109,8 @@ class AdaptivePacingMiddleware:
         return cls(crawler)
 
     def process_response(self, request, response):
+        if request.meta.get("dont_pace"):
+            return response
         now = self.clock()
         if self.since is None:
             self.since = now

@@ -48,7 +48,13 @@ DOWNLOADER_MIDDLEWARES = {
     # Above the retry middleware, so it sees a 429 before it is retried.
     "tzcrawl.middlewares.AdaptivePacingMiddleware": 560,
 }
-ITEM_PIPELINES = {"tzcrawl.pipelines.BackupPipeline": 300}
+# Media first: it lists a resource's media in the manifest before the text commit, and finishes a
+# personality's downloads before BackupPipeline lets go of its lock.
+ITEM_PIPELINES = {"tzcrawl.media.pipeline.MediaFilesPipeline": 200, "tzcrawl.pipelines.BackupPipeline": 300}
+# The file host gets its own download slot (BACKUP_MEDIA_CONCURRENCY at once) next to the API's.
+ADDONS = {"tzcrawl.media.MediaAddon": 0}
+# Media may be behind a redirect (to a CDN); the cookie middleware keeps the cookie off other hosts.
+MEDIA_ALLOW_REDIRECTS = True
 EXTENSIONS = {"tzcrawl.extensions.BackupReport": 500}
 
 # The spider yields one page (or document) and one request per answer; Scrapy would start

@@ -89,6 +89,9 @@ class App:
         self.bucket: TokenBucket | None = None
         self._cookies: dict[str, dict[str, float]] = {}
         self._api_requests = 0
+        from .files import FileHost  # the file host reads this app's knobs and config
+
+        self.files = FileHost(self)
         self.reset_stats()
         self._apply_knobs({})
 
@@ -137,6 +140,7 @@ class App:
             for state in self._cookies.values():
                 state["uses"] = 0
         self.world.iso_share = new.iso_dates
+        self.world.hostile_media = new.hostile_media_urls
         self.world.set_ties(new.ts_ties)
         self.world.set_unsafe_usernames(new.unsafe_usernames)
 
@@ -147,6 +151,8 @@ class App:
             self._status: Counter = Counter()
             self._route_status: dict[str, Counter] = {}
             self._dropped = 0
+        if hasattr(self, "files"):
+            self.files.reset_stats()
 
     def stats(self) -> dict:
         with self.lock:
@@ -156,6 +162,7 @@ class App:
                 "status": {str(k): v for k, v in sorted(self._status.items())},
                 "route_status": {r: {str(k): v for k, v in c.items()} for r, c in self._route_status.items()},
                 "dropped": self._dropped,
+                "files": self.files.stats(),
             }
 
     def _count(self, route: str, response: Response) -> None:

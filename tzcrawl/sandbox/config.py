@@ -19,6 +19,7 @@ PAGINATION_STYLES = ("pagination", "meta", "camel", "mixed")
 KNOWLEDGE_SHAPES = ("single", "items", "array", "story", "knowledge")
 TRAINING_SHAPES = ("array", "single", "training", "items")
 ERROR_CODES = (500, 502, 503)
+MEDIA_FAULTS = ("none", "404", "410", "500", "flaky", "huge", "html", "redirect")
 
 
 def _knob(default: Any, help: str, **choices: Any) -> Any:
@@ -46,6 +47,14 @@ class Knobs:
         None, "memory pagination spelling for all: pagination | meta | camel | mixed", choices=PAGINATION_STYLES
     )
     memory_page_size: int = _knob(20, "memories per page")
+    media_fault: str = _knob(
+        "none", "file host fault: none | 404 | 410 | 500 (always 503) | flaky (503 twice, then the file) | huge "
+        "(media_huge_kb) | html (a 200 HTML page) | redirect (302 to the mirror host)", choices=MEDIA_FAULTS)
+    media_fault_share: float = _knob(1.0, "fraction of files (chosen by path) that get media_fault", fraction=True)
+    media_huge_kb: int = _knob(4096, "size of a file answered by the huge fault, in KB")
+    media_latency: float = _knob(0.0, "seconds the file host waits before answering")
+    hostile_media_urls: bool = _knob(False, "the first personality's screenshots include file:, javascript:, "
+                                            "relative and data: URLs")
 
 
 @dataclass
@@ -67,6 +76,10 @@ class SandboxConfig(Knobs):
     email: str = _knob("owner@example.com", "login e-mail")
     password: str = _knob("sandbox-password", "login password")
     cookie_ttl: float = _knob(86400.0, "seconds a minted cookie stays valid")
+    voice_replies: float = _knob(0.15, "fraction of messages with a voice reply (mp3) on the file host", fraction=True)
+    attachments: float = _knob(0.1, "fraction of messages with an attachment (png, jpeg or mp3)", fraction=True)
+    media_min_kb: int = _knob(1, "smallest media file, in KB")
+    media_max_kb: int = _knob(8, "largest media file, in KB")
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property

@@ -45,11 +45,19 @@ PHRASES = (
 NAMES = ("Élodie", "Kenji 健二", "Zoë 🌙", "Amara", "Søren", "李白", "Mateus", "Aurélie", "Noor", "Björk")
 UNSAFE_USERNAMES = ("../x", "a/b", "名前", "long-" + "x" * 295, ".hidden", "CON", "Sam", "sam")
 FOREIGN = {"id": "00000000-0000-4000-8000-0000000f0e19", "name": "Public Bot", "username": "public-bot"}
+FILES_BASE = "https://files.example.com"  # until a running sandbox puts its file host here
+ATTACHMENT_TYPES = (("image/png", ".png"), ("image/jpeg", ".jpg"), ("audio/mp3", ".mp3"))
+HOSTILE_MEDIA_URLS = ("file:///etc/passwd", "javascript:alert(1)", "/relative/shot.png",
+                      "data:image/gif;base64,R0lGODlhAQABAAAAACw=")
 
 
 def _seed_int(*parts: Any) -> int:
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def _hex(*parts: Any) -> str:
+    return hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).hexdigest()
 
 
 def _uuid(rng: random.Random) -> str:
@@ -150,6 +158,8 @@ class World:
         self.lock = threading.RLock()
         self.text = Text(config.seed)
         self.iso_share = config.iso_dates  # the iso_dates knob, read while rendering memories
+        self.hostile_media = config.hostile_media_urls  # likewise, read while rendering profiles
+        self.files_base = FILES_BASE
         rng = random.Random(f"owner:{config.seed}")
         self.owner_id = _uuid(rng)
         self.personalities = [self._make(i) for i in range(config.personalities)]
@@ -224,7 +234,7 @@ class World:
     def _profile_extra(self, rng: random.Random) -> dict:
         return {
             "description": self.text(rng, 50, 500),
-            "avatar_url": f"https://files.example.com/avatars/{rng.getrandbits(32):08x}.png",
+            "avatar_path": f"/avatars/{rng.getrandbits(32):08x}.png",
             "tags": rng.sample(["friend", "coach", "writer", "日本語", "🎲"], 2),
             "settings": {
                 "model": {"name": rng.choice(("gpt-x", "claude-y", "local-z")), "temperature": round(rng.random(), 2)},
@@ -256,15 +266,17 @@ class World:
     def _message(self, base: int, position: int, ts: float) -> dict:
         rng = random.Random(base + position)
         mid = _uuid(rng)
-        attachment = rng.random() < 0.1
+        attachment = rng.random() < self.config.attachments
+        kind, ext = ATTACHMENT_TYPES[int(_hex(mid, "type"), 16) % len(ATTACHMENT_TYPES)]
+        files = self.files_base
         return {
             "id": mid,
             "message": "" if rng.random() < 0.02 else self.text(rng, 10, 300),
             "reply": self.text(rng, 40, 1500),
             "ts": ts,
-            "voice_reply_url": f"https://files.example.com/voice/{mid}.mp3" if rng.random() < 0.15 else None,
-            "attachment_url": f"https://files.example.com/att/{mid}.png" if attachment else None,
-            "attachment_type": "image/png" if attachment else None,
+            "voice_reply_url": f"{files}/voice/{mid}.mp3" if rng.random() < self.config.voice_replies else None,
+            "attachment_url": f"{files}/att/{mid}{ext}" if attachment else None,
+            "attachment_type": kind if attachment else None,
             "regenerated_replies": [self.text(rng, 40, 300)] if rng.random() < 0.1 else [],
             "fallback_model_used": rng.random() < 0.05,
             "x_meta": {"tokens": rng.randint(5, 900), "reaction": rng.choice((None, "👍", "❤️"))},
@@ -307,7 +319,7 @@ class World:
             "id": p.id,
             "name": p.name,
             "username": self.username(p),
-            "avatar_url": p.profile_extra["avatar_url"],
+            "avatar_url": self.files_base + p.profile_extra["avatar_path"],
             "created_at": p.created_at,
             "x_badges": ["owner"],
         }
@@ -321,14 +333,27 @@ class World:
         return []
 
     def profile(self, p: Personality) -> dict:
+        extra = {k: v for k, v in p.profile_extra.items() if k != "avatar_path"}
         return {
             "id": p.id,
             "name": p.name,
             "username": self.username(p),
             "user_id": self.owner_id,
             "created_at": p.created_at,
-            **p.profile_extra,
+            **extra,
+            **self.profile_media(p),
         }
+
+    def profile_media(self, p: Personality) -> dict:
+        """The profile's media fields, on the file host (the same URL twice, as the service does)."""
+        files, h = self.files_base, _hex(p.id, "media")
+        avatar = files + p.profile_extra["avatar_path"]
+        shots = [{"id": f"shot-{k}", "url": f"{files}/shots/{h}-{k}.png", "caption": f"Screenshot {k}"}
+                 for k in (1, 2)]
+        if self.hostile_media and p.index == 0:
+            shots += [{"id": f"odd-{k}", "url": url, "caption": "odd"} for k, url in enumerate(HOSTILE_MEDIA_URLS)]
+        return {"avatar_url": avatar, "avatar": avatar, "banner": f"{files}/banners/{h}.jpg",
+                "voice_file": f"{files}/voices/{h}.ogg", "screenshots": shots}
 
     def memory_page(self, p: Personality, page: int, per_page: int, style: str) -> dict:
         with self.lock:
@@ -359,8 +384,13 @@ class World:
             return {"items": list(entries), "total": len(entries), "x_version": 2}
         return {shape: list(entries), "x_version": 2}
 
+    def knowledge_entries(self, p: Personality) -> list[dict]:
+        """Knowledge as served: every other entry (by id) carries an image on the file host."""
+        return [dict(e, image_url=f"{self.files_base}/kb/{e['id']}.png") if int(_hex(e["id"]), 16) % 2 else dict(e)
+                for e in p.knowledge]
+
     def knowledge(self, p: Personality) -> Any:
-        return self.shaped(p.knowledge, p.knowledge_shape)
+        return self.shaped(self.knowledge_entries(p), p.knowledge_shape)
 
     def training(self, p: Personality) -> Any:
         return self.shaped(p.training, p.training_shape)
@@ -403,7 +433,7 @@ class World:
                 "memories": p.memories.newest_first(len(p.memories), 0),
                 "messages": p.messages.newest_first(len(p.messages), 0),
                 "knowledge": self.knowledge(p),
-                "knowledge_entries": list(p.knowledge),
+                "knowledge_entries": self.knowledge_entries(p),
                 "training": self.training(p),
                 "training_entries": list(p.training),
                 "user": dict(p.user),

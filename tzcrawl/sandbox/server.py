@@ -10,12 +10,14 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 from .app import MAX_BODY, App, Response, error
 from .config import SandboxConfig
 
 HOST = "127.0.0.1"
+FILES_HOST = "127.0.0.2"  # the file host: another loopback address, so another origin than the API's
+MIRROR_HOST = "127.0.0.3"  # where the file host's redirect fault sends clients
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -43,7 +45,7 @@ class _Handler(BaseHTTPRequestHandler):
             target = self.path.encode("iso-8859-1").decode("utf-8")
         except UnicodeError:
             target = self.path
-        response = self.server.app.handle(self.command, target, self.headers, body, self.client_address[0])
+        response = self.server.answer(self.command, target, self.headers, body, self.client_address[0])
         if response.delay and self.server.stopping.wait(response.delay):
             response = Response(0, drop=True)
         if response.drop:
@@ -73,8 +75,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: App):
-        self.app = app
+    def __init__(self, address: tuple[str, int], answer: Callable[..., Response]):
+        self.answer = answer  # (method, target, headers, body, peer) -> Response
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -105,10 +107,17 @@ class _Server(ThreadingHTTPServer):
                 pass
 
 
+def _serve(server: _Server, name: str) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 class Sandbox:
     """A running imitation of the service: ``with Sandbox(SandboxConfig(...), port=0) as sb: ...``."""
 
-    def __init__(self, config: SandboxConfig | None = None, port: int = 0, max_lifetime: float | None = None, **kwargs: Any):
+    def __init__(self, config: SandboxConfig | None = None, port: int = 0, max_lifetime: float | None = None,
+                 files: bool = True, **kwargs: Any):
         if config is not None and kwargs:
             raise TypeError("give either a SandboxConfig or keyword arguments, not both")
         self.config = config or SandboxConfig(**kwargs)
@@ -116,7 +125,9 @@ class Sandbox:
         self.port = port
         self.max_lifetime = max_lifetime
         self.cookie = self.app.mint_cookie()
+        self.files = files  # also run the file host (and its mirror) for media
         self._server: _Server | None = None
+        self._file_servers: list[_Server] = []
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self.stopped = threading.Event()
@@ -125,10 +136,17 @@ class Sandbox:
     def start(self) -> "Sandbox":
         if self._server is not None:
             return self
-        self._server = _Server((HOST, self.port), self.app)
+        self._server = _Server((HOST, self.port), self.app.handle)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox:{self.port}", daemon=True)
-        self._thread.start()
+        self._thread = _serve(self._server, f"sandbox:{self.port}")
+        if self.files:
+            host = self.app.files
+            for address in (FILES_HOST, MIRROR_HOST):
+                server = _Server((address, 0), host.handler(address, mirror=address == MIRROR_HOST))
+                self._file_servers.append(server)
+                _serve(server, f"sandbox-files:{address}")
+            self.app.world.files_base = self.files_url
+            host.mirror_base = f"http://{MIRROR_HOST}:{self._file_servers[1].server_address[1]}"
         if self.max_lifetime:
             self._timer = threading.Timer(self.max_lifetime, self.stop)
             self._timer.daemon = True
@@ -141,10 +159,12 @@ class Sandbox:
             return
         if self._timer is not None:
             self._timer.cancel()
-        server.stopping.set()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
+        for each in [server, *self._file_servers]:
+            each.stopping.set()
+            each.shutdown()
+            each.close_connections()
+            each.server_close()
+        self._file_servers = []
         self.stopped.set()
 
     def __enter__(self) -> "Sandbox":
@@ -156,6 +176,17 @@ class Sandbox:
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def files_url(self) -> str | None:
+        """The file host's base URL (media live there), or None without one."""
+        if not self._file_servers:
+            return None
+        return f"http://{FILES_HOST}:{self._file_servers[0].server_address[1]}"
+
+    def file_stats(self) -> dict:
+        """Requests the file host (and mirror) answered, and how many carried a cookie or credentials."""
+        return self.app.files.stats()
 
     # -- the control surface, in process ----------------------------------------------------------
     def stats(self) -> dict:

@@ -22,6 +22,7 @@ from scrapy.exceptions import CloseSpider
 from tzcrawl import api, config, paging, registry
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
 from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
+from tzcrawl.media import MediaConfig
 from tzcrawl.pipelines import BackupPipeline
 from tzcrawl.store import BackupLocked
 from tzcrawl.store.timestamps import to_epoch
@@ -72,10 +73,12 @@ class BackupSpider(scrapy.Spider):
     bulk = False
     handle_httpstatus_list = [401, 403, 404]  # answered by the callbacks, in words that point at the cause
 
-    def __init__(self, personality: str | None = None, full: str | None = None, *args, **kwargs):
+    def __init__(self, personality: str | None = None, full: str | None = None, media: str | None = None,
+                 *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.names = split_names(personality)
         self.full = bool(config.flag(full, "-a full="))
+        self.media_arg = config.flag(media, "-a media=")  # None: BACKUP_MEDIA decides
         self.queue: deque[Walk] = deque()
         self.planned = tuple(r for r in registry.REGISTRY if r.name in self.resources)
 
@@ -86,6 +89,8 @@ class BackupSpider(scrapy.Spider):
         BackupConfig.from_settings(settings).check_backup_dir()
         config.cookie(settings)
         config.flag(spargs.get("full"), "-a full=")
+        config.flag(spargs.get("media"), "-a media=")
+        MediaConfig.from_settings(settings)
         if not cls.bulk and not split_names(spargs.get("personality")):
             raise ConfigError(f"say which personality: scrapy crawl {cls.name} -a personality=NAME[,NAME...]")
 
@@ -95,6 +100,8 @@ class BackupSpider(scrapy.Spider):
         spider.backup = BackupConfig.from_settings(crawler.settings)
         spider.endpoints = api.Endpoints(ServiceConfig.from_settings(crawler.settings))
         spider.store = None  # the pipeline's, found at start
+        wanted = MediaConfig.from_settings(crawler.settings).enabled
+        spider.media = wanted if spider.media_arg is None else spider.media_arg  # read by the media pipeline
         return spider
 
     def _store(self):

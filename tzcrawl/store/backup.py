@@ -7,6 +7,8 @@ that writes it, adds staging, merging, metadata and the locks.
     BACKUP_DIR/<name>/<name>_knowledge.json     knowledge, exactly as received
     BACKUP_DIR/<name>/<name>_training.json      training, exactly as received
     BACKUP_DIR/<name>/<name>_user_data.json     user personalization, exactly as received
+    BACKUP_DIR/<name>/<name>_media.json         media manifest: one entry per media URL (tzcrawl.media)
+    BACKUP_DIR/<name>/media/<sha1 of URL>.<ext> the media files themselves
     BACKUP_DIR/<name>/.backup-metadata.json     tracking info for incremental sync
     BACKUP_DIR/.locks/<name>.lock               held while a run writes this personality
 
@@ -38,6 +40,7 @@ from .merge import merge_collection
 from .names import child_path, safe_dir_name
 
 STAGING = ".staging"
+MEDIA_DIR = "media"
 
 
 class BackupOwnerMismatch(ValueError):
@@ -78,6 +81,12 @@ class BackupView:
     def path(self, username: str, resource: str) -> Path:
         name = self.dir_name(username)
         return self.directory(username) / f"{name}{registry.get(resource).suffix}.json"
+
+    def media_manifest_path(self, username: str) -> Path:
+        return self.directory(username) / f"{self.dir_name(username)}_media.json"
+
+    def media_dir(self, username: str) -> Path:
+        return self.directory(username) / MEDIA_DIR
 
     def metadata_path(self, username: str) -> Path:
         return self.directory(username) / meta.METADATA_NAME
