@@ -47,7 +47,8 @@ from tzcrawl.sandbox import Sandbox, SandboxConfig  # noqa: E402
 from tzcrawl.store import BackupView  # noqa: E402
 from tzcrawl.store.timestamps import to_epoch  # noqa: E402
 
-FLAT_OUT = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "False", "BACKUP_PERSONALITY_DELAY": "0"}
+# Text only: media downloads have their own benchmark (bench_media.py).
+FLAT_OUT = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "False", "BACKUP_PERSONALITY_DELAY": "0", "BACKUP_MEDIA": "no"}
 
 # The floor: fetch a list of URLs one at a time, json.loads each answer, nothing else.
 FLOOR_SPIDER = textwrap.dedent('''
@@ -258,7 +259,8 @@ def bench_rate_limited(memories: int, messages: int, rate: float, burst: int) ->
     print(f"\n== rate-limited: sandbox allows {rate:g} req/s (burst {burst}); DOWNLOAD_DELAY=0, AutoThrottle on ==")
     config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False,
                            rate_limit=rate, rate_burst=burst)
-    settings = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "True", "BACKUP_PERSONALITY_DELAY": "0"}
+    settings = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "True", "BACKUP_PERSONALITY_DELAY": "0",
+                "BACKUP_MEDIA": "no"}
     with Sandbox(config, port=0, max_lifetime=3600) as sb, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "backup"
         samples: list[tuple[float, int, int]] = []  # (seconds, 200s, 429s) seen by the server

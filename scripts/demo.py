@@ -2,8 +2,9 @@
 
 Starts `scrapy sandbox` in the background (small generated dataset, loopback only), runs
 `scrapy crawl all_personalities` against it, lets the sandbox "write" 10 new memories and 10 new
-messages, runs again to show how few requests an incremental run needs, then stops the sandbox.
-The backup lands in demo-data/personalities/.
+messages, runs again to show how few requests an incremental run needs (and that no media file is
+fetched twice), then stops the sandbox. The backup, media files included, lands in
+demo-data/personalities/.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def main() -> int:
 
             first = crawl(env)
             stats = control(base, "/_sandbox/stats")
-            print(f"First run: exit {first}, {stats['requests']} requests to the service")
+            files = stats["files"]
+            print(f"First run: exit {first}, {stats['requests']} requests to the service, {files['requests']} media "
+                  f"files from its file host ({info['files_url']}; requests that carried the cookie there: "
+                  f"{files['requests_with_cookie']})")
 
             listed = control(base, "/_sandbox/totals")["personalities"]
             target = listed[0]["username"]
@@ -73,8 +77,10 @@ def main() -> int:
             second = crawl(env)
             stats = control(base, "/_sandbox/stats")
             print(f"Incremental run: exit {second}, {stats['requests']} requests to the service "
-                  f"({stats['routes']})")
-            print(f"\nBackup written to {OUT}/ — one folder per personality, plain JSON.")
+                  f"({stats['routes']}), {stats['files']['requests']} media requests (only new messages' files)")
+            held = sum(len(list(p.glob("media/*"))) for p in OUT.iterdir() if p.is_dir())
+            print(f"\nBackup written to {OUT}/ — one folder per personality, plain JSON, and {held} media "
+                  f"files in their media/ folders (listed in <name>_media.json).")
             return first or second
         finally:
             sandbox.send_signal(signal.SIGTERM)

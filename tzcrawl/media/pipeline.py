@@ -1,7 +1,7 @@
 """Bring media home with Scrapy's own FilesPipeline, beside the text backup and never in its way.
 
 For each page or document the pipeline notes every media URL in the personality's manifest and hands
-the ones it has not seen this run to ``FilesPipeline.process_item`` as a background task: text items
+the ones it has not seen this run to ``FilesPipeline.process_item`` as background tasks: text items
 go on to ``BackupPipeline`` at once, so JSON files are committed whatever happens to a download. The
 manifest is saved at each ``ResourceDone`` (before the text commit: every saved record's media are
 listed, ``failed`` until downloaded) and at ``PersonalityEnd``, once that personality's downloads are
@@ -132,6 +132,7 @@ class MediaFilesPipeline(FilesPipeline):
         self.fields = refs.parse_fields(media.fields)
         self.view = BackupView(store_uri)
         self.people: dict[str, PersonalityMedia] = {}
+        self._gate: asyncio.Semaphore | None = None
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -208,11 +209,19 @@ class MediaFilesPipeline(FilesPipeline):
         return state
 
     def _start(self, state: PersonalityMedia, requests: list[Request]) -> None:
-        if not requests:
-            return
-        task = asyncio.ensure_future(super().process_item(Batch(state, requests)))
-        state.tasks.add(task)
-        task.add_done_callback(self._task_done(state))
+        """One background task per file, at most BACKUP_MEDIA_CONCURRENCY in the downloader at once:
+        Scrapy stops taking API requests from the scheduler while CONCURRENT_REQUESTS requests are in
+        the downloader, queued ones included, so a long media queue there would stall the walk."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.media.concurrency)
+        for request in requests:
+            task = asyncio.ensure_future(self._fetch(Batch(state, [request])))
+            state.tasks.add(task)
+            task.add_done_callback(self._task_done(state))
+
+    async def _fetch(self, batch: Batch):
+        async with self._gate:
+            return await super().process_item(batch)
 
     @staticmethod
     def _task_done(state: PersonalityMedia):
@@ -287,6 +296,9 @@ class MediaFilesPipeline(FilesPipeline):
                 "status": UPTODATE if held else LEFT}
 
     def media_failed(self, failure, request, info):
+        """Every error of a download ends here, ours from ``media_downloaded`` included."""
+        if isinstance(failure.value, (MediaGone, MediaFailed)):
+            raise failure.value
         reason = str(failure.value) or failure.type.__name__
         if "max size" in reason or "maxsize" in reason:
             reason = f"larger than BACKUP_MEDIA_MAX_SIZE ({self.media.max_size} bytes)"

@@ -193,7 +193,7 @@ class BackupStore(BackupView):
         directory = self.directory(username)
         if directory.is_dir():
             shutil.rmtree(directory / STAGING, ignore_errors=True)
-            for leftover in directory.glob(".*.tmp"):
+            for leftover in [*directory.glob(".*.tmp"), *(directory / MEDIA_DIR).glob(".*.tmp")]:
                 leftover.unlink(missing_ok=True)
 
     # -- writing ----------------------------------------------------------------------------
