@@ -259,3 +259,31 @@ def test_commits_in_worker_threads_do_not_lose_metadata_updates(store):
         thread.join(timeout=60)
     resources = store.metadata("alice")["resources"]
     assert resources["memories"]["total"] == 2000 and resources["messages"]["total"] == 4000
+
+
+def test_each_commit_records_the_saved_files_sha256(store):
+    import hashlib
+
+    def recorded(resource):
+        return store.metadata("alice")["resources"][resource]["sha256"]
+
+    def actual(resource):
+        return hashlib.sha256(store.path("alice", resource).read_bytes()).hexdigest()
+
+    store.save_document(ALICE, "profile", {"id": "p-1", "username": "alice"}, 1, 1)
+    commit(store, "memories", [{"id": "m2", "created_at": 2.0}, {"id": "m1", "created_at": 1.0}])
+    for resource in ("profile", "memories"):
+        assert recorded(resource) == actual(resource)
+    # a saved file out of order makes the merge start over (seek back, external sort): still exact
+    path = store.path("alice", "memories")
+    path.write_text('[\n{"id":"m2","created_at":2.0},\n{"id":"m1","created_at":1.0}\n]\n')
+    figures = commit(store, "memories", [{"id": "m3", "created_at": 3.0}])
+    assert figures["resorted"] and recorded("memories") == actual("memories")
+
+
+def test_a_lone_surrogate_in_a_document_or_a_name_is_saved_as_an_escape(store):
+    odd = {"id": "p-9", "username": "odd", "name": "Zoë \ud800"}
+    store.save_document(odd, "profile", {**odd, "bio": "a \udfff b"}, 1, 1)
+    assert store.read_document("odd", "profile")["bio"] == "a \udfff b"
+    assert store.metadata("odd")["personality"]["name"] == "Zoë \ud800"
+    assert "\\ud800" in store.metadata_path("odd").read_text(encoding="utf-8")

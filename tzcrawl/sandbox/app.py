@@ -141,6 +141,7 @@ class App:
                 state["uses"] = 0
         self.world.iso_share = new.iso_dates
         self.world.hostile_media = new.hostile_media_urls
+        self.world.hostile_text = new.hostile_text
         self.world.set_ties(new.ts_ties)
         self.world.set_unsafe_usernames(new.unsafe_usernames)
 

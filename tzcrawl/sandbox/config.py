@@ -55,6 +55,8 @@ class Knobs:
     media_latency: float = _knob(0.0, "seconds the file host waits before answering")
     hostile_media_urls: bool = _knob(False, "the first personality's screenshots include file:, javascript:, "
                                             "relative and data: URLs")
+    hostile_text: bool = _knob(False, "every personality's oldest message and memory hold HTML, script and "
+                                      "javascript: links (for exporters: text is data, never markup)")
 
 
 @dataclass

@@ -47,6 +47,8 @@ UNSAFE_USERNAMES = ("../x", "a/b", "名前", "long-" + "x" * 295, ".hidden", "CO
 FOREIGN = {"id": "00000000-0000-4000-8000-0000000f0e19", "name": "Public Bot", "username": "public-bot"}
 FILES_BASE = "https://files.example.com"  # until a running sandbox puts its file host here
 ATTACHMENT_TYPES = (("image/png", ".png"), ("image/jpeg", ".jpg"), ("audio/mp3", ".mp3"))
+HOSTILE_TEXT = ("<script>alert(1)</script> <img src=x onerror=alert(1)> [click me](javascript:alert(1)) "
+                "<a href=\"javascript:alert(2)\">two</a> **bold** `code` </li></ol><h1>broken out</h1>")
 HOSTILE_MEDIA_URLS = ("file:///etc/passwd", "javascript:alert(1)", "/relative/shot.png",
                       "data:image/gif;base64,R0lGODlhAQABAAAAACw=")
 
@@ -159,6 +161,7 @@ class World:
         self.text = Text(config.seed)
         self.iso_share = config.iso_dates  # the iso_dates knob, read while rendering memories
         self.hostile_media = config.hostile_media_urls  # likewise, read while rendering profiles
+        self.hostile_text = config.hostile_text
         self.files_base = FILES_BASE
         rng = random.Random(f"owner:{config.seed}")
         self.owner_id = _uuid(rng)
@@ -261,6 +264,8 @@ class World:
         share = self.iso_share
         if share and (position * 2654435761 % 1000) < share * 1000:
             item["created_at"] = iso(ts, zulu=position % 2 == 0)
+        if self.hostile_text and position == 0:
+            item["content"] = HOSTILE_TEXT
         return item
 
     def _message(self, base: int, position: int, ts: float) -> dict:
@@ -269,10 +274,11 @@ class World:
         attachment = rng.random() < self.config.attachments
         kind, ext = ATTACHMENT_TYPES[int(_hex(mid, "type"), 16) % len(ATTACHMENT_TYPES)]
         files = self.files_base
+        hostile = self.hostile_text and position == 0
         return {
             "id": mid,
-            "message": "" if rng.random() < 0.02 else self.text(rng, 10, 300),
-            "reply": self.text(rng, 40, 1500),
+            "message": "" if rng.random() < 0.02 else HOSTILE_TEXT if hostile else self.text(rng, 10, 300),
+            "reply": HOSTILE_TEXT if hostile else self.text(rng, 40, 1500),
             "ts": ts,
             "voice_reply_url": f"{files}/voice/{mid}.mp3" if rng.random() < self.config.voice_replies else None,
             "attachment_url": f"{files}/att/{mid}{ext}" if attachment else None,

@@ -21,6 +21,7 @@ documents are replaced whole. Every write is atomic (fsutil), under the personal
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import threading
@@ -29,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tzcrawl import registry
-from tzcrawl.fsutil import atomic_write_text, atomic_writer, ensure_private_dir
+from tzcrawl import jsonio, registry
+from tzcrawl.fsutil import atomic_write_bytes, atomic_writer, ensure_private_dir
 
 from . import metadata as meta
 from .journal import Journal, read_journal
@@ -202,8 +203,9 @@ class BackupStore(BackupView):
         registry.document(resource)
         with self._writing(personality) as username:
             path = self.path(username, resource)
-            atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
-            figures = {"file": path.name, "total": count}
+            data = (jsonio.readable(payload, indent=2) + "\n").encode("utf-8")  # lone surrogates stay escapes
+            atomic_write_bytes(path, data)
+            figures = {"file": path.name, "total": count, "sha256": hashlib.sha256(data).hexdigest()}
             self._record(personality, resource, meta.record_success, figures, requests)
             return {"resource": resource, "requests": requests, **figures}
 
@@ -305,7 +307,8 @@ class CollectionRun:
         username = _username(self.personality)
         path = store.path(username, self.resource)
         try:
-            with atomic_writer(path, binary=True) as out:
+            with atomic_writer(path, binary=True) as raw:
+                out = HashingWriter(raw)
                 stats = merge_collection(
                     path if path.exists() else None,
                     read_journal(self.journal.path),
@@ -322,6 +325,7 @@ class CollectionRun:
             raise
         figures = {
             "file": path.name,
+            "sha256": out.hexdigest(),
             "total": stats.total,
             "new": stats.new,
             "fetched": self.journal.count,
@@ -351,6 +355,36 @@ class CollectionRun:
             self.store._record(self.personality, self.resource, meta.record_failure, error, requests)
         finally:
             self.store._finish(self)
+
+
+class HashingWriter:
+    """A binary file that also computes the sha256 of what is written (recorded in the metadata, so
+    an export or a check can tell a changed file without reading it)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.start = fh.tell()
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def seek(self, position: int) -> int:
+        """Only back to the start (the merge starts over when the saved file is out of order)."""
+        if position != self.start:
+            raise ValueError("HashingWriter can only seek back to where it started")
+        self.digest = hashlib.sha256()
+        return self.fh.seek(position)
+
+    def truncate(self) -> int:
+        return self.fh.truncate()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def _username(personality: dict) -> str:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import tzcrawl
+from tzcrawl import jsonio
 from tzcrawl.fsutil import atomic_write_text
 
 METADATA_NAME = ".backup-metadata.json"
@@ -40,7 +41,8 @@ def load(path: Path) -> dict:
 
 
 def save(path: Path, metadata: dict) -> None:
-    atomic_write_text(path, json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    # readable(): a lone surrogate in a name (valid JSON from the API, not UTF-8) stays an escape
+    atomic_write_text(path, jsonio.readable(metadata, indent=2, sort_keys=True) + "\n")
 
 
 def personality_block(personality: dict, dir_name: str) -> dict:

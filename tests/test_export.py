@@ -1,0 +1,301 @@
+"""`scrapy export`: transcripts, cards, SillyTavern chats, incremental re-export and bad input, on real
+backups (made by real crawls of the sandbox, or written with the real BackupStore for hostile records)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from crawlhelp import REPO, crawl
+from tzcrawl.export import card, transcript
+from tzcrawl.export.text import markdown
+from tzcrawl.store import BackupStore, BackupView
+
+# The published specs' required fields (chara_card_v2 spec_v2.md, chara_card_v3 SPEC_V3.md).
+V2_DATA = {"name": str, "description": str, "personality": str, "scenario": str, "first_mes": str,
+           "mes_example": str, "creator_notes": str, "system_prompt": str, "post_history_instructions": str,
+           "alternate_greetings": list, "tags": list, "creator": str, "character_version": str, "extensions": dict}
+V3_DATA = {**{k: v for k, v in V2_DATA.items()}, "group_only_greetings": list}
+BOOK_ENTRY = {"keys": list, "content": str, "extensions": dict, "enabled": bool, "insertion_order": int}
+
+
+def export(backup, out, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "scrapy", "export", "-a", f"out={out}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture
+def crawled(sandbox_factory, tmp_path):
+    sb = sandbox_factory(personalities=2, memories=30, messages=150, hostile_text=True)
+    backup = tmp_path / "backup"
+    result = crawl(sb, "all_personalities", backup)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sb, backup
+
+
+def card_chunks(png: bytes) -> dict:
+    """The PNG's tEXt chunks, read by Pillow (a parser we did not write)."""
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        return dict(image.text)
+
+
+def check_fields(data: dict, required: dict) -> None:
+    for field, kind in required.items():
+        assert isinstance(data.get(field), kind), (field, data.get(field))
+
+
+# -- text is data -------------------------------------------------------------------------------------
+def test_message_text_renders_markdown_and_never_markup():
+    html = str(markdown("**bold** _it_ `code` <script>alert(1)</script> <img src=x onerror=alert(1)>\nnext "
+                        "[bad](javascript:alert(1)) [good](https://example.com/a)"))
+    assert "<strong>bold</strong>" in html and "<em>it</em>" in html and "<code>code</code>" in html
+    assert "<script" not in html and "<img" not in html and "&lt;script&gt;" in html and "<br" in html
+    assert 'href="javascript' not in html
+    assert '<a href="https://example.com/a" rel="noopener noreferrer nofollow" target="_blank">good</a>' in html
+    assert str(markdown("a \ud800 b")) == "a \ufffd b"
+    assert str(markdown(None)) == ""
+
+
+# -- the whole command on a crawled backup ----------------------------------------------------------
+def test_every_format_from_a_crawled_backup_and_an_unchanged_rerun_skips_all(crawled, tmp_path):
+    sb, backup = crawled
+    out = tmp_path / "export"
+    first = export(backup, out)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"archive: {(out / 'index.html').resolve().as_uri()}" in first.stdout
+    view = BackupView(backup)
+    for p in sb.personalities:
+        name = view.dir_name(p["username"])
+        folder = out / name
+        for fmt in ("html", "md", "card", "st"):
+            assert re.search(rf"export · .* · {fmt}: done", first.stdout)
+        for relative in ("index.html", "chat.html", "chat-0001.html", "memories.html", "search.html", "chat.md",
+                         "memories.md", f"{name}.card.json", f"{name}.card.png", f"{name}.chat.jsonl"):
+            assert (folder / relative).is_file(), relative
+        assert (folder / "search" / "chat-0001.js").is_file()
+        media = {e.name for e in (backup / name / "media").iterdir()}
+        assert media and {e.name for e in (folder / "media").iterdir()} == media
+        assert {oct(f.stat().st_mode & 0o777) for f in folder.rglob("*") if f.is_file()} == {"0o600"}
+    again = export(backup, out)
+    assert again.returncode == 0 and again.stdout.count(": unchanged") == 2 * 4, again.stdout
+
+    sb.add(sb.personalities[0]["username"], messages=3)
+    assert crawl(sb, "all_personalities", backup).returncode == 0
+    third = export(backup, out)
+    assert third.returncode == 0
+    assert third.stdout.count(": unchanged") == 4 and third.stdout.count(": done") == 4, third.stdout
+
+
+def test_transcripts_are_stable_utc_and_link_media(crawled, tmp_path):
+    sb, backup = crawled
+    username = sb.personalities[0]["username"]
+    name = BackupView(backup).dir_name(username)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert export(backup, a, "-a", "format=md").returncode == 0
+    assert export(backup, b, "-a", "format=md", "-a", f"personality={username}").returncode == 0
+    chat = (a / name / "chat.md").read_bytes()
+    assert chat == (b / name / "chat.md").read_bytes(), "same backup, same bytes"
+    text = chat.decode("utf-8")
+    assert re.search(r"^## \d{4}-\d{2}-\d{2}$", text, re.M)
+    assert re.search(r"^\*\*You\*\* \(\d{2}:\d{2}\): ", text, re.M)
+    assert re.search(rf"^\*\*{re.escape(sb.personalities[0]['name'])}\*\* \(\d\d:\d\d\): ", text, re.M)
+    assert re.search(r"\]\(<media/[0-9a-f]{40}\.(png|jpg|mp3)>\)", text), "attachments link to the media copies"
+    assert "<script>alert(1)</script>" in text  # as the service stored it: Markdown is plain text
+    assert (a / name / "memories.md").read_text().count("\n- **") == 30
+    assert not (a / name / "index.html").exists(), "only the formats asked for"
+
+
+def test_a_large_history_is_one_transcript_a_year(crawled, tmp_path, monkeypatch):
+    sb, backup = crawled
+    view = BackupView(backup)
+    from tzcrawl.export.output import Output
+    from tzcrawl.export.source import personalities
+
+    monkeypatch.setattr(transcript, "YEARLY_ABOVE", 10)
+    people, _ = personalities(view, [sb.personalities[0]["username"]])
+    transcript.export(people[0], Output(tmp_path / "out"))
+    files = sorted(p.name for p in (tmp_path / "out" / people[0].dir_name).glob("chat*.md"))
+    assert files and all(re.fullmatch(r"chat-\d{4}\.md", f) for f in files)
+
+
+def test_the_card_follows_both_specs_and_survives_an_independent_reader(crawled, tmp_path):
+    sb, backup = crawled
+    out = tmp_path / "export"
+    assert export(backup, out, "-a", "format=card").returncode == 0
+    username = sb.personalities[0]["username"]
+    name = BackupView(backup).dir_name(username)
+    v3 = json.loads((out / name / f"{name}.card.json").read_text())
+    raw = (out / name / f"{name}.card.png").read_bytes()
+    assert b"tEXtccv3\x00" in raw and b"tEXtchara\x00" in raw, "tEXt chunks (not zTXt/iTXt)"
+    chunks = card_chunks(raw)
+    assert json.loads(base64.b64decode(chunks["ccv3"])) == v3
+    v2 = json.loads(base64.b64decode(chunks["chara"]))
+    assert (v3["spec"], v3["spec_version"], v2["spec"], v2["spec_version"]) == ("chara_card_v3", "3.0",
+                                                                                "chara_card_v2", "2.0")
+    check_fields(v3["data"], V3_DATA)
+    check_fields(v2["data"], V2_DATA)
+    for book, v3_book in ((v3["data"]["character_book"], True), (v2["data"]["character_book"], False)):
+        assert isinstance(book["extensions"], dict) and book["entries"]
+        for entry in book["entries"]:
+            check_fields(entry, BOOK_ENTRY)
+            assert ("use_regex" in entry) is v3_book
+    profile = sb.export(username)["profile"]
+    data = v3["data"]
+    assert data["name"] == profile["name"] and data["description"] == profile["description"]
+    assert data["first_mes"] == profile["settings"]["behaviour"]["initial_message"]
+    assert data["system_prompt"] == profile["settings"]["behaviour"]["custom_instructions"]
+    assert data["tags"] == profile["tags"]
+    kept = data["extensions"]["tzcrawl"]["profile"]
+    assert kept["avatar_url"] == profile["avatar_url"] and kept["x_experimental"] == profile["x_experimental"]
+    memories = [e for e in data["character_book"]["entries"] if e["extensions"]["tzcrawl"]["kind"] == "memory"]
+    assert len(memories) == 30 and all(e["constant"] and e["keys"] == [] for e in memories)
+    with Image.open(io.BytesIO(raw)) as image:
+        assert image.size[0] > 0  # the avatar (from media/), re-encoded as PNG
+
+
+def test_the_book_is_capped_and_the_rest_kept_beside_it(crawled, tmp_path, monkeypatch):
+    sb, backup = crawled
+    from tzcrawl.export.output import Output
+    from tzcrawl.export.source import personalities
+
+    monkeypatch.setattr(card, "BOOK_MAX_CHARS", 6000)
+    people, _ = personalities(BackupView(backup), [sb.personalities[0]["username"]])
+    p = people[0]
+    rest_path = tmp_path / "rest.json"
+    v3, left_out = card.build(p, "site", rest_path)
+    rest = json.loads(rest_path.read_text())
+    book = v3["data"]["character_book"]["entries"]
+    in_book = [e["extensions"]["tzcrawl"]["id"] for e in book if e["extensions"]["tzcrawl"]["kind"] == "memory"]
+    saved = [m["id"] for m in p.records("memories")]
+    assert left_out == len(rest) > 0 and len(in_book) + left_out == len(saved)
+    assert [m["id"] for m in rest] == saved[:left_out], "the oldest go to the side file"
+    assert set(in_book) == set(saved[left_out:])
+    assert sum(len(e["content"]) for e in book) <= 6000 and "did not fit" in v3["data"]["creator_notes"]
+
+
+def test_sillytavern_chat(crawled, tmp_path):
+    sb, backup = crawled
+    out = tmp_path / "export"
+    assert export(backup, out, "-a", "format=st").returncode == 0
+    username = sb.personalities[0]["username"]
+    name = BackupView(backup).dir_name(username)
+    lines = [json.loads(line) for line in (out / name / f"{name}.chat.jsonl").read_text().splitlines()]
+    header, rows = lines[0], lines[1:]
+    assert header["character_name"] == sb.personalities[0]["name"] and header["user_name"] == "You"
+    messages = sorted(sb.export(username)["messages"], key=lambda m: m["ts"])
+    expected = sum(bool(m["message"] or m["attachment_url"]) + bool(m["reply"] or m["voice_reply_url"])
+                   for m in messages)
+    assert len(rows) == expected
+    for row in rows:
+        assert set(row) >= {"name", "is_user", "send_date", "mes"}
+        assert re.fullmatch(r"[A-Z][a-z]+ \d{1,2}, \d{4} \d{1,2}:\d\d(am|pm)", row["send_date"])
+    regenerated = next(m for m in messages if m["regenerated_replies"])
+    row = next(r for r in rows if not r["is_user"] and r["extra"]["tzcrawl"]["id"] == regenerated["id"])
+    assert row["swipes"] == [regenerated["reply"], *regenerated["regenerated_replies"]] and row["swipe_id"] == 0
+    assert any(r["is_user"] and r["extra"].get("image", "").startswith("media/") for r in rows)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+HOSTILE = "<script>alert(1)</script>\ud800 " + "x" * 50
+
+
+def hostile_backup(root: Path) -> dict:
+    """A backup written by the real store: hostile names, a 10 MB message, an attachment-only message,
+    lone surrogates, a personality with nothing at all."""
+    store = BackupStore(root)
+    people = {"odd": {"id": "p1", "username": "../Évil/<name>", "name": "<b>Évil</b> \ud800"},
+              "empty": {"id": "p2", "username": "empty-one", "name": "Empty"}}
+    p = people["odd"]
+    store.save_document(p, "profile", {**p, "description": HOSTILE, "avatar_url": None}, 1, 1)
+    run = store.begin(p, "messages")
+    run.add([{"id": "big", "ts": 1700000000.0, "message": "y" * 10_000_000, "reply": HOSTILE},
+             {"id": "att", "ts": 1700000100.0, "message": "", "reply": "",
+              "attachment_url": "https://files.example.com/a.png", "attachment_type": "image/png"},
+             {"id": "odd-ts", "ts": "not a time", "message": "when?", "reply": "never"}])
+    run.commit(1)
+    run = store.begin(p, "memories")
+    run.add([{"id": "mem1", "created_at": "2024-01-01T00:00:00Z", "content": HOSTILE}])
+    run.commit(1)
+    for resource, value in (("knowledge", []), ("training", {"items": []}), ("user_data", {})):
+        store.save_document(p, resource, value, 0, 1)
+    store.save_document(people["empty"], "profile", people["empty"], 1, 1)
+    return people
+
+
+def test_hostile_records_and_names_export_whole_and_safe(tmp_path):
+    people = hostile_backup(tmp_path / "backup")
+    out = tmp_path / "export"
+    result = export(tmp_path / "backup", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    name = BackupView(tmp_path / "backup").dir_name(people["odd"]["username"])
+    assert "/" not in name and (out / name / "index.html").is_file()
+    page = (out / name / "chat-0001.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\ufffd" in page and "<script>alert" not in page
+    assert 'id="m-big"' in page and 'id="m-att"' in page and 'id="m-odd-ts"' in page
+    assert "unknown time" in page
+    assert 'href="https://files.example.com/a.png"' in page and "(remote)" in page  # not in the backup: a link
+    assert "y" * 10_000_000 in page
+    chat = (out / name / "chat.md").read_text(encoding="utf-8")
+    assert "[attachment (remote)](<https://files.example.com/a.png>)" in chat and "\ufffd" in chat
+    v3 = json.loads((out / name / f"{name}.card.json").read_text(encoding="utf-8"))
+    assert v3["data"]["name"] == "<b>Évil</b> \ufffd"
+    assert (out / "empty-one" / "index.html").is_file() and "No messages." in (out / "empty-one" / "chat.md").read_text()
+    assert (out / "empty-one" / "empty-one.card.png").is_file()  # a placeholder portrait
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;Évil&lt;/b&gt;" in index
+
+
+def test_a_torn_file_exports_what_is_there_and_exits_1(crawled, tmp_path):
+    sb, backup = crawled
+    view = BackupView(backup)
+    torn_user, whole_user = (p["username"] for p in sb.personalities)
+    path = view.path(torn_user, "messages")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "export"
+    result = export(backup, out, "-a", "format=html,md")
+    assert result.returncode == 1, result.stdout
+    assert "INCOMPLETE" in result.stdout and "messages: torn or unreadable after" in result.stdout
+    torn = out / view.dir_name(torn_user)
+    assert (torn / "chat-0001.html").read_text().count('class="msg"') > 0
+    assert (out / view.dir_name(whole_user) / "chat.md").is_file()
+    assert "export INCOMPLETE" in result.stderr
+    again = export(backup, out, "-a", "format=html,md")
+    assert again.returncode == 1 and "unchanged" not in again.stdout.split(sb.personalities[0]["name"])[1][:40]
+
+
+def test_a_named_personality_without_backup_fails_alone(crawled, tmp_path):
+    sb, backup = crawled
+    result = export(backup, tmp_path / "export", "-a", f"personality=nobody,{sb.personalities[0]['username']}",
+                    "-a", "format=md")
+    assert result.returncode == 1 and "export · nobody: no backup of this personality" in result.stdout
+    assert ": done" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-a", "format=pdf"), "unknown export format pdf"),
+    (("-a", "colour=blue"), "expected one of personality=..., format=..., out=..."),
+    (("extra",), "no positional arguments"),
+])
+def test_configuration_errors_exit_2(crawled, tmp_path, args, message):
+    _, backup = crawled
+    result = export(backup, tmp_path / "export", *args)
+    assert result.returncode == 2 and message in result.stderr and not (tmp_path / "export").exists()
+
+
+def test_no_backup_dir_or_an_output_inside_it_exit_2(tmp_path):
+    result = export(tmp_path / "missing", tmp_path / "export")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    (tmp_path / "backup").mkdir()
+    inside = export(tmp_path / "backup", tmp_path / "backup" / "export")
+    assert inside.returncode == 2 and "inside BACKUP_DIR" in inside.stderr

@@ -1,0 +1,100 @@
+"""``scrapy export``: turn a backup into things people read and take elsewhere, offline.
+
+Formats: ``html`` (a browsable archive), ``md`` (transcripts), ``card`` (Character Card V3 JSON and
+PNG), ``st`` (a SillyTavern chat file). Reads only ``BACKUP_DIR``; writes only the output folder.
+A personality and format whose inputs did not change since the last export (file names, sizes and
+modification times, in ``.tzcrawl-export.json``) is skipped without rendering anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tzcrawl.outcome import EXIT_INCOMPLETE, EXIT_OK
+from tzcrawl.store import BackupView
+
+from . import card, sillytavern, transcript
+from .html import Archive
+from .output import Output
+from .source import Personality, personalities
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("html", "md", "card", "st")
+MARKER = {"html": "index.html", "md": "memories.md", "card": "{}.card.json", "st": "{}.chat.jsonl"}  # proof it exists
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    index: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INCOMPLETE if self.failed else EXIT_OK
+
+
+def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | None, website: str,
+        say: Callable[[str], None] = print) -> Report:
+    """Export ``names`` (default: every personality in the backup) in ``formats``; one line per step."""
+    view = BackupView(backup_dir)
+    out = Output(out_dir)
+    report = Report()
+    archive = Archive(out, website)
+    found, missing = personalities(view, names)
+    for name in missing:
+        report.failed.append(name)
+        say(f"export · {name}: no backup of this personality in {view.root}")
+    exporters: dict[str, Callable[[Personality], dict]] = {
+        "html": archive.personality,
+        "md": lambda p: transcript.export(p, out),
+        "card": lambda p: card.export(p, out, website),
+        "st": lambda p: sillytavern.export(p, out),
+    }
+    for p in found:
+        inputs = p.inputs()
+        for fmt in formats:
+            fingerprint = out.fingerprint(fmt, inputs)
+            marker = out.root / p.dir_name / MARKER[fmt].format(p.dir_name)
+            if out.unchanged(p.dir_name, fmt, fingerprint) and marker.is_file():
+                say(f"export · {p.name} · {fmt}: unchanged")
+                continue
+            started = time.perf_counter()
+            before = len(p.problems)
+            try:
+                summary = exporters[fmt](p)
+            except Exception as exc:  # one personality's failure never stops the others
+                logger.exception("exporting %s as %s failed", p.username, fmt)
+                p.problems.append(f"{fmt}: failed ({exc.__class__.__name__}: {exc})")
+                summary = {}
+            seconds = time.perf_counter() - started
+            shown = summary.get("counts", summary)
+            figures = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()
+                                if isinstance(v, int) and not isinstance(v, bool))
+            problems = list(dict.fromkeys(p.problems[before:]))
+            if problems:
+                out.forget(p.dir_name, fmt)  # done again next time
+                if p.username not in report.failed:
+                    report.failed.append(p.username)
+                say(f"export · {p.name} · {fmt}: INCOMPLETE ({figures}; {seconds:.1f} s): " + "; ".join(problems))
+            else:
+                out.record(p.dir_name, fmt, fingerprint, summary if fmt == "html" else {})
+                say(f"export · {p.name} · {fmt}: done ({figures}; {seconds:.1f} s)")
+    for p in found:  # the index shows each one's last backup, which changes even when nothing else did
+        if isinstance(out.state.get(p.dir_name, {}).get("html"), dict):
+            out.state[p.dir_name]["html"]["last_backup"] = p.metadata.get("last_backup")
+    if "html" in formats:
+        archive.static()
+        people = [entry["html"] for entry in out.state.values() if isinstance(entry.get("html"), dict)
+                  and (out.root / entry["html"].get("dir_name", "") / "index.html").is_file()]
+        report.index = archive.index(people)
+    out.save_state()
+    return report
+
+
+__all__ = ["FORMATS", "Report", "run"]

@@ -1,0 +1,217 @@
+"""A portable character: Character Card V3 (``<name>.card.json``, and ``<name>.card.png`` with the card
+in a ``ccv3`` tEXt chunk plus a V2 copy in ``chara`` for older apps), and a SillyTavern chat file.
+
+The card maps what the profile holds to the card's fields; everything it has no field for is kept
+under ``data.extensions.tzcrawl`` (the unmapped profile fields, user data, training), so nothing is
+lost. The character book holds knowledge first, then memories, newest first, up to
+``BOOK_MAX_CHARS`` of content; older memories go to ``<name>.card-book-rest.json``.
+
+Memories become *constant* entries: they have no keywords of their own (the service chose them by
+relevance, which card apps cannot do), and a constant entry is what "the character remembers this"
+means to those apps; the size cap keeps the prompt bounded. Knowledge entries with a title are
+keyword entries (the title is the key); untitled ones are constant.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import io
+from datetime import datetime, timezone
+
+from tzcrawl import jsonio
+from tzcrawl.fsutil import atomic_writer
+
+from .output import Output
+from .source import Personality, clean
+from .text import media_kind, moment
+
+BOOK_MAX_CHARS = 60_000
+V2_NOTE = ("This character card is Character Card V3, but it is loaded as a Character Card V2. Please use a "
+           "Character Card V3 compatible application to use this character card properly.")
+# profile field candidates for each card field, first non-empty wins (dotted: nested)
+MAPPING = {
+    "description": ("user_prompt", "description", "character_background"),
+    "personality": ("tagline", "search_description"),
+    "scenario": ("character_universe",),
+    "first_mes": ("shape_settings.shape_initial_message", "settings.behaviour.initial_message", "initial_message"),
+    "system_prompt": ("jailbreak", "settings.behaviour.custom_instructions", "custom_instructions"),
+}
+EXAMPLE_FIELDS = ("typical_phrases", "example_prompts")
+TAG_FIELDS = ("search_tags_v2", "tags")
+
+
+def _get(record: dict, dotted: str):
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _first(profile: dict, candidates: tuple[str, ...], used: set[str]) -> str:
+    for dotted in candidates:
+        value = _get(profile, dotted)
+        if isinstance(value, str) and value.strip():
+            used.add(dotted)
+            return clean(value)
+    return ""
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [clean(v.strip()) for v in value.split("\n") if v.strip()]
+    if isinstance(value, list):
+        return [clean(v if isinstance(v, str) else jsonio.readable(v)) for v in value if v]
+    return []
+
+
+def _without(profile: dict, used: set[str]) -> dict:
+    """The profile minus the top-level fields the card's own fields now hold."""
+    top = {u for u in used if "." not in u}
+    return {k: v for k, v in profile.items() if k not in top}
+
+
+def entries_of(document) -> list[dict]:
+    if isinstance(document, list):
+        return [e for e in document if isinstance(e, dict)]
+    if isinstance(document, dict):
+        for key in ("items", "story", "knowledge", "training"):
+            if isinstance(document.get(key), list):
+                return [e for e in document[key] if isinstance(e, dict)]
+        return [document] if document else []
+    return []
+
+
+def book_entry(content: str, keys: list[str], name: str, order: int, extra: dict) -> dict:
+    return {"keys": keys, "content": content, "extensions": {"tzcrawl": extra}, "enabled": True,
+            "insertion_order": order, "case_sensitive": False, "constant": not keys, "use_regex": False,
+            "name": name, "comment": name, "id": order, "selective": False, "secondary_keys": [],
+            "position": "before_char"}
+
+
+def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
+    """The V3 card, and how many memories went to the side file instead of the book."""
+    profile = p.profile
+    used: set[str] = {"name"}
+    data: dict = {"name": p.name}
+    for field, candidates in MAPPING.items():
+        data[field] = _first(profile, candidates, used)
+    examples = []
+    for field in EXAMPLE_FIELDS:
+        if _strings(profile.get(field)):
+            used.add(field)
+            examples += _strings(profile.get(field))
+    data["mes_example"] = "".join(f"<START>\n{{{{char}}}}: {line}\n" for line in examples)
+    tags: list[str] = []
+    for field in TAG_FIELDS:
+        if _strings(profile.get(field)):
+            used.add(field)
+            tags = _strings(profile.get(field))
+            break
+    entries, chars = [], 0
+    for item in entries_of(p.document("knowledge")):
+        content = clean(item.get("content") or item.get("text") or jsonio.readable(item))
+        title = clean(item.get("title") or "")
+        entries.append(book_entry(content, [title] if title else [], f"knowledge: {title or item.get('id')}",
+                                  len(entries), {"kind": "knowledge", "id": item.get("id")}))
+        chars += len(content)
+    recent: collections.deque = collections.deque()
+    recent_chars, left_out = 0, 0
+    with atomic_writer(rest_path) as rest:
+        rest.write("[\n")
+        for memory in p.records("memories"):  # oldest first: the newest that fit stay in ``recent``
+            content = clean(memory.get("content"))
+            recent.append(memory)
+            recent_chars += len(content)
+            while recent and chars + recent_chars > BOOK_MAX_CHARS:
+                old = recent.popleft()
+                recent_chars -= len(clean(old.get("content")))
+                rest.write(("" if not left_out else ",\n") + jsonio.dumps(old))
+                left_out += 1
+        rest.write("\n]\n")
+    for memory in reversed(recent):
+        at = moment(memory.get("created_at"))
+        when = at.strftime("%Y-%m-%d") if at else "undated"
+        entries.append(book_entry(clean(memory.get("content")), [], f"memory {when}", len(entries),
+                                  {"kind": "memory", "id": memory.get("id"), "created_at": memory.get("created_at"),
+                                   "memory_kind": memory.get("kind")}))
+    created = moment(profile.get("created_at"))
+    notes = [f"Exported by tzcrawl from a backup of {website} (username {p.username!r}, last backup "
+             f"{p.metadata.get('last_backup', 'unknown')})."]
+    if left_out:
+        notes.append(f"{left_out} older memories did not fit the character book ({BOOK_MAX_CHARS} characters): "
+                     f"they are in {rest_path.name}.")
+    data.update({
+        "tags": tags, "creator": "", "character_version": "", "post_history_instructions": "",
+        "alternate_greetings": [], "group_only_greetings": [], "creator_notes": " ".join(notes),
+        "character_book": {"name": f"{p.name}: knowledge and memories", "extensions": {}, "entries": entries},
+        "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}],
+        "creation_date": int(created.timestamp()) if created else 0,
+        "modification_date": int(datetime.now(timezone.utc).timestamp()),
+        "extensions": {"tzcrawl": {"username": p.username, "website": website,
+                                   "profile": _without(profile, used),
+                                   "user_data": p.document("user_data"), "training": p.document("training"),
+                                   "memories_in_side_file": left_out}},
+    })
+    return {"spec": "chara_card_v3", "spec_version": "3.0", "data": data}, left_out
+
+
+def v2_of(v3: dict) -> dict:
+    """The V2 copy for the ``chara`` chunk: V2's fields only, the backfill warning in creator_notes."""
+    data = {k: v for k, v in v3["data"].items()
+            if k not in ("assets", "group_only_greetings", "creation_date", "modification_date", "nickname", "source",
+                         "creator_notes_multilingual")}
+    data["creator_notes"] = f"{V2_NOTE}\n\n{data['creator_notes']}"
+    book = dict(data["character_book"])
+    book["entries"] = [{k: v for k, v in e.items() if k != "use_regex"} for e in book["entries"]]
+    data["character_book"] = book
+    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": data}
+
+
+def portrait(p: Personality) -> bytes:
+    """The avatar as PNG bytes, or a generated placeholder with the name's initial."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    for field in ("avatar_url", "avatar"):
+        url = p.profile.get(field)
+        local = p.media.get(url) if isinstance(url, str) else None
+        if local and media_kind(url) == "image":
+            try:
+                with Image.open(p.directory / local) as image:
+                    image.load()
+                    picture = image.convert("RGBA")
+                break
+            except (OSError, ValueError):
+                continue
+    else:
+        picture = Image.new("RGBA", (400, 600), (70, 72, 110, 255))
+        draw = ImageDraw.Draw(picture)
+        font = ImageFont.load_default(size=240)
+        draw.text((200, 300), (p.name[:1] or "?").upper(), fill=(235, 235, 245, 255), font=font, anchor="mm")
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def with_cards(png: bytes, v3: dict, v2: dict) -> bytes:
+    """``png`` re-saved with the cards in ``tEXt`` chunks: ``ccv3`` (V3) and ``chara`` (V2), base64 of UTF-8 JSON."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("chara", base64.b64encode(jsonio.readable(v2).encode("utf-8")).decode("ascii"))
+    info.add_text("ccv3", base64.b64encode(jsonio.readable(v3).encode("utf-8")).decode("ascii"))
+    buffer = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def export(p: Personality, out: Output, website: str) -> dict:
+    folder = out.folder(p.dir_name)
+    v3, left_out = build(p, website, folder / f"{p.dir_name}.card-book-rest.json")
+    v2 = v2_of(v3)
+    out.write(folder / f"{p.dir_name}.card.json", jsonio.readable(v3, indent=2) + "\n")
+    out.write(folder / f"{p.dir_name}.card.png", with_cards(portrait(p), v3, v2))
+    return {"book_entries": len(v3["data"]["character_book"]["entries"]), "memories_in_side_file": left_out}

@@ -1,0 +1,144 @@
+"""What an export reads: one personality's backup, through ``BackupView``, never changing it.
+
+Collections are streamed oldest first, so a history of 100,000 messages is never held whole. A file
+that is missing or torn is not fatal: what can be read is exported, and ``problems`` says what was
+skipped (the export then exits 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from tzcrawl import registry
+from tzcrawl.media import manifest
+from tzcrawl.store import BackupView
+from tzcrawl.store.jsonarray import CorruptCollectionError
+from tzcrawl.store.metadata import METADATA_NAME
+from tzcrawl.store.metadata import load as load_metadata
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(text) -> str:
+    """Text safe to write as UTF-8: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
+    if text is None:
+        return ""
+    text = text if isinstance(text, str) else str(text)
+    return _SURROGATE.sub("\ufffd", text)
+
+
+@dataclass
+class Personality:
+    """One backed-up personality as an export sees it."""
+
+    view: BackupView
+    username: str
+    directory: Path
+    metadata: dict
+    problems: list[str] = field(default_factory=list)
+    _media: dict[str, str] | None = None
+    _profile: dict | None = None
+
+    @property
+    def dir_name(self) -> str:
+        return self.directory.name
+
+    @property
+    def profile(self) -> dict:
+        """The saved profile (``{}`` when missing or unreadable: noted in ``problems``)."""
+        if self._profile is None:
+            value = self.document("profile")
+            self._profile = value if isinstance(value, dict) else {}
+        return self._profile
+
+    @property
+    def name(self) -> str:
+        return clean(self.profile.get("name") or self.metadata.get("personality", {}).get("name") or self.username)
+
+    def total(self, resource: str) -> int:
+        entry = self.metadata.get("resources", {}).get(resource, {})
+        total = entry.get("total")
+        return total if isinstance(total, int) else 0
+
+    def document(self, resource: str):
+        try:
+            return self.view.read_document(self.username, resource)
+        except (OSError, ValueError) as exc:
+            self.problems.append(f"{resource}: unreadable ({exc.__class__.__name__}: {exc}); skipped")
+            return None
+
+    def records(self, resource: str) -> Iterator[dict]:
+        """The collection's records, oldest first; a torn file yields what it holds, then a problem."""
+        count = 0
+        try:
+            for record in self.view.read_collection(self.username, resource):
+                if isinstance(record, dict):
+                    count += 1
+                    yield record
+        except (OSError, CorruptCollectionError) as exc:
+            self.problems.append(f"{resource}: torn or unreadable after {count} records; the rest skipped ({exc})")
+
+    @property
+    def media(self) -> dict[str, str]:
+        """Media URL → path under the personality folder (``media/...``) of every file held whole."""
+        if self._media is None:
+            self._media = {}
+            try:
+                entries = manifest.load(self.view.media_manifest_path(self.username))
+            except (OSError, ValueError) as exc:
+                self.problems.append(f"media manifest: unreadable ({exc}); media shown as remote links")
+                entries = {}
+            for url, entry in entries.items():
+                path = entry.get("path")
+                if entry.get("status") == manifest.OK and isinstance(path, str) and path.startswith("media/") \
+                        and "/" not in path[6:] and (self.directory / path).is_file():
+                    self._media[url] = path
+        return self._media
+
+    def inputs(self) -> list:
+        """What says whether the backup changed since an export: each data file's sha256 as the
+        metadata recorded it at its last commit (with its size, to notice a hand edit), else the file's
+        size and modification time; and the media manifest's. The metadata's own timestamps are left
+        out: a run that found nothing new changes nothing here."""
+        out: list = []
+        resources = self.metadata.get("resources", {})
+        for resource in registry.RESOURCES:
+            path = self.view.path(self.username, resource)
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            digest = resources.get(resource, {}).get("sha256")
+            out.append([resource, digest, stat.st_size] if digest else [resource, stat.st_size, stat.st_mtime_ns])
+        try:
+            stat = self.view.media_manifest_path(self.username).stat()
+            out.append(["media", stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            pass
+        return out
+
+
+def personalities(view: BackupView, names: list[str] | None = None) -> tuple[list[Personality], list[str]]:
+    """The backed-up personalities (all, or ``names``), and the names asked for that have no backup."""
+    found: list[Personality] = []
+    missing: list[str] = []
+    if names:
+        for username in names:
+            directory = view.directory(username)
+            if (directory / METADATA_NAME).is_file():
+                found.append(Personality(view, username, directory, view.metadata(username)))
+            else:
+                missing.append(username)
+        return found, missing
+    if view.root.is_dir():
+        for directory in sorted(view.root.iterdir()):
+            meta_path = directory / METADATA_NAME
+            if directory.is_dir() and not directory.name.startswith(".") and meta_path.is_file():
+                metadata = load_metadata(meta_path)
+                username = metadata.get("personality", {}).get("username")
+                if isinstance(username, str) and view.directory(username) == directory:
+                    found.append(Personality(view, username, directory, metadata))
+    return found, missing

@@ -1,0 +1,66 @@
+"""Message text to safe HTML, and the small pure helpers every format shares (times, media kinds).
+
+Text is data, never markup: markdown-it-py renders the Markdown-ish formatting people type (bold,
+italics, code, line breaks, links) with raw HTML disabled, so ``<script>`` shows as text; links it
+accepts are http(s)/mailto only (it refuses ``javascript:``), and each opens with ``rel=noopener``.
+Only inline rules run: chat messages have no block structure worth rendering, and it is 20x faster.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from tzcrawl.store.timestamps import to_epoch
+
+from .source import clean
+
+_MD = MarkdownIt("zero", {"html": False, "breaks": True, "linkify": False}).enable(
+    ["emphasis", "backticks", "newline", "link", "escape", "entity", "autolink"])
+
+
+def _link_open(renderer, tokens, idx, options, env):
+    token = tokens[idx]
+    token.attrSet("rel", "noopener noreferrer nofollow")
+    token.attrSet("target", "_blank")
+    return renderer.renderToken(tokens, idx, options, env)
+
+
+_MD.add_render_rule("link_open", _link_open)
+
+
+def markdown(text) -> Markup:
+    """Safe HTML for a message or memory text (lone surrogates become U+FFFD)."""
+    text = clean(text)
+    return Markup(_MD.renderInline(text)) if text else Markup("")
+
+
+def moment(value) -> datetime | None:
+    """A record's timestamp (Unix seconds, ms, ISO 8601) as an aware UTC datetime, or None."""
+    epoch = to_epoch(value)
+    if epoch is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def iso(value) -> str:
+    at = moment(value)
+    return at.isoformat(timespec="seconds").replace("+00:00", "Z") if at else ""
+
+
+def media_kind(url: str | None, declared: str | None = None) -> str:
+    """``image``, ``audio`` or ``file``: from the declared type, else the URL's extension."""
+    declared = (declared or "").lower()
+    if declared.startswith(("image/", "audio/", "video/")):
+        return {"video": "file"}.get(declared.split("/")[0], declared.split("/")[0])
+    path = (url or "").lower().split("?")[0]
+    if path.endswith((".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif")):
+        return "image"
+    if path.endswith((".mp3", ".ogg", ".oga", ".opus", ".wav", ".m4a", ".aac", ".flac")):
+        return "audio"
+    return "file"

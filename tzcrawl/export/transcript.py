@@ -1,0 +1,93 @@
+"""Plain-text transcripts (``md``): ``chat.md`` (or ``chat-YYYY.md`` a year when large) and ``memories.md``.
+
+Day headings and times are UTC, so the same backup gives the same bytes on every machine.
+Attachments and voice replies link to the export's ``media/`` copies (the original URL when the
+backup has no copy). Text is written as the service stored it: Markdown already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from tzcrawl.fsutil import atomic_writer
+
+from .output import Output
+from .source import Personality, clean
+from .text import media_kind, moment
+
+YEARLY_ABOVE = 20_000  # messages: beyond this, one file a year
+
+
+def _media_line(label: str, url, media: dict[str, str]) -> str | None:
+    if not isinstance(url, str) or not url:
+        return None
+    local = media.get(url)
+    target = local or url
+    mark = "!" if local and media_kind(url) == "image" else ""
+    return f"{mark}[{label}{'' if local else ' (remote)'}](<{target}>)"
+
+
+def _lines(text) -> str:
+    """A message as Markdown lines under its speaker line (two spaces keep line breaks)."""
+    return "  \n".join(clean(text).splitlines())
+
+
+def chat_blocks(p: Personality, media: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """(year, text) for each message in order, with a day heading before the first of each UTC day."""
+    day = None
+    for m in p.records("messages"):
+        at = moment(m.get("ts"))
+        today = at.strftime("%Y-%m-%d") if at else "unknown date"
+        clock = at.strftime("%H:%M") if at else "--:--"
+        parts = []
+        if today != day:
+            parts.append(f"\n## {today}\n")
+            day = today
+        if m.get("message") or m.get("attachment_url"):
+            parts.append(f"**You** ({clock}): {_lines(m.get('message'))}")
+            link = _media_line("attachment", m.get("attachment_url"), media)
+            if link:
+                parts.append(link)
+            parts.append("")
+        if m.get("reply") or m.get("voice_reply_url"):
+            parts.append(f"**{p.name}** ({clock}): {_lines(m.get('reply'))}")
+            link = _media_line("voice reply", m.get("voice_reply_url"), media)
+            if link:
+                parts.append(link)
+            parts.append("")
+        yield (at.strftime("%Y") if at else "unknown"), "\n".join(parts) + "\n"
+
+
+def export(p: Personality, out: Output) -> dict:
+    """Write the transcripts, streaming: a file is written as the history is read, never held whole."""
+    folder = out.folder(p.dir_name)
+    media = p.media
+    for path in media.values():
+        out.link(p.directory / path, folder / path)
+    yearly = p.total("messages") > YEARLY_ABOVE
+    count = 0
+    with contextlib.ExitStack() as stack:
+        current, fh = None, None
+        for year, block in chat_blocks(p, media):
+            name = f"chat-{year}.md" if yearly else "chat.md"
+            if name != current:
+                stack.close()
+                fh = stack.enter_context(atomic_writer(folder / name))
+                fh.write(f"# Chat with {p.name}" + (f", {year}" if yearly else "") + "\n\nTimes are UTC.\n")
+                current = name
+            fh.write(block)
+            count += 1
+    if not count:
+        out.write(folder / "chat.md", f"# Chat with {p.name}\n\nNo messages.\n")
+
+    memories = 0
+    with atomic_writer(folder / "memories.md") as fh:
+        fh.write(f"# Memories of {p.name}\n\nOldest first; times are UTC.\n\n")
+        for m in p.records("memories"):
+            at = moment(m.get("created_at"))
+            when = at.strftime("%Y-%m-%d %H:%M") if at else "unknown date"
+            kind = f" ({clean(m.get('kind'))})" if m.get("kind") else ""
+            fh.write(f"- **{when}**{kind}: {_lines(m.get('content'))}\n")
+            memories += 1
+    return {"messages": count, "memories": memories}
