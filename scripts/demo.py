@@ -3,8 +3,10 @@
 Starts `scrapy sandbox` in the background (small generated dataset, loopback only), runs
 `scrapy crawl all_personalities` against it, lets the sandbox "write" 10 new memories and 10 new
 messages, runs again to show how few requests an incremental run needs (and that no media file is
-fetched twice), then stops the sandbox. The backup, media files included, lands in
-demo-data/personalities/.
+fetched twice), then stops the sandbox and exports the backup (`scrapy export`: an offline HTML
+archive, Markdown transcripts, character cards, SillyTavern chats). The backup, media files included,
+lands in demo-data/personalities/, the export in demo-data/export/; the last line is the archive's
+file:// address.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tzcrawl.sandbox.client import call, post_json
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-data" / "personalities"
+EXPORT = ROOT / "demo-data" / "export"
 SCRAPY = [sys.executable, "-m", "scrapy"]
 # Quick but still polite to a real server: small delays instead of the 1 s / 2 s defaults.
 FAST = ["-s", "DOWNLOAD_DELAY=0.05", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "BACKUP_PERSONALITY_DELAY=0.2"]
@@ -81,13 +84,17 @@ def main() -> int:
             held = sum(len(list(p.glob("media/*"))) for p in OUT.iterdir() if p.is_dir())
             print(f"\nBackup written to {OUT}/ — one folder per personality, plain JSON, and {held} media "
                   f"files in their media/ folders (listed in <name>_media.json).")
-            return first or second
         finally:
             sandbox.send_signal(signal.SIGTERM)
             try:
                 sandbox.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 sandbox.kill()
+    print(f"\n$ scrapy export   (offline: reads {OUT.relative_to(ROOT)}, writes {EXPORT.relative_to(ROOT)})",
+          flush=True)
+    exported = subprocess.run([*SCRAPY, "export", "-a", f"out={EXPORT}"], cwd=ROOT,
+                              env={**os.environ, "BACKUP_DIR": str(OUT)}).returncode
+    return first or second or exported
 
 
 if __name__ == "__main__":
