@@ -193,7 +193,9 @@ ITEMS = [{"id": "m2", "created_at": 2.0}, {"id": "m1", "created_at": 1.0}]
 
 @pytest.mark.parametrize("payload, expected", [
     ({"items": ITEMS, "pagination": {"page": 2, "total_pages": 5}}, MemoryPage(ITEMS, 5)),
-    ({"items": ITEMS, "pagination": {"page": "2", "total_pages": "5", "total": 100}}, MemoryPage(ITEMS, 5)),
+    ({"items": ITEMS, "pagination": {"page": "2", "total_pages": "5", "total": 100}}, MemoryPage(ITEMS, 5, 100)),
+    ({"items": ITEMS, "pagination": {"total_pages": 5, "total_items": "98"}}, MemoryPage(ITEMS, 5, 98)),
+    ({"items": ITEMS, "pagination": {"totalPages": 5, "totalItems": 97}}, MemoryPage(ITEMS, 5, 97)),
     ({"items": ITEMS, "pagination": {"page": 1, "totalPages": 3}}, MemoryPage(ITEMS, 3)),
     ({"items": ITEMS, "meta": {"pagination": {"page": 4, "total_pages": 4}}}, MemoryPage(ITEMS, 4)),
     ({"items": ITEMS, "meta": {"pagination": {"page": 4, "totalPages": 9}}}, MemoryPage(ITEMS, 9)),

@@ -75,8 +75,10 @@ def Job(personality: dict, resources, requests: int = 0) -> Walk:  # noqa: N802 
     return Walk(dict(personality), tuple(registry.get(r) for r in resources), requests=requests)
 
 
-def complete(who: dict, resource: str, requests: int, note: str = "") -> ResourceDone:
-    return ResourceDone(who, resource, Outcome.complete(note), requests)
+def complete(who: dict, resource: str, requests: int, note: str = "", service_total: int | None = None) -> ResourceDone:
+    """A resource completed by a walk that started with nothing held: collections were read in full."""
+    return ResourceDone(who, resource, Outcome.complete(note), requests, full_read=registry.get(resource).collection,
+                        service_total=service_total)
 
 
 def history_path(i: int, before_ts: str | None = None) -> str:
@@ -323,7 +325,9 @@ def test_memory_page(response, make_spider, service):
     else:  # last page, or past the end: memories complete, on to the chat history
         note = "last page" if page == 3 else "empty page"
         assert kinds(out) == (["Page"] if page == 3 else []) + ["ResourceDone", "Request"]
-        assert out[-2] == complete(person(i), "memories", page, note)
+        # the service's count: "total" where it says (camel spells it too), none when only pages are counted
+        total = payload.get("pagination", payload.get("meta", {}).get("pagination", {})).get("total")
+        assert out[-2] == complete(person(i), "memories", page, note, service_total=total)
         assert_request(out[-1], spider, service.url(history_path(i)), spider.parse_history, job)
         assert job.current.name == "messages" and job.requests == 1
     if expected_records:

@@ -27,7 +27,7 @@ def walk_at(resource: str, requests: int = 3) -> Walk:
 def test_success_ends_the_current_resource_and_moves_to_the_next():
     walk = walk_at("memories")
     done = walk.end(outcome_of(paging.Stop("last page")))
-    assert done == ResourceDone(ME, "memories", Outcome.complete("last page"), 3)
+    assert done == ResourceDone(ME, "memories", Outcome.complete("last page"), 3, full_read=True)
     assert walk.current.name == "messages" and walk.requests == 0
     assert outcome_of(paging.Next(4)) is None  # a next page is no outcome yet
 

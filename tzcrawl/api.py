@@ -105,6 +105,7 @@ def profile(payload: object, username: str) -> dict:
 class MemoryPage:
     items: list
     total_pages: int | None
+    total: int | None = None  # memories on the service, where it says (``total``, ``total_items``)
 
 
 def _int(value) -> int | None:
@@ -125,8 +126,9 @@ def memory_page(payload: object) -> MemoryPage:
         meta = payload.get("meta")
         pagination = meta.get("pagination") if isinstance(meta, dict) else None
     pagination = pagination if isinstance(pagination, dict) else payload
-    total = next((pagination[k] for k in ("total_pages", "totalPages") if k in pagination), None)
-    return MemoryPage(payload.get("items", []), _int(total))
+    pages = next((pagination[k] for k in ("total_pages", "totalPages") if k in pagination), None)
+    total = next((pagination[k] for k in ("total", "total_items", "totalItems") if k in pagination), None)
+    return MemoryPage(payload.get("items", []), _int(pages), _int(total))
 
 
 def entry_count(resource: Resource, payload: object) -> int:

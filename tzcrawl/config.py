@@ -131,6 +131,7 @@ class BackupConfig:
     personality_delay: float = 2.0
     lock_timeout: float = 60.0
     merge_chunk: int = 5000  # records sorted in memory at a time when merging (bounds RAM)
+    full_every: float = 7.0  # days: a collection not read in full for longer is read in full (0: never)
 
     @classmethod
     def from_settings(cls, settings) -> "BackupConfig":
@@ -140,6 +141,7 @@ class BackupConfig:
             personality_delay=seconds(settings, "BACKUP_PERSONALITY_DELAY", 2.0),
             lock_timeout=seconds(settings, "BACKUP_LOCK_TIMEOUT", 60.0),
             merge_chunk=whole(settings, "BACKUP_MERGE_CHUNK", 5000),
+            full_every=seconds(settings, "BACKUP_FULL_EVERY", 7.0),
         )
 
     def check_backup_dir(self) -> None:

@@ -45,7 +45,9 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
             elif not cell["outcome"].ok:
                 line.append(cell["outcome"].status.upper())
             elif resource in COLLECTIONS:
-                line.append(f"{cell.get('total', 0)} (+{cell.get('new', 0)})")
+                deleted = (cell.get("deleted_upstream") or {}).get("count") if cell.get("last_full_read") else 0
+                line.append(f"{cell.get('total', 0)} (+{cell.get('new', 0)})"
+                            + (f", {deleted} deleted upstream" if deleted else ""))
             else:
                 line.append(str(cell.get("total", 0)))
         line.append(str(resources.get("messages", {}).get("characters", "-")))
@@ -86,9 +88,19 @@ class BackupReport:
         for figure in ("new", "total", "requests", "characters"):
             if figure in figures:
                 stats.inc_value(f"backup/{resource}/{figure}", figures[figure] or 0)
+        if figures.get("warning"):
+            stats.inc_value("backup/warnings")
+            logger.warning("%s · %s: %s", username, resource, figures["warning"])
         if resource in COLLECTIONS:
-            logger.info("%s · %s: %d new, %d total, %d requests", username, resource,
-                        figures.get("new", 0), figures.get("total", 0), figures.get("requests", 0))
+            extra = ""
+            if figures.get("changed"):
+                extra += f", {figures['changed']} changed on the service (earlier copies in history/{resource}.jsonl)"
+            deleted = (figures.get("deleted_upstream") or {}).get("count")
+            if figures.get("last_full_read") and deleted:
+                stats.inc_value(f"backup/{resource}/deleted_upstream", deleted)
+                extra += f", {deleted} no longer on the service (kept)"
+            logger.info("%s · %s: %d new, %d total, %d requests%s", username, resource,
+                        figures.get("new", 0), figures.get("total", 0), figures.get("requests", 0), extra)
         else:
             logger.info("%s · %s: saved (%d entries, %d requests)", username, resource,
                         figures.get("total", 0), figures.get("requests", 0))
@@ -118,6 +130,10 @@ class BackupReport:
         stats.set_value(EXIT_CODE_STAT, code)
         if self.rows:
             logger.info("Backup summary (total (+new) per resource):\n%s", summary_table(self.rows))
+            warnings = [f"  {user} · {res}: {cell['warning']}" for user, cells in self.rows.items()
+                        for res, cell in cells.items() if cell.get("warning")]
+            if warnings:
+                logger.warning("Warnings:\n%s", "\n".join(warnings))
         wanted = stats.get_value("backup/personalities/requested", 0)
         auth = stats.get_value("backup/auth_failed")
         if auth:

@@ -81,6 +81,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = FILE
         fh.write(data)
 
 
+def append_lines(path: str | os.PathLike, lines: list[bytes]) -> None:
+    """Append whole lines to a JSON-lines file (0600), durably. A torn last line (a crash mid-append)
+    is cut off first, so every line stays one JSON value."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            tail = b""
+            start = max(0, size - (1 << 16))
+            while True:  # the end of the last whole line
+                tail = os.pread(fd, size - start, start)
+                cut = tail.rfind(b"\n")
+                if cut >= 0 or start == 0:
+                    break
+                start = max(0, start - (1 << 16))
+            os.ftruncate(fd, start + cut + 1 if cut >= 0 else 0)
+        os.lseek(fd, 0, os.SEEK_END)
+        data = memoryview(b"".join(line.rstrip(b"\n") + b"\n" for line in lines))
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LockHeld(Exception):
     """Another process holds the lock file; ``pid`` is what it wrote there (None if unreadable)."""
 

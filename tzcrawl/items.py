@@ -67,12 +67,16 @@ class Page:
 
 @dataclass
 class ResourceDone:
-    """The end of one resource and the ``requests`` it took."""
+    """The end of one resource and the ``requests`` it took; ``full_read``: the walk read the whole
+    collection (not stopping at what the backup held); ``service_total``: the records the service
+    said it had (memories), to check the backup against."""
 
     personality: dict
     resource: str
     outcome: Outcome
     requests: int = 0
+    full_read: bool = False
+    service_total: int | None = None
 
 
 @dataclass

@@ -7,6 +7,8 @@ the backup already holds, and neither can loop forever on a server that repeats 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -74,6 +76,20 @@ def next_memory_page(page: int, items: list, total_pages: int | None, *, new_ids
     if page >= MAX_PAGES:
         return Fail(f"more than {MAX_PAGES} memory pages")
     return Next(page + 1)
+
+
+MAX_REWALKS = 2  # walks again from an earlier page, per resource and run, before giving up
+
+
+def rewalk_from(page: int, page_len: int, seen: int | None, now: int | None, by_pages: bool) -> int | None:
+    """The page to walk again from when the service's total dropped between two pages (memories were
+    deleted during the walk: every later one moved up, and those that crossed into pages already
+    read would be skipped), else None. ``seen``/``now`` are the totals (records, or pages when
+    ``by_pages``) reported before and with page ``page``; ``page_len`` is the page size seen."""
+    if seen is None or now is None or now >= seen:
+        return None
+    moved = (seen - now) * (page_len if by_pages else 1)  # how far every later record moved up
+    return max(1, page - math.ceil(moved / max(page_len, 1)))
 
 
 def next_before_ts(batch_ts: list[float], *, limit: int, before_ts: float | None, held: Held,

@@ -84,11 +84,23 @@ class BackupPipeline:
                                                   document.payload, document.count, requests)
             else:
                 run = run or self.store.begin(personality, resource)
-                figures = await asyncio.to_thread(run.commit, requests)
+                figures = await asyncio.to_thread(run.commit, requests, item["full_read"])
+                outcome = await self._check_total(personality, resource, figures, item["service_total"], outcome)
         except Exception as exc:  # disk full, a corrupt saved file...: this resource failed, say why
             logger.exception("Saving %s of %s failed", resource, personality["username"])
             outcome, figures = Outcome.failed(f"saving failed: {exc}"), {"requests": requests}
         self._finished(personality, resource, outcome, figures)
+
+    async def _check_total(self, personality: dict, resource: str, figures: dict, service_total, outcome: Outcome):
+        """After the walk: fewer records held than the service counts means some were missed (they
+        moved while pages were read): the resource is incomplete and the next run reads it in full."""
+        held = figures.get("total")
+        if service_total is None or held is None or held >= service_total:
+            return outcome
+        missing = service_total - held
+        await asyncio.to_thread(self.store.record_shortfall, personality, resource, missing, service_total)
+        return Outcome.failed(f"the backup holds {held} {resource}, the service counts {service_total}: {missing} "
+                              f"missing (saved what arrived; the next run reads them all again)")
 
     async def _end(self, item: ItemAdapter):
         self.store.release(item["personality"]["username"])

@@ -28,6 +28,10 @@ class Walk:
     seen_ids: set = field(default_factory=set)           # memory ids seen (repeated pages)
     held: paging.Held = field(default_factory=paging.Held)  # what the backup held at its start
     deferred: bool = False                 # already sent behind the others once (lock held elsewhere)
+    service_total: int | None = None       # the service's latest total for the current collection
+    total_by_pages: bool = False           # that total counts pages (the service gave no record count)
+    page_len: int = 0                      # the largest page seen
+    rewalks: int = 0                       # walks again from an earlier page (paging.rewalk_from)
 
     @property
     def username(self) -> str:
@@ -50,10 +54,14 @@ class Walk:
         """Start the current resource afresh."""
         self.requests, self.held = 0, held
         self.seen_ids.clear()
+        self.service_total, self.total_by_pages, self.page_len, self.rewalks = None, False, 0, 0
 
     def end(self, outcome: Outcome) -> ResourceDone:
         """The current resource's outcome; the walk moves on to the next one."""
-        done = ResourceDone(self.personality, self.current.name, outcome, self.requests)
+        resource = self.current
+        done = ResourceDone(self.personality, resource.name, outcome, self.requests,
+                            full_read=outcome.ok and resource.collection and self.held.empty,
+                            service_total=None if self.total_by_pages else self.service_total)
         self.index += 1
         self.requests = 0
         return done

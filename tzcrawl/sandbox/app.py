@@ -89,6 +89,7 @@ class App:
         self.bucket: TokenBucket | None = None
         self._cookies: dict[str, dict[str, float]] = {}
         self._api_requests = 0
+        self._deletions_from = 0
         from .files import FileHost  # the file host reads this app's knobs and config
 
         self.files = FileHost(self)
@@ -136,6 +137,8 @@ class App:
         new = self.knobs
         if not changes or (new.rate_limit, new.rate_burst) != (old.rate_limit, old.rate_burst):
             self.bucket = TokenBucket(new.rate_limit, new.rate_burst, self.clock) if new.rate_limit else None
+        if "delete_memories_after" in changes:
+            self._deletions_from = self._api_requests  # counted from when the knob is set
         if "cookie_max_requests" in changes:
             for state in self._cookies.values():
                 state["uses"] = 0
@@ -270,6 +273,9 @@ class App:
             every = self.knobs.grow_every
             if every and self._api_requests % every == 0:
                 self.world.grow()
+            after, since = self.knobs.delete_memories_after, self._api_requests - self._deletions_from
+            if after and (since == after or (self.knobs.delete_memories_repeat and since % after == 0)):
+                self.world.delete_memories(self.knobs.delete_memories_count)
 
     def _auth_failure(self) -> Response:
         mode = self.knobs.auth_failure

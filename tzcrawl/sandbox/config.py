@@ -41,6 +41,10 @@ class Knobs:
     unsafe_usernames: bool = _knob(False, "first personalities get usernames unsafe as paths")
     cookie_max_requests: int | None = _knob(None, "a cookie expires after this many API requests")
     grow_every: int | None = _knob(None, "every N API requests add one memory and one message to each personality")
+    delete_memories_after: int | None = _knob(None, "after this many API requests, delete_memories_count newest "
+                                                     "memories of every personality are deleted (once per setting)")
+    delete_memories_count: int = _knob(5, "how many memories delete_memories_after deletes")
+    delete_memories_repeat: bool = _knob(False, "delete again every delete_memories_after requests, not once")
     ignore_before_ts: bool = _knob(False, "chat history ignores before_ts and repeats the newest batch")
     auth_failure: str = _knob("401", "answer to a bad cookie: 401 | html | redirect", choices=AUTH_FAILURE_MODES)
     pagination_style: str | None = _knob(

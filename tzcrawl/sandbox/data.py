@@ -91,18 +91,21 @@ def iso(ts: float, zulu: bool) -> str:
 
 
 class Series:
-    """Timestamps sorted oldest first, plus a builder turning ``(position, ts)`` into an item."""
+    """Timestamps sorted oldest first, plus a builder turning ``(origin, ts)`` into an item; ``origin``
+    is the item's position when it was made, so deleting items leaves the others as they were."""
 
     def __init__(self, times: list[float], build: Callable[[int, float], dict]):
         self._generated = times
         self.times = list(times)
+        self.origins = list(range(len(times)))
+        self._next = len(times)
         self._build = build
 
     def __len__(self) -> int:
         return len(self.times)
 
     def item(self, position: int) -> dict:
-        return self._build(position, self.times[position])
+        return self._build(self.origins[position], self.times[position])
 
     def newest_first(self, hi: int, lo: int) -> list[dict]:
         return [self.item(p) for p in range(hi - 1, lo - 1, -1)]
@@ -111,6 +114,21 @@ class Series:
         for _ in range(count):
             last = self.times[-1] if self.times else EPOCH
             self.times.append(round(last + 1.0 + (len(self.times) % 97) / 100.0, 5))
+            self.origins.append(self._next)
+            self._next += 1
+
+    def insert_oldest(self, count: int) -> None:
+        """Add ``count`` items older than every other (an import of old memories, say)."""
+        first = self.times[0] if self.times else EPOCH
+        for k in range(count, 0, -1):
+            self.times.insert(0, round(first - 60.0 * k, 5))
+            self.origins.insert(0, self._next)
+            self._next += 1
+
+    def delete_newest(self, count: int) -> None:
+        """Remove the ``count`` newest items: every older one moves up ``count`` places."""
+        keep = max(0, len(self.times) - count)
+        del self.times[keep:], self.origins[keep:]
 
     def set_ties(self, on: bool) -> None:
         """Make small groups share one ts across each 50-item edge of the natural newest-first paging."""
@@ -122,7 +140,7 @@ class Series:
                 if edge - left < 0 or edge + right > n:
                     continue
                 times[edge - left : edge + right] = [times[edge - left]] * (left + right)
-        self.times[:n] = times
+        self.times[:n] = times[: len(self.times)]
 
 
 def _timeline(rng: random.Random, count: int, start: float, mean_gap: float) -> list[float]:
@@ -150,6 +168,7 @@ class Personality:
     memories: Series = field(repr=False)
     messages: Series = field(repr=False)
     fixed_username: bool = False
+    memory_edits: dict[int, dict] = field(default_factory=dict)  # origin -> fields changed on the service
 
 
 class World:
@@ -203,7 +222,7 @@ class World:
             training=[self._training_entry(rng) for _ in range(n_training)],
             user={} if spec.get("user_empty", empty) else self._user(rng),
             profile_extra=self._profile_extra(rng),
-            memories=Series(_timeline(rng, n_memories, start, 3600.0), lambda p, t: self._memory(memory_base, p, t)),
+            memories=Series(_timeline(rng, n_memories, start, 3600.0), lambda p, t: self._edited(i, self._memory(memory_base, p, t), p)),
             messages=Series(_timeline(rng, n_messages, start, 600.0), lambda p, t: self._message(message_base, p, t)),
             fixed_username="username" in spec,
         )
@@ -250,6 +269,10 @@ class World:
             },
             "x_experimental": {"flags": ["a", "b"], "since": "2024-01-01"},
         }
+
+    def _edited(self, index: int, item: dict, origin: int) -> dict:
+        edits = self.personalities[index].memory_edits if index < len(getattr(self, "personalities", [])) else {}
+        return {**item, **edits[origin]} if origin in edits else item
 
     def _memory(self, base: int, position: int, ts: float) -> dict:
         rng = random.Random(base + position)
@@ -411,6 +434,27 @@ class World:
         with self.lock:
             for p in self.personalities:
                 self.add(p, 1, 1)
+
+    def edit(self, p: Personality, profile: dict | None = None, knowledge: list | None = None,
+             memory: tuple[int, dict] | None = None, old_memories: int = 0) -> None:
+        """Change what the service holds, as its owner would: profile fields, the knowledge entries,
+        one memory (``(position from the newest, fields)``), or memories older than all others."""
+        with self.lock:
+            if profile:
+                p.profile_extra.update(profile)
+            if knowledge is not None:
+                p.knowledge = list(knowledge)
+            if memory is not None:
+                position, fields = memory
+                p.memory_edits[p.memories.origins[len(p.memories) - 1 - position]] = dict(fields)
+            if old_memories:
+                p.memories.insert_oldest(old_memories)
+
+    def delete_memories(self, count: int) -> None:
+        """Delete the ``count`` newest memories of every personality (as a user deleting them would)."""
+        with self.lock:
+            for p in self.personalities:
+                p.memories.delete_newest(count)
 
     def totals(self) -> dict:
         with self.lock:

@@ -204,6 +204,11 @@ class Sandbox:
     def add(self, personality: Any, memories: int = 0, messages: int = 0) -> None:
         self.app.world.add(self._find(personality), memories, messages)
 
+    def edit(self, personality: Any, **changes: Any) -> None:
+        """Change the service's data: ``profile={...}``, ``knowledge=[...]``, ``memory=(k, {...})`` (the
+        k-th newest memory), ``old_memories=n`` (n memories older than all others)."""
+        self.app.world.edit(self._find(personality), **changes)
+
     def expire_cookie(self) -> None:
         """Expire every cookie minted so far (``self.cookie`` included)."""
         self.app.expire_cookies()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
+from datetime import datetime, timedelta, timezone
 
 import scrapy
 from scrapy.exceptions import CloseSpider
@@ -58,6 +59,20 @@ def history_timestamps(batch: list[dict]) -> dict[float, str]:
             raise api.BadAnswer(f"a message without a usable ts: {message.get('ts')!r}")
         raw.setdefault(key, str(message.get("ts")))
     return raw
+
+
+def full_read_due(last_full_read: str | None, every_days: float, now: datetime | None = None) -> bool:
+    """A collection is read in full again when its last full read is older than ``every_days``
+    (0: never forced) or unknown."""
+    if not every_days:
+        return False
+    try:
+        last = datetime.fromisoformat(str(last_full_read).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=timezone.utc)
+    return (now or datetime.now(timezone.utc)) - last > timedelta(days=every_days)
 
 
 def split_names(value: str | None) -> list[str]:
@@ -210,10 +225,16 @@ class BackupSpider(scrapy.Spider):
         return self._error(walk, AUTH if isinstance(exc, api.NotAuthenticated) else ANSWER, str(exc))
 
     def _held(self, username: str, resource) -> paging.Held:
+        """Where an incremental walk may stop; empty (read everything) on a full run, when the last run
+        found records missing, or when the last full read is older than BACKUP_FULL_EVERY days."""
         if self.full or not resource.collection:
             return paging.Held()
         state = self.store.held(username, resource.name)
-        if not state.incremental:
+        if not state.incremental or state.shortfall or full_read_due(state.last_full_read, self.backup.full_every):
+            if state.incremental:
+                self.logger.info("%s · %s: reading in full (%s)", username, resource.name,
+                                 "the last run found records missing" if state.shortfall else
+                                 f"no full read in the last {self.backup.full_every:g} days (BACKUP_FULL_EVERY)")
             return paging.Held()
         return paging.Held(state.newest_key, frozenset(state.newest_ids))
 
@@ -287,6 +308,23 @@ class BackupSpider(scrapy.Spider):
             return
         if result.items:
             yield Page(walk.personality, walk.current.name, result.items)
+        walk.page_len = max(walk.page_len, len(result.items))
+        total, by_pages = (result.total, False) if result.total is not None else (result.total_pages, True)
+        restart = paging.rewalk_from(position, walk.page_len, walk.service_total, total, by_pages)
+        if total is not None:
+            walk.service_total, walk.total_by_pages = total, by_pages
+        if restart is not None:
+            walk.rewalks += 1
+            if walk.rewalks > paging.MAX_REWALKS:
+                yield from self._end(walk, Outcome.failed(
+                    f"memories kept being deleted on the service while they were read ({paging.MAX_REWALKS} walks "
+                    f"again did not settle); run again later"))
+                return
+            self.logger.info("%s · memories: the service's total dropped while reading (memories deleted): walking "
+                             "again from page %d", walk.username, restart)
+            self.crawler.stats.inc_value("backup/memories/rewalks")
+            yield self._request(walk, walk.current, restart)
+            return
         time_field, id_field = walk.current.time_field, walk.current.id_field
         ids = {str(m.get(id_field)) for m in result.items if isinstance(m, dict)}
         new_ids = len(ids - walk.seen_ids)

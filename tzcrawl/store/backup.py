@@ -9,6 +9,8 @@ that writes it, adds staging, merging, metadata and the locks.
     BACKUP_DIR/<name>/<name>_user_data.json     user personalization, exactly as received
     BACKUP_DIR/<name>/<name>_media.json         media manifest: one entry per media URL (tzcrawl.media)
     BACKUP_DIR/<name>/media/<sha1 of URL>.<ext> the media files themselves
+    BACKUP_DIR/<name>/history/<resource>/<UTC>.json  a document's previous version, kept when it changed
+    BACKUP_DIR/<name>/history/<collection>.jsonl     a record's previous copy, when the service changed it
     BACKUP_DIR/<name>/.backup-metadata.json     tracking info for incremental sync
     BACKUP_DIR/.locks/<name>.lock               held while a run writes this personality
 
@@ -31,17 +33,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tzcrawl import jsonio, registry
-from tzcrawl.fsutil import atomic_write_bytes, atomic_writer, ensure_private_dir
+from tzcrawl.fsutil import append_lines, atomic_write_bytes, atomic_writer, ensure_private_dir
 
 from . import metadata as meta
 from .journal import Journal, read_journal
 from .jsonarray import read_array
 from .lock import BackupLocked, Locks
-from .merge import merge_collection
+from .merge import History, merge_collection
 from .names import child_path, safe_dir_name
 
 STAGING = ".staging"
 MEDIA_DIR = "media"
+HISTORY_DIR = "history"
 
 
 class BackupOwnerMismatch(ValueError):
@@ -59,6 +62,8 @@ class HeldState:
     oldest_key: float | None = None
     last_sync: str | None = None
     outcome: str | None = None
+    last_full_read: str | None = None  # when the collection was last read whole
+    shortfall: int = 0  # records the last run found missing (the service counted more): read in full next
 
     @property
     def incremental(self) -> bool:
@@ -89,6 +94,9 @@ class BackupView:
     def media_dir(self, username: str) -> Path:
         return self.directory(username) / MEDIA_DIR
 
+    def history_dir(self, username: str) -> Path:
+        return self.directory(username) / HISTORY_DIR
+
     def metadata_path(self, username: str) -> Path:
         return self.directory(username) / meta.METADATA_NAME
 
@@ -108,6 +116,8 @@ class BackupView:
             oldest_key=entry.get("oldest_key"),
             last_sync=entry.get("last_sync"),
             outcome=entry.get("outcome"),
+            last_full_read=entry.get("last_full_read"),
+            shortfall=entry.get("shortfall") or 0,
         )
 
     def read_collection(self, username: str, resource: str) -> Iterator:
@@ -199,15 +209,43 @@ class BackupStore(BackupView):
 
     # -- writing ----------------------------------------------------------------------------
     def save_document(self, personality: dict, resource: str, payload, count: int, requests: int) -> dict:
-        """Replace a document (profile, knowledge, training, user_data) whole, atomically."""
+        """Replace a document (profile, knowledge, training, user_data) whole, atomically. When the new
+        answer differs from the saved one, the saved one is kept first under history/<resource>/."""
         registry.document(resource)
         with self._writing(personality) as username:
             path = self.path(username, resource)
             data = (jsonio.readable(payload, indent=2) + "\n").encode("utf-8")  # lone surrogates stay escapes
-            atomic_write_bytes(path, data)
             figures = {"file": path.name, "total": count, "sha256": hashlib.sha256(data).hexdigest()}
+            kept = self._keep_previous(username, resource, path, payload)
+            if kept is not None:
+                figures["previous_version"] = str(kept.relative_to(self.directory(username)))
+                held = self.metadata(username).get("resources", {}).get(resource, {}).get("total") or 0
+                if count == 0 and held and registry.get(resource).entry_keys:
+                    figures["warning"] = (f"the service sent {resource} with no entries; the {held} saved before are "
+                                          f"kept in {figures['previous_version']}")
+            atomic_write_bytes(path, data)
             self._record(personality, resource, meta.record_success, figures, requests)
             return {"resource": resource, "requests": requests, **figures}
+
+    def _keep_previous(self, username: str, resource: str, path: Path, payload) -> Path | None:
+        """Copy the saved document to history/<resource>/<UTC>.json when ``payload`` differs from it."""
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            if jsonio.loads(old) == payload:
+                return None
+        except ValueError:
+            pass  # an unreadable saved copy is kept too: it may be all there is
+        folder = ensure_private_dir(self.history_dir(username) / resource)
+        stamp = self.clock().astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target, n = folder / f"{stamp}.json", 1
+        while target.exists():
+            n += 1
+            target = folder / f"{stamp}-{n}.json"
+        atomic_write_bytes(target, old)
+        return target
 
     def record_failure(self, personality: dict, resource: str, error: str, requests: int) -> None:
         """Note that ``resource`` failed this run; its saved data and last good figures stay.
@@ -219,6 +257,12 @@ class BackupStore(BackupView):
             return
         with self._writing(personality):
             self._record(personality, resource, meta.record_failure, error, requests)
+
+    def record_shortfall(self, personality: dict, resource: str, missing: int, service_total: int) -> None:
+        """Note that the service counted ``missing`` more records than the backup holds: the next run
+        reads this collection in full."""
+        with self._writing(personality):
+            self._record(personality, resource, meta.record_shortfall, missing, service_total)
 
     def begin(self, personality: dict, resource: str) -> "CollectionRun":
         """Start staging a collection (memories or messages); holds the lock until commit/abort."""
@@ -298,14 +342,19 @@ class CollectionRun:
             raise TypeError(f"add() takes a page (a list of records), not a {type(records).__name__}")
         return self.journal.add(records)
 
-    def commit(self, requests: int) -> dict:
-        """Merge the staged records into the saved file and record the sync; returns the figures."""
+    def commit(self, requests: int, full: bool = False) -> dict:
+        """Merge the staged records into the saved file and record the sync; returns the figures.
+
+        ``full``: the walk read the whole collection, so saved records it did not fetch are gone from
+        the service (``deleted_upstream``; they stay in the backup). The saved copy of a record the
+        service changed is appended to history/<resource>.jsonl before the file is replaced."""
         if self.closed:
             raise RuntimeError(f"the {self.resource} run for {self.name!r} is already closed")
         self.journal.close()
         store = self.store
         username = _username(self.personality)
         path = store.path(username, self.resource)
+        history = History()
         try:
             with atomic_writer(path, binary=True) as raw:
                 out = HashingWriter(raw)
@@ -319,7 +368,13 @@ class CollectionRun:
                     chunk_size=store.chunk_size,
                     index_limit=store.index_limit,
                     chars=self.resource == "messages",
+                    history=history,
                 )
+                if history.lines:  # before the rename: a crash leaves a copy twice, never none
+                    stamp = jsonio.dumps_bytes(meta.iso(store.clock()))
+                    ensure_private_dir(store.history_dir(username))
+                    append_lines(store.history_dir(username) / f"{self.resource}.jsonl",
+                                 [b'{"replaced_at":' + stamp + b',"record":' + line + b"}" for line in history.lines])
         except Exception as exc:
             self.abort(f"saving {self.resource} failed: {exc}", requests)
             raise
@@ -337,6 +392,11 @@ class CollectionRun:
         }
         if self.resource == "messages":
             figures["characters"] = stats.characters
+        if stats.changed:
+            figures["changed"] = stats.changed
+        if full:
+            figures["last_full_read"] = meta.iso(store.clock())
+            figures["deleted_upstream"] = {"count": stats.not_fetched, "ids": stats.not_fetched_ids}
         try:
             store._record(self.personality, self.resource, meta.record_success, figures, requests)
         finally:

@@ -26,6 +26,31 @@ from .jsonarray import ArrayWriter, read_array
 from .timestamps import MILLISECONDS_ABOVE, SortKey, id_text, sort_key, to_epoch
 
 OLD, NEW = 0, 1  # on equal keys the saved copy comes first; dedupe keeps the fetched one anyway
+NOT_FETCHED_LISTED = 10_000
+
+
+class History:
+    """Where the merge puts the saved copy of a record the service changed (``add(line)``); a list
+    by default, a file for a real commit. ``reset`` when the merge starts over."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+
+    def add(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def reset(self) -> None:
+        self.lines.clear()
+
+
+def same_record(old: bytes, new: bytes) -> bool:
+    """The same record, however the saved line was spelled (older versions wrote spaces, 1e-07)."""
+    if old == new:
+        return True
+    try:
+        return jsonio.loads(old) == jsonio.loads(new)
+    except ValueError:
+        return False
 
 # (key, source, seq, dedupe id, characters, line): (key, source, seq) is unique, so heapq never
 # compares further. The line is the record's JSON text (UTF-8 bytes; str where a caller gave str).
@@ -147,6 +172,13 @@ class IdIndex:
             return True
         return self._db.execute("SELECT 1 FROM ids WHERE did = ?", (did,)).fetchone() is not None
 
+    def unclaim(self) -> None:
+        """Forget which saved copies were superseded (the merge starts over)."""
+        self.marked = 0
+        self._marked.clear()
+        if self._db is not None:
+            self._db.execute("UPDATE ids SET old = 0")
+
     def __len__(self) -> int:
         if self._db is None:
             return len(self._mem)
@@ -241,6 +273,9 @@ class MergeStats:
     newest_key: float | None = None
     newest_line: str | None = None
     newest_ids: list[str] = field(default_factory=list)
+    changed: int = 0  # saved records fetched again with different content (the old copy went to history)
+    not_fetched: int = 0  # saved records this run did not fetch again (on a full read: deleted upstream)
+    not_fetched_ids: list[str] = field(default_factory=list)  # their ids, at most NOT_FETCHED_LISTED
 
     def count(self, entry: Entry) -> None:
         (flag, seconds, ident), _source, _seq, _did, chars, line = entry
@@ -272,13 +307,16 @@ def merge_collection(
     index_limit: int = 100_000,
     chars: bool = True,
     id_field: str = "id",
+    history: History | None = None,
 ) -> MergeStats:
     """Write ``saved`` merged with ``fetched`` to ``out`` (binary) as a line-shaped JSON array.
 
     ``fetched`` yields ``(line, record)`` in the order fetched; a ``JournalReader`` (which can also
     read ``backward``) lets a newest-first journal be merged without sorting it. Records are placed
-    by ``time_field`` and identified by ``id_field``; ``chars`` counts conversation characters.
+    by ``time_field`` and identified by ``id_field``; ``chars`` counts conversation characters. The
+    saved copy of a record fetched again with other content goes to ``history``.
     """
+    history = history if history is not None else History()
     fields = Fields(time_field, id_field, chars)
     journal = fetched if hasattr(fetched, "backward") else None
     index = IdIndex(workdir, index_limit)
@@ -307,14 +345,16 @@ def merge_collection(
             fetched_streams = fetched_runs.fill(entries()).streams()
         index.freeze()
         try:
-            stats = _merge_streams(_checked_order(saved_entries(saved, fields)), fetched_streams, index, out)
+            stats = _merge_streams(_checked_order(saved_entries(saved, fields)), fetched_streams, index, out, history)
         except SavedFileUnsorted:
             out.seek(start)
             out.truncate()
+            history.reset()
+            index.unclaim()
             if described is not None:  # the backward stream was used up: read it again
                 fetched_streams = [_backward_entries(journal, described, fields)]
             saved_runs.fill(saved_entries(saved, fields))
-            stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_streams, index, out)
+            stats = _merge_streams(heapq.merge(*saved_runs.streams()), fetched_streams, index, out, history)
             stats.saved_resorted = True
         stats.runs = len(fetched_runs.files)
         stats.streamed = described is not None
@@ -423,18 +463,39 @@ def _merge_two(first: Iterable[Entry], second: Iterable[Entry]) -> Iterator[Entr
         yield from second
 
 
-def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[bytes]) -> MergeStats:
+def _merge_streams(saved: Iterable[Entry], fetched_streams: list, index: IdIndex, out: IO[bytes],
+                   history: History) -> MergeStats:
+    """One pass over everything in timeline order. A saved record fetched again with the same key is
+    immediately followed by its fetched copies (same key, saved first): their lines are compared there.
+    A saved record whose fetched copy is not next to it was fetched with another timestamp: changed."""
     stats = MergeStats()
     writer = ArrayWriter(out)
     streams = [saved, *fetched_streams]
+    replaced: tuple[str, bytes] | None = None  # (dedupe id, line) of the saved copy just superseded
     for entry in (_merge_two(*streams) if len(streams) == 2 else heapq.merge(*streams)):
         _key, source, seq, did, _chars, line = entry
+        if replaced is not None and replaced[0] != did:
+            history.add(replaced[1])  # its fetched copy is elsewhere on the timeline: it changed
+            stats.changed += 1
+            replaced = None
         if source == OLD:
             if index.claim_old(did):
+                replaced = (did, line)
                 continue  # superseded by the copy fetched now
+            stats.not_fetched += 1
+            if len(stats.not_fetched_ids) < NOT_FETCHED_LISTED:
+                stats.not_fetched_ids.append(did[2:] if did.startswith("i:") else did)
         elif index.seq(did) != seq:
             continue  # fetched twice in this run (pages shift): keep the last copy
+        elif replaced is not None:
+            if not same_record(replaced[1], line):
+                history.add(replaced[1])
+                stats.changed += 1
+            replaced = None
         writer.write_line(line)
         stats.count(entry)
+    if replaced is not None:
+        history.add(replaced[1])
+        stats.changed += 1
     writer.close()
     return stats

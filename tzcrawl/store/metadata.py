@@ -70,7 +70,9 @@ def record_success(
     """Metadata after ``resource`` was saved completely; ``figures`` are total/new/newest_... ."""
     updated = _base(metadata, personality, dir_name)
     previous = updated["resources"].get(resource, {})
-    entry = {k: previous[k] for k in ("last_error", "last_error_at") if k in previous}
+    # a failure's record, and what only a full read can say, outlive later incremental runs
+    entry = {k: previous[k] for k in ("last_error", "last_error_at", "last_full_read", "deleted_upstream")
+             if k in previous}
     entry.update(figures)
     entry.update(outcome="complete", last_sync=iso(now), last_attempt=iso(now), requests=requests)
     updated["resources"][resource] = entry
@@ -94,4 +96,17 @@ def record_failure(
         last_attempt_requests=requests,
     )
     updated["resources"][resource] = entry
+    return updated
+
+
+def record_shortfall(
+    metadata: dict, personality: dict, dir_name: str, resource: str, missing: int, service_total: int, now: datetime
+) -> dict:
+    """Metadata after a saved ``resource`` turned out to lack ``missing`` records the service counts:
+    the resource is incomplete, and ``shortfall`` makes the next run read it in full."""
+    updated = _base(metadata, personality, dir_name)
+    entry = updated["resources"].setdefault(resource, {})
+    text = f"{missing} records on the service are not in the backup (the service counts {service_total})"
+    entry.update(outcome="failed", error=text, last_error=text, last_error_at=iso(now), shortfall=missing,
+                 service_total=service_total)
     return updated

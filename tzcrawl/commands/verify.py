@@ -1,0 +1,100 @@
+"""``scrapy verify [-a personality=NAME[,NAME...]] [-a online=1]``: prove what the backup holds.
+
+Offline by default (no network): see ``tzcrawl.verify``. ``-a online=1`` then compares with the
+service (``verify_online`` spider, polite like the crawl, never writes). Exit 0 when all is well, 1
+when something is damaged or the service holds something the backup lacks, 2 for bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scrapy.commands import ScrapyCommand
+
+from tzcrawl import config
+from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
+from tzcrawl.outcome import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK
+from tzcrawl.spiders.base import split_names
+from tzcrawl.spiders.verify import VerifyOnlineSpider
+from tzcrawl.store import BackupView
+from tzcrawl.verify import backed_up, verify_personality
+
+ARGUMENTS = ("personality", "online")
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+
+    def syntax(self) -> str:
+        return "[-a personality=NAME[,NAME...]] [-a online=1]"
+
+    def short_desc(self) -> str:
+        return "Check the backup: every file whole and consistent (offline), or against the service (online=1)"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("-a", dest="arguments", action="append", default=[], metavar="NAME=VALUE",
+                            help="personality=NAME[,NAME...] | online=1")
+
+    def process_options(self, args, opts):
+        super().process_options(args, opts)
+        self.settings.set("LOG_LEVEL", self.settings.get("LOG_LEVEL") if opts.loglevel else "WARNING",
+                          priority="cmdline")
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        try:
+            if args:
+                raise ConfigError("verify takes no positional arguments; use -a NAME=VALUE")
+            arguments: dict[str, str] = {}
+            for pair in opts.arguments:
+                name, sep, value = pair.partition("=")
+                if not sep or name.strip() not in ARGUMENTS:
+                    raise ConfigError(f"-a {pair!r}: expected personality=... or online=1")
+                arguments[name.strip()] = value.strip()
+            online = bool(config.flag(arguments.get("online"), "-a online="))
+            backup_dir = BackupConfig.from_settings(self.settings).backup_dir.expanduser()
+            if not backup_dir.is_dir():
+                raise ConfigError(f"BACKUP_DIR {str(backup_dir)!r} does not exist: nothing to verify")
+            if online:
+                ServiceConfig.from_settings(self.settings)
+                config.cookie(self.settings)
+        except ConfigError as exc:
+            print(f"tzcrawl: {exc}", file=sys.stderr)
+            self.exitcode = EXIT_CONFIG
+            return
+        view = BackupView(backup_dir)
+        names = split_names(arguments.get("personality")) or backed_up(view)
+        damaged = 0
+        for username in names:
+            if not view.metadata_path(username).is_file():
+                print(f"{username}: DAMAGED  no backup of this personality in {view.root}")
+                damaged += 1
+                continue
+            verdict = verify_personality(view, username)
+            print(verdict.table())
+            damaged += verdict.damaged
+        print(f"verified: {len(names) - damaged} ok, {damaged} damaged")
+        self.exitcode = EXIT_INCOMPLETE if damaged else EXIT_OK
+        if online and names:
+            self.exitcode = max(self.exitcode, self._online(view, names))
+
+    def _online(self, view: BackupView, names: list[str]) -> int:
+        crawler = self.crawler_process.create_crawler(VerifyOnlineSpider)
+        self.crawler_process.crawl(crawler, usernames=names, backup_dir=str(view.root))
+        self.crawler_process.start()
+        spider = crawler.spider
+        lacking_any = 0
+        print("online: compared with the service now")
+        for username in names:
+            lacking, errors = spider.lacking.get(username, []), spider.errors.get(username, [])
+            state = "LACKING" if lacking else "INCOMPLETE CHECK" if errors or username not in spider.checked else "ok"
+            print(f"{username}: {state}")
+            for line in lacking:
+                print(f"  {line}")
+            for line in errors:
+                print(f"  could not check: {line}")
+            lacking_any += bool(lacking or errors or username not in spider.checked)
+        print(f"online: {len(names) - lacking_any} match the service, {lacking_any} lack something or could not be "
+              f"checked")
+        return EXIT_INCOMPLETE if lacking_any else EXIT_OK
