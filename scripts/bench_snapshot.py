@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tzcrawl.snapshot import codetree  # noqa: E402
+from tzcrawl.snapshot import codetree, store  # noqa: E402
 
 WRITER = r"""
 import os, sqlite3, sys, time
@@ -184,6 +184,7 @@ def main() -> int:
                   "commit); the baseline below pauses the writer for its .backup", flush=True)
         (work / "probe.db").unlink(missing_ok=True)
         ours, base, tar_only, rss_ours, rss_base, manifests = [], [], [], [], [], []
+        unchanged, unchanged_ratio, unchanged_added, changed = [], [], [], []
         for run in range(args.runs):
             order = ("ours", "base") if run % 2 == 0 else ("base", "ours")
             for which in order:
@@ -208,11 +209,38 @@ def main() -> int:
                           f".backup {t2:.2f}s; tarball {(out / 'codex-code.tar.gz').stat().st_size / 2**20:.0f} MiB)",
                           flush=True)
                 else:
-                    t1, rc, r = timed([sys.executable, str(ROOT / "scripts/snapshot.py"), "create", "--db", str(db),
-                                       "--code", str(code), "--dest", str(out)], stdout=subprocess.DEVNULL,
-                                      env={k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_")})
+                    cmd = [sys.executable, str(ROOT / "scripts/snapshot.py"), "create", "--db", str(db),
+                           "--code", str(code), "--dest", str(out)]
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_")}
+                    t1, rc, r = timed(cmd, stdout=subprocess.DEVNULL, env=env)
                     assert rc == 0, rc
                     (snap,) = [p for p in out.iterdir() if p.name.startswith("codex-backup-")]
+                    # (b) again, the tree unchanged: the archive is shared, only the database is copied
+                    t2, rc, _ = timed(cmd, stdout=subprocess.DEVNULL, env=env)
+                    assert rc == 0, rc
+                    snaps = store.scan(out)
+                    added = store.space_added(snaps)[snaps[0].name]
+                    second = snaps[0].manifest
+                    assert second["code"]["archive"]["shared"] == "hardlink", second["code"]["archive"]
+                    db_copy = second["files"]["codex-brain.db"]["size"]
+                    unchanged.append(t2)
+                    unchanged_ratio.append(t2 / t1)
+                    unchanged_added.append(added - db_copy)
+                    # (c) one file changed: archived again, and the change is in it
+                    changed_file = code / "changed-by-bench.txt"
+                    changed_file.write_text(f"run {run}\n")
+                    t3, rc, _ = timed(cmd, stdout=subprocess.DEVNULL, env=env)
+                    assert rc == 0, rc
+                    third = store.scan(out)[0]
+                    assert third.manifest["code"]["archive"]["from"] is None
+                    listed_now = subprocess.run(["tar", "-xzOf", str(third.path / "codex-code.tar.gz"),
+                                                "changed-by-bench.txt"], capture_output=True, check=True).stdout
+                    assert listed_now == f"run {run}\n".encode() and not store.verify(third.path)
+                    changed.append(t3)
+                    print(f"      then unchanged tree: {t2:.2f}s ({t2 / t1:.2f}x the first), adds "
+                          f"{added / 2**20:.1f} MiB = database copy {db_copy / 2**20:.1f} MiB + "
+                          f"{(added - db_copy) / 2**10:.0f} KiB; one file changed: {t3:.2f}s, archived anew, verified",
+                          flush=True)
                     m = json.loads((snap / "manifest.json").read_text())
                     manifests.append(m)
                     ours.append(t1)
@@ -236,6 +264,13 @@ def main() -> int:
         print(f"{'peak RSS (MiB, max over runs)':34}{max(rss_ours) / 1024:>14.0f}{max(rss_base) / 1024:>20.0f}")
         print(f"ratio snapshot / baseline (medians): {mo / mb:.2f}x (target <= 1.1x)")
         print(f"stricter, snapshot (db copy included) / tar czf alone: {mo / statistics.median(tar_only):.2f}x")
+        print(f"(a) first snapshot / baseline: {mo / mb:.2f}x (target <= 0.6x on 2 cores with parallel gzip; "
+              f"{manifests[0]['code']['compressor']})")
+        print(f"(b) unchanged tree: median {statistics.median(unchanged):.2f}s, "
+              f"{statistics.median(unchanged_ratio):.2f}x the first snapshot (target <= 0.2x); disk added beyond the "
+              f"database copy: max {max(unchanged_added) / 2**10:.0f} KiB (target <= 1 MiB)")
+        print(f"(c) one file changed: median {statistics.median(changed):.2f}s, a new archive holding the change, "
+              f"verified")
         print(f"writer committed {commits} transactions during the runs; every snapshot's copy passed "
               f"integrity_check: {all(m['db']['integrity_check'] == 'ok' for m in manifests)}")
         return 0

@@ -246,8 +246,7 @@ def corrupt(path: Path) -> None:
 def test_verify_and_list_catch_damage(setup, tmp_path):
     code, db, dest, env = setup
     (code / "blob.bin").write_bytes(os.urandom(300_000))
-    for _ in range(3):
-        assert run_cli(tmp_path, "create", env=env).returncode == 0
+    create_with_own_archives(code, env, tmp_path, 3)
     a, b, c = snapshots(dest)
     corrupt(a / "codex-code.tar.gz")
     corrupt(b / "codex-brain.db")
@@ -296,9 +295,16 @@ def test_prune_dry_run_then_real(setup, tmp_path):
     assert len(snapshots(dest)) == 3  # two young ones + legacy
 
 
-def three_snapshots_two_of_them_old(dest, env, tmp_path):
-    for _ in range(3):
+def create_with_own_archives(code: Path, env, tmp_path, count: int) -> None:
+    """``count`` snapshots of a tree changed before each: none shares another's archive, so damage
+    to one archive is damage to one snapshot only."""
+    for i in range(count):
+        (code / "svc/src/main.ts").write_text(f"export const x = {i};\n")
         assert run_cli(tmp_path, "create", env=env).returncode == 0
+
+
+def three_snapshots_two_of_them_old(dest, env, tmp_path):
+    create_with_own_archives(dest.parent / "Codex", env, tmp_path, 3)
     a, b, c = snapshots(dest)
     return (_age(dest, a, "codex-backup-2020-01-01T00-00-00-000Z"),
             _age(dest, b, "codex-backup-2020-01-02T00-00-00-000Z"), c)
@@ -324,8 +330,7 @@ def test_prune_with_a_bad_max_age_is_a_usage_error(setup, tmp_path):
 
 def test_prune_never_counts_a_damaged_snapshot_toward_keep_last(setup, tmp_path):
     code, db, dest, env = setup
-    for _ in range(3):
-        assert run_cli(tmp_path, "create", env=env).returncode == 0
+    create_with_own_archives(code, env, tmp_path, 3)
     oldest, middle, newest = snapshots(dest)
     corrupt(middle / "codex-code.tar.gz")  # same size: only a full check sees it
     result = run_cli(tmp_path, "prune", "--keep-last", "2", env=env)

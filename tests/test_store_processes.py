@@ -119,7 +119,9 @@ def test_kill_9_mid_commit_leaves_the_saved_file_intact_and_the_next_run_complet
     by_id = {r["id"]: r for r in store.read_collection("crashy", "messages") if r["id"] in ("o5", "o6")}
     assert by_id["o5"] == {"id": "o5", "ts": 50.0, "message": "edited"}
     assert by_id["o6"] == {"id": "o6", "ts": 60.0, "message": "old", "unknown": {"k": [6]}}
-    assert sorted(os.listdir(path.parent)) == [".backup-metadata.json", "crashy_messages.json"]
+    assert sorted(os.listdir(path.parent)) == [".backup-metadata.json", "crashy_messages.json", "history"]
+    (kept,) = [json.loads(line) for line in (path.parent / "history" / "messages.jsonl").read_text().splitlines()]
+    assert kept["record"]["id"] == "o5" and kept["record"]["message"] != "edited"  # the earlier copy of o5
 
 
 def test_a_killed_first_run_leaves_no_final_file(tmp_path):

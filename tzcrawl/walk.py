@@ -29,6 +29,7 @@ class Walk:
     held: paging.Held = field(default_factory=paging.Held)  # what the backup held at its start
     deferred: bool = False                 # already sent behind the others once (lock held elsewhere)
     service_total: int | None = None       # the service's latest total for the current collection
+    least_total: int | None = None         # its smallest during the walk: records that were there throughout
     total_by_pages: bool = False           # that total counts pages (the service gave no record count)
     page_len: int = 0                      # the largest page seen
     rewalks: int = 0                       # walks again from an earlier page (paging.rewalk_from)
@@ -46,6 +47,11 @@ class Walk:
     def current(self) -> Resource | None:
         return self.planned[self.index] if self.index < len(self.planned) else None
 
+    def saw_total(self, total: int | None, by_pages: bool) -> None:
+        if total is not None:
+            self.service_total, self.total_by_pages = total, by_pages
+            self.least_total = total if self.least_total is None else min(self.least_total, total)
+
     def identify(self, profile: dict) -> None:
         self.personality = {"id": profile["id"], "username": self.username,
                             "name": profile.get("name", self.personality.get("name"))}
@@ -54,14 +60,15 @@ class Walk:
         """Start the current resource afresh."""
         self.requests, self.held = 0, held
         self.seen_ids.clear()
-        self.service_total, self.total_by_pages, self.page_len, self.rewalks = None, False, 0, 0
+        self.service_total, self.least_total, self.total_by_pages, self.page_len, self.rewalks = None, None, False, 0, 0
 
     def end(self, outcome: Outcome) -> ResourceDone:
         """The current resource's outcome; the walk moves on to the next one."""
         resource = self.current
         done = ResourceDone(self.personality, resource.name, outcome, self.requests,
                             full_read=outcome.ok and resource.collection and self.held.empty,
-                            service_total=None if self.total_by_pages else self.service_total)
+                            # memories added during the walk are the next run's: not counted as missing
+                            service_total=None if self.total_by_pages else self.least_total)
         self.index += 1
         self.requests = 0
         return done

@@ -43,18 +43,44 @@ class TarStats:
     vanished: int = 0
 
 
-def resolve_compressor(choice: str) -> list[str] | None:
-    """Command for an external gzip-compatible compressor, or None to compress in-process."""
+FORMAT_VERSION = 1  # part of the code tree's fingerprint: bump when the same tree would archive differently
+
+
+def free_cores(cores: int | None = None, load: float | None = None) -> int:
+    """Cores not busy right now (all of this process's cores minus the 1-minute load), at least 1."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    return max(1, min(cores, round(cores - load + 0.5)))
+
+
+def resolve_compressor(choice: str, cores: int | None = None) -> list[str] | None:
+    """Command for an external gzip-compatible compressor, or None to compress in-process.
+
+    ``auto``: ``pigz`` on every free core when more than one is free (one standard .gz stream, read by
+    GNU tar and ``gzip -t`` like any other), else ``gzip``, else in-process zlib."""
     if choice == "python":
         return None
-    candidates = ("pigz", "gzip") if choice == "auto" else (choice,)
+    free = free_cores() if cores is None else cores
+    candidates = (("pigz", "gzip") if free > 1 else ("gzip", "pigz")) if choice == "auto" else (choice,)
     for prog in candidates:
         path = shutil.which(prog)
         if path:
-            return [path]
+            return [path, "-p", str(free)] if prog == "pigz" else [path]
     if choice != "auto":
         raise SnapshotError(f"compressor {choice!r} not found on PATH")
     return None
+
+
+def describe(compressor: list[str] | None, level: int) -> str:
+    """``pigz -p 2 -6``, ``gzip -6``, ``python zlib -6``: what made the archive (for the manifest)."""
+    if not compressor:
+        return f"python zlib -{level}"
+    return " ".join([os.path.basename(compressor[0]), *compressor[1:], f"-{level}"])
 
 
 class _Counter:

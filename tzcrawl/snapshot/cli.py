@@ -159,8 +159,10 @@ def cmd_list(cfg: Config, args) -> int:
     if not snaps:
         say(f"no snapshots in {cfg.dest}")
         return 0
-    say(f"{'SNAPSHOT':<40} {'TIME (UTC)':<23} {'REASON':<7} {'DB':>10} {'CODE':>10}  STATUS")
+    say(f"{'SNAPSHOT':<40} {'TIME (UTC)':<23} {'REASON':<7} {'DB':>10} {'CODE':>10} {'ADDS':>10}  "
+        f"{'ARCHIVE':<52} STATUS")
     bad = 0
+    added = store.space_added(snaps)
     for snap in snaps:
         m = snap.manifest or {}
         files = m.get("files", {})
@@ -170,7 +172,8 @@ def cmd_list(cfg: Config, args) -> int:
         bad += bool(problems) or snap.status == BAD
         say(f"{snap.name:<40} {snap.time:%Y-%m-%d %H:%M:%S}.{snap.time.microsecond // 1000:03d} "
             f"{m.get('reason', '-'):<7} {human(files.get('codex-brain.db', {}).get('size')):>10} "
-            f"{human(files.get('codex-code.tar.gz', {}).get('size')):>10}  {_status_text(snap, problems)}")
+            f"{human(files.get('codex-code.tar.gz', {}).get('size')):>10} {human(added.get(snap.name)):>10}  "
+            f"{store.archive_origin(snap):<52} {_status_text(snap, problems)}")
     return EXIT_UNVERIFIED if bad else 0
 
 

@@ -9,6 +9,8 @@ separately and consistently; a file copy of it would be torn).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from dataclasses import dataclass, field
@@ -195,3 +197,24 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
                 sel.skipped_special.append(rel)
         pending.extend(reversed(subdirs))
     return sel
+
+
+def fingerprint(sel: Selection, rules: dict) -> str:
+    """What the code archive would hold, from the walk already done: every entry's name, type and
+    mode, size, modification time, owner, link target (and inode when hard-linked), plus the exclude
+    ``rules`` in force. Equal fingerprints mean an equal archive; a file touched without a change in
+    content differs (it is archived again: correctness first)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(rules, sort_keys=True).encode("utf-8"))
+    for entry in sel.entries:
+        st = entry.st
+        target = ""
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(entry.path)
+            except OSError:
+                target = "?"
+        inode = st.st_ino if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else 0
+        digest.update(f"{entry.rel}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_uid}\0{st.st_gid}"
+                      f"\0{target}\0{inode}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()

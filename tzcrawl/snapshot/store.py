@@ -125,13 +125,24 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
         t0 = time.monotonic()
         sel = codetree.select(cfg.code, skip=[cfg.dest, *codetree.db_companions(cfg.db), cfg.dest / LOCK_NAME],
                               extra_excludes=cfg.exclude, db=cfg.db)
+        print_ = codetree.fingerprint(sel, {"always": list(codetree.ALWAYS_EXCLUDED), "extra": list(cfg.exclude),
+                                            "format": archive.FORMAT_VERSION})
         t1 = time.monotonic()
-        compressor = archive.resolve_compressor(cfg.compressor)
-        stats = archive.write_tarball(str(tmp / CODE_NAME), sel.entries, compressor=compressor,
-                                      level=cfg.compresslevel,
-                                      should_stop=lambda: should_stop() or "error" in db_result)
+        reuse = _same_tree(cfg, print_)
+        shared = None
+        if reuse is not None:
+            shared = _share(reuse.path / CODE_NAME, tmp / CODE_NAME)
+            code = dict(reuse.manifest["code"])
+            code_record = dict(reuse.manifest["files"][CODE_NAME])
+            log(f"code tree unchanged since {reuse.name}: its archive is {'linked' if shared == 'hardlink' else 'copied'}")
+        else:
+            compressor = archive.resolve_compressor(cfg.compressor)
+            stats = archive.write_tarball(str(tmp / CODE_NAME), sel.entries, compressor=compressor,
+                                          level=cfg.compresslevel,
+                                          should_stop=lambda: should_stop() or "error" in db_result)
         t2 = time.monotonic()
-        code_record = _file_record(tmp / CODE_NAME)
+        if reuse is None:
+            code_record = _file_record(tmp / CODE_NAME)
         t3 = time.monotonic()
     except BaseException:
         worker.join()
@@ -143,11 +154,18 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
         raise db_result["error"]
     db_info = db_result["info"]
     files = {DB_NAME: db_info.pop("record"), CODE_NAME: code_record}
-    warnings = [f"special file left out: {p}" for p in sel.skipped_special]
-    if stats.vanished:
-        warnings.append(f"{stats.vanished} file(s) vanished while the tarball was written")
-    if sel.vanished:
-        warnings.append(f"{sel.vanished} folder(s) vanished while the tree was walked")
+    if reuse is None:
+        warnings = [f"special file left out: {p}" for p in sel.skipped_special]
+        if stats.vanished:
+            warnings.append(f"{stats.vanished} file(s) vanished while the tarball was written")
+        if sel.vanished:
+            warnings.append(f"{sel.vanished} folder(s) vanished while the tree was walked")
+        code = {"members": stats.members, "files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks,
+                "hardlinks": stats.hardlinks, "bytes": stats.bytes_in, "excluded_entries": sel.excluded,
+                "matcher": "pathspec gitignore (nested .gitignore files) + always-excluded patterns",
+                "compressor": archive.describe(compressor, cfg.compresslevel), "warnings": warnings}
+    code["fingerprint"] = print_
+    code["archive"] = {"from": reuse.name, "shared": shared} if reuse is not None else {"from": None, "shared": None}
     return build_manifest(
         name=name,
         created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -156,16 +174,39 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
         sources={"db": str(cfg.db), "code": str(cfg.code), "host": os.uname().nodename},
         files=files,
         db=db_info,
-        code={"members": stats.members, "files": stats.files, "dirs": stats.dirs, "symlinks": stats.symlinks,
-              "hardlinks": stats.hardlinks, "bytes": stats.bytes_in, "excluded_entries": sel.excluded,
-              "matcher": "pathspec gitignore (nested .gitignore files) + always-excluded patterns",
-              "compressor": f"{os.path.basename(compressor[0]) if compressor else 'python zlib'} "
-                            f"-{cfg.compresslevel}",
-              "warnings": warnings},
+        code=code,
         timings={"total_s": round(time.monotonic() - started, 3), "walk_s": round(t1 - t0, 3),
                  "tar_s": round(t2 - t1, 3), "tar_hash_s": round(t3 - t2, 3), "db_s": db_result["done_s"],
                  "db_copy_s": db_info.get("copy_s"), "db_check_s": db_info.get("check_s")},
     )
+
+
+def _same_tree(cfg: Config, fingerprint: str) -> "Snapshot | None":
+    """The newest good snapshot of this code folder, if its tree had this fingerprint and its archive
+    still has the sha256 its manifest recorded: that archive is shared instead of written again (a
+    damaged one is not: the tree is archived anew)."""
+    for snap in scan(cfg.dest):
+        if snap.status != GOOD or snap.manifest.get("sources", {}).get("code") != str(cfg.code):
+            continue
+        if snap.manifest.get("code", {}).get("fingerprint") != fingerprint:
+            return None
+        try:
+            whole = sha256_file(snap.path / CODE_NAME) == snap.manifest["files"][CODE_NAME]["sha256"]
+        except OSError:
+            whole = False
+        return snap if whole else None
+    return None
+
+
+def _share(source: Path, target: Path) -> str:
+    """``target`` becomes ``source``'s archive: a hard link (no bytes written), else a copy."""
+    try:
+        os.link(source, target)
+        return "hardlink"
+    except OSError:
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o600)
+        return "copy"
 
 
 def _ours(path: Path) -> bool:
@@ -204,6 +245,37 @@ def scan(dest: str | os.PathLike) -> list[Snapshot]:
         found.append(Snapshot(name, path, when, status, "; ".join(problems), manifest))
     found.sort(key=lambda s: (s.time, s.name), reverse=True)
     return found
+
+
+def space_added(snaps: list[Snapshot]) -> dict[str, int]:
+    """Bytes each snapshot really adds on disk: its files, less those it shares (hard links) with an
+    older snapshot."""
+    seen: set[tuple[int, int]] = set()
+    added: dict[str, int] = {}
+    for snap in sorted(snaps, key=lambda s: (s.time, s.name)):
+        total = 0
+        try:
+            names = os.listdir(snap.path)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                st = os.lstat(snap.path / name)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512 if st.st_blocks else st.st_size
+        added[snap.name] = total
+    return added
+
+
+def archive_origin(snap: Snapshot) -> str:
+    """``new``, or ``shared with <snapshot>`` (``copied from`` when hard links were not possible)."""
+    source = (snap.manifest or {}).get("code", {}).get("archive") or {}
+    if not source.get("from"):
+        return "new"
+    return f"{'shared with' if source.get('shared') == 'hardlink' else 'copied from'} {source['from']}"
 
 
 def verify(path: str | os.PathLike) -> list[str]:
@@ -272,5 +344,5 @@ def latest_db_size(dest: Path, db: Path) -> int | None:
     return None
 
 
-__all__ = ["Snapshot", "create", "scan", "verify", "resolve", "delete", "latest_db_size", "REASONS",
+__all__ = ["Snapshot", "create", "scan", "verify", "space_added", "archive_origin", "resolve", "delete", "latest_db_size", "REASONS",
            "PREFIX", "TMP_PREFIX", "dest_lock"]

@@ -311,8 +311,7 @@ class BackupSpider(scrapy.Spider):
         walk.page_len = max(walk.page_len, len(result.items))
         total, by_pages = (result.total, False) if result.total is not None else (result.total_pages, True)
         restart = paging.rewalk_from(position, walk.page_len, walk.service_total, total, by_pages)
-        if total is not None:
-            walk.service_total, walk.total_by_pages = total, by_pages
+        walk.saw_total(total, by_pages)
         if restart is not None:
             walk.rewalks += 1
             if walk.rewalks > paging.MAX_REWALKS:
