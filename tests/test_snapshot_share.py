@@ -155,6 +155,8 @@ def test_restore_from_a_snapshot_whose_archive_is_shared(setup, tmp_path):
 
 def test_free_cores_and_the_compressor_chosen():
     assert archive.free_cores(cores=2, load=0.1) == 2 and archive.free_cores(cores=2, load=1.7) == 1
+    assert archive.free_cores(cores=2, load=0.6) == 2 and archive.free_cores(cores=2, load=0.8) == 1
+    assert 0.0 <= archive.busy_cores(0.05) <= (os.cpu_count() or 1)
     assert archive.free_cores(cores=8, load=30.0) == 1 and archive.free_cores(cores=1, load=0.0) == 1
     if shutil.which("pigz"):
         assert archive.resolve_compressor("auto", cores=2)[1:] == ["-p", "2"]

@@ -22,6 +22,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -46,16 +47,41 @@ class TarStats:
 FORMAT_VERSION = 1  # part of the code tree's fingerprint: bump when the same tree would archive differently
 
 
+def busy_cores(interval: float = 0.1) -> float:
+    """How many of the machine's cores other processes keep busy right now: /proc/stat sampled over
+    ``interval``, less this process's own use (the database copy running beside the archive is ours).
+    The 1-minute load average lags (it still counts the last snapshot's compression): it is only the
+    fallback where /proc is missing."""
+    def sample() -> tuple[int, int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        own = int(fields[11]) + int(fields[12])  # utime + stime, in the same clock ticks
+        return sum(values), values[3] + (values[4] if len(values) > 4 else 0), own
+
+    try:
+        total1, idle1, own1 = sample()
+        time.sleep(interval)
+        total2, idle2, own2 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    cpus = os.cpu_count() or 1
+    span = max(1, total2 - total1)  # jiffies summed over every cpu
+    busy = (span - (idle2 - idle1) - (own2 - own1)) / span
+    return max(0.0, busy) * cpus
+
+
 def free_cores(cores: int | None = None, load: float | None = None) -> int:
-    """Cores not busy right now (all of this process's cores minus the 1-minute load), at least 1."""
+    """Cores of this process not busy right now (``busy_cores``), at least 1."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = 0.0
-    return max(1, min(cores, round(cores - load + 0.5)))
+        load = busy_cores()
+    return max(1, min(cores, round(cores - load + 0.25)))
 
 
 def resolve_compressor(choice: str, cores: int | None = None) -> list[str] | None:
