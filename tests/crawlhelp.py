@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tzcrawl.store import BackupStore
@@ -83,3 +85,24 @@ def assert_matches_sandbox(sb, backup_dir, username: str, resources=RESOURCES):
         assert saved(backup_dir, username, "training") == truth["training"]
     if "user_data" in resources:
         assert saved(backup_dir, username, "user_data") == truth["user"]
+
+
+def read_terminal(fd: int, timeout: float = 120, answer=None) -> bytes:
+    """Everything a process writes to its pseudo-terminal ``fd`` until it closes it (or ``timeout``);
+    ``answer(output so far)`` may return bytes to type in (a password at a prompt)."""
+    output, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        typed = answer(output) if answer else None
+        if typed:
+            os.write(fd, typed)
+    return output

@@ -139,7 +139,7 @@ def test_cookie_expiring_mid_run_stops_at_once_and_keeps_finished_personalities(
     sb.set_knobs(cookie_max_requests=10)
     sb.reset_stats()
     result = crawl(sb, "all_personalities", out)
-    assert result.returncode == 1
+    assert result.returncode == 3  # log in again
     assert "Traceback" not in result.stderr
     assert "Authentication failed" in result.stderr and "1 of 3 personalities were completed" in result.stderr
     assert "fresh" in result.stderr and "cookie" in result.stderr
@@ -164,7 +164,7 @@ def test_not_authenticated_in_every_form_is_a_clear_failure(sandbox_factory, tmp
     sb.expire_cookie()
     out = tmp_path / "b"
     result = crawl(sb, "all_personalities", out)
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert "Authentication failed" in result.stderr and "0 of 0 personalities" in result.stderr
     assert not out.exists() or data_files(out) == {}
@@ -176,7 +176,7 @@ def test_html_login_page_instead_of_json_is_never_saved_as_data(sandbox_factory,
     name = sb.personalities[0]["username"]
     sb.expire_cookie()
     result = crawl(sb, "memories", out, "-a", f"personality={name}")
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "HTML page instead of JSON" in result.stderr
     assert not out.exists() or data_files(out) == {}
 

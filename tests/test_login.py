@@ -10,17 +10,16 @@ import http.server
 import json
 import os
 import pty
-import select
 import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from scrapy.settings import Settings
 
+from crawlhelp import read_terminal
 from tzcrawl.browser import DEBIAN_CHROMIUM, QUIET_FLAGS, find_chromium, has_display, plan_login
 from tzcrawl.config import ConfigError
 from tzcrawl.cookies import load_cookie_file, save_cookie_file
@@ -410,22 +409,16 @@ def test_headless_login_prompts_for_the_password_on_a_terminal(sandbox, tmp_path
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(127)
-    output, typed, deadline = b"", False, time.monotonic() + 120
+    typed = []
+
+    def answer(output: bytes) -> bytes | None:
+        if not typed and b"password for owner@example.com at " in output:
+            typed.append(True)
+            return b"sandbox-password\n"
+        return None
+
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 1.0)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-            if not typed and b"password for owner@example.com at " in output:
-                os.write(fd, b"sandbox-password\n")
-                typed = True
+        output = read_terminal(fd, 120, answer)
     finally:
         _, status = os.waitpid(pid, 0)
         os.close(fd)

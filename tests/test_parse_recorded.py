@@ -331,7 +331,8 @@ def test_memory_page(response, make_spider, service):
         assert_request(out[-1], spider, service.url(history_path(i)), spider.parse_history, job)
         assert job.current.name == "messages" and job.requests == 1
     if expected_records:
-        assert out[0] == Page(person(i), "memories", payload["items"])
+        pages = payload.get("pagination", payload.get("meta", {}).get("pagination", {}))
+        assert out[0] == Page(person(i), "memories", payload["items"], pages.get("total_pages", pages.get("totalPages")))
 
 
 # -- chat history ----------------------------------------------------------------------------------

@@ -89,9 +89,12 @@ def test_job_outcome_reads_the_outcome_line():
           + outcome_line(0, "finished", "Backup complete: 2 of 2 personalities.") + "\n {'finish_reason': 'finished'}\n")
     assert ctl_module.job_outcome(ok) == ("ok", "exit code 0, finish_reason finished: Backup complete: 2 of 2 "
                                                 "personalities.")
-    failed = "ERROR: x\n" + outcome_line(1, "auth_failed", "Authentication failed (401): 0 of 2 personalities") + "\n"
+    failed = "ERROR: x\n" + outcome_line(1, "finished", "Backup INCOMPLETE (finished): 1 of 2") + "\n"
     outcome, detail = ctl_module.job_outcome(failed)
-    assert outcome == "FAILED" and detail.startswith("exit code 1, finish_reason auth_failed: Authentication failed")
+    assert outcome == "FAILED" and detail.startswith("exit code 1 (incomplete backup), finish_reason finished")
+    login = "ERROR: x\n" + outcome_line(3, "finished", "Authentication failed (401): 0 of 2 personalities") + "\n"
+    outcome, detail = ctl_module.job_outcome(login)
+    assert outcome == "LOGIN" and detail.startswith("exit code 3 (log in again: the session cookie was refused")
     assert ctl_module.job_outcome("2026 INFO: Scrapy 2.19.0 started\n")[0] == "unknown"
     assert ctl_module.job_outcome("")[0] == "unknown"
 
@@ -284,10 +287,10 @@ def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tm
     failed_id = schedule(server, *FAST)
     server.wait_finished(failed_id)
     status = ctl(server, "status")
-    assert status.returncode == 1
+    assert status.returncode == 3
     failed_line = next(line for line in status.stdout.splitlines() if line.startswith(failed_id))
-    assert "FAILED" in failed_line and "exit code 1" in failed_line and "Authentication failed" in failed_line
-    assert f"Process died: exitstatus=1 project='tzcrawl' spider='all_personalities' job='{failed_id}'" \
+    assert "LOGIN" in failed_line and "exit code 3 (log in again" in failed_line and "Authentication failed" in failed_line
+    assert f"Process died: exitstatus=3 project='tzcrawl' spider='all_personalities' job='{failed_id}'" \
         in server.log_path.read_text()
     assert_backup_matches(backup_dir, sb.totals())
 

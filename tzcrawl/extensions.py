@@ -62,6 +62,10 @@ class BackupReport:
     def __init__(self, crawler):
         self.crawler = crawler
         self.rows: dict[str, dict[str, dict]] = {}
+        # The summary and the outcome line show whatever LOG_LEVEL is (up to ERROR): -s LOG_LEVEL=WARNING
+        # quiets the progress of a run, not its result.
+        level = logging.getLevelName(str(crawler.settings.get("LOG_LEVEL", "INFO")).upper())
+        self.visible = min(max(level, logging.INFO), logging.ERROR) if isinstance(level, int) else logging.INFO
         crawler.signals.connect(self.resource_finished, signal=resource_finished)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -126,10 +130,11 @@ class BackupReport:
                            failed=stats.get_value("backup/resources/failed", 0)
                            + stats.get_value("backup/resources/skipped", 0)
                            + stats.get_value("backup/media/personalities_failed", 0),
-                           errors=stats.get_value("backup/errors", 0) + unexpected)
+                           errors=stats.get_value("backup/errors", 0) + unexpected,
+                           auth_failed=bool(stats.get_value("backup/auth_failed")))
         stats.set_value(EXIT_CODE_STAT, code)
         if self.rows:
-            logger.info("Backup summary (total (+new) per resource):\n%s", summary_table(self.rows))
+            logger.log(self.visible, "Backup summary (total (+new) per resource):\n%s", summary_table(self.rows))
             warnings = [f"  {user} · {res}: {cell['warning']}" for user, cells in self.rows.items()
                         for res, cell in cells.items() if cell.get("warning")]
             if warnings:
@@ -138,12 +143,14 @@ class BackupReport:
         auth = stats.get_value("backup/auth_failed")
         if auth:
             summary = (f"Authentication failed ({auth}): {complete_people} of {wanted} personalities were "
-                       f"completed. Get a fresh appSession cookie (scrapy crawl login, or set SERVICE_COOKIE / "
-                       f"{cookie_file(self.crawler.settings)}) and run again.")
+                       f"completed. Log in again: get a fresh appSession cookie (scrapy crawl login, or set "
+                       f"SERVICE_COOKIE / {cookie_file(self.crawler.settings)}) and run again; for unattended "
+                       f"runs set TZCRAWL_EMAIL and a password (docs/scheduling.md).")
         elif code:
             summary = (f"Backup INCOMPLETE ({reason}): {complete_people} of {wanted} personalities complete; "
                        f"see the errors above. Files of failed resources were left as they were.")
         else:
             summary = f"Backup complete: {complete_people} of {wanted} personalities."
-        logger.log(logging.ERROR if code else logging.INFO, "%s", summary)
-        logger.info("%s", outcome_line(code, reason, summary))
+        stats.set_value("tzcrawl/summary", summary)
+        logger.log(logging.ERROR if code else self.visible, "%s", summary)
+        logger.log(self.visible, "%s", outcome_line(code, reason, summary))

@@ -60,6 +60,7 @@ class Page:
     personality: dict
     resource: str
     records: list = field(default_factory=list)
+    pages: int | None = None  # the service's page count, where it says (memories): for the progress display
 
     def __repr__(self) -> str:
         return f"Page({_who(self.personality)}, {self.resource}, {len(self.records)} records)"

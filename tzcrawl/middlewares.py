@@ -31,6 +31,10 @@ class SessionCookieMiddleware:
         self.header = f"{COOKIE_NAME}={cookie}"
         self.origin = origin(website)
 
+    def use(self, cookie: str) -> None:
+        """A new session cookie from here on (the crawl logged in again)."""
+        self.header = f"{COOKIE_NAME}={cookie}"
+
     @classmethod
     def from_crawler(cls, crawler):
         if not getattr(crawler.spider, "uses_session_cookie", True):

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3  # 3: log in again (the session is gone)
 EXIT_CODE_STAT = "tzcrawl/exit_code"
 LINE_PREFIX = "tzcrawl outcome: "
 
 
-def exit_status(finish_reason: str, *, requested: int, complete: int, failed: int, errors: int) -> int:
-    """0 only when the crawl finished and every requested resource was completely backed up."""
+def exit_status(finish_reason: str, *, requested: int, complete: int, failed: int, errors: int,
+                auth_failed: bool = False) -> int:
+    """0 only when the crawl finished and every requested resource was completely backed up; 3 when
+    the session was refused and could not be recovered (someone has to log in again)."""
+    if auth_failed:
+        return EXIT_AUTH
     ok = finish_reason == "finished" and not failed and not errors and complete == requested
     return EXIT_OK if ok else EXIT_INCOMPLETE
 

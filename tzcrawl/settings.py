@@ -55,7 +55,7 @@ ITEM_PIPELINES = {"tzcrawl.media.pipeline.MediaFilesPipeline": 200, "tzcrawl.pip
 ADDONS = {"tzcrawl.media.MediaAddon": 0}
 # Media may be behind a redirect (to a CDN); the cookie middleware keeps the cookie off other hosts.
 MEDIA_ALLOW_REDIRECTS = True
-EXTENSIONS = {"tzcrawl.extensions.BackupReport": 500}
+EXTENSIONS = {"tzcrawl.extensions.BackupReport": 500, "tzcrawl.progress.ProgressReport": 510}
 
 # The spider yields one page (or document) and one request per answer; Scrapy would start
 # CONCURRENT_ITEMS (100) asyncio tasks for each answer all the same (~300k for a 100k-message

@@ -15,13 +15,20 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from tzcrawl import api, config, paging, registry
+from playwright.async_api import Error as PlaywrightError
+
+from tzcrawl import api, config, paging, registry, session
+from tzcrawl.browser import HEADLESS_TIMEOUT, LoginPlan, find_chromium
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
+from tzcrawl.cookies import CookieError, redact, save_cookie_file
+from tzcrawl.middlewares import SessionCookieMiddleware
+from tzcrawl.spiders.login import LoginFailed, expiry_iso, one_line, session_state, unattended_login
 from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
 from tzcrawl.media import MediaConfig
 from tzcrawl.pipelines import BackupPipeline
@@ -33,6 +40,17 @@ PROFILE = registry.get("profile")
 ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer)
 
 
+@dataclass(frozen=True)
+class RecoverSession:
+    """Yielded by a callback whose answer said "not logged in": ``step`` tries the unattended login
+    once and asks for the same page again, or ends the crawl as before."""
+
+    walk: Walk
+    resource: object
+    position: object
+    reason: str
+
+
 def step(method):
     """Turn a callback written as a plain generator into Scrapy's async callback: when it has
     ended a personality (yielded ``PersonalityEnd``), the next personality is claimed and started."""
@@ -41,6 +59,14 @@ def step(method):
     async def callback(self, *args, **kwargs):
         ended = False
         for out in method(self, *args, **kwargs):  # a CloseSpider raised here stops before the next
+            if isinstance(out, RecoverSession):
+                if await self._recover(out.reason):  # the same page again, nothing done is redone
+                    yield self._request(out.walk, out.resource, out.position)
+                    continue
+                for following in self._error(out.walk, AUTH, out.reason):
+                    ended = ended or isinstance(following, PersonalityEnd)
+                    yield following
+                continue
             ended = ended or isinstance(out, PersonalityEnd)
             yield out
         if ended:
@@ -96,6 +122,8 @@ class BackupSpider(scrapy.Spider):
         self.media_arg = config.flag(media, "-a media=")  # None: BACKUP_MEDIA decides
         self.queue: deque[Walk] = deque()
         self.planned = tuple(r for r in registry.REGISTRY if r.name in self.resources)
+        self.recovery_tried = self.recovered = False
+        self.recovery_problem = ""
 
     @classmethod
     def check_config(cls, settings, spargs: dict) -> None:
@@ -125,10 +153,65 @@ class BackupSpider(scrapy.Spider):
             raise CloseSpider("tzcrawl.pipelines.BackupPipeline is not in ITEM_PIPELINES: nothing would be saved")
         return pipeline.store
 
+    # -- the session -----------------------------------------------------------------------------
+    async def _session_ok(self) -> bool:
+        """One cheap authenticated call before any personality: a refused cookie stops the crawl at
+        once (after one unattended login, when configured); an unreachable service does not."""
+        website = self.endpoints.service.website
+        value, _source = config.cookie(self.settings)
+        state, why = await asyncio.to_thread(session_state, website, value)
+        if state is None:
+            self.logger.warning("Could not check the session first (%s); going on", why)
+            return True
+        if state or await self._recover(f"the session cookie is not accepted ({why})"):
+            return True
+        self.crawler.stats.set_value("backup/auth_failed", f"the session cookie is not accepted ({why})"
+                                     + (f"; {self.recovery_problem}" if self.recovery_problem else ""))
+        return False
+
+    async def _recover(self, why: str) -> bool:
+        """Log in again without anyone (``TZCRAWL_EMAIL`` + ``TZCRAWL_PASSWORD`` or the keyring), with the
+        headless browser flow of ``scrapy crawl login``; once per crawl, never in a loop."""
+        if self.recovery_tried:  # once per crawl: a second refusal ends it (no loop of logins or retries)
+            return False
+        self.recovery_tried = True
+        website = self.endpoints.service.website
+        creds, problem = session.credentials(self.settings, website)
+        if creds is None:
+            self.recovery_problem = problem
+            self.logger.error("Not logged in: %s; %s", why, problem)
+            return False
+        self.logger.warning("Not logged in (%s): logging in again as %s (unattended, password from the %s)",
+                            why, creds.email, creds.source)
+        try:
+            plan = LoginPlan(website=website, login_url=f"{website}/login", headless=True, email=creds.email,
+                             chromium=find_chromium(config.lookup(self.settings, "TZCRAWL_CHROMIUM")),
+                             password_from=creds.source, timeout=HEADLESS_TIMEOUT)
+            value, expires = await unattended_login(plan, creds.password)
+            path = await asyncio.to_thread(save_cookie_file, config.cookie_file(self.settings), value,
+                                           expires=expiry_iso(expires), site=website)
+        except (LoginFailed, PlaywrightError, ConfigError, CookieError, OSError) as exc:
+            self.recovery_problem = f"the unattended login failed: {one_line(exc)}"
+            self.logger.error("Not logged in: %s; %s", why, self.recovery_problem)
+            return False
+        for middleware in self.crawler.engine.downloader.middleware.middlewares:
+            if isinstance(middleware, SessionCookieMiddleware):
+                middleware.use(value)
+        self.crawler.stats.set_value("backup/session/recovered", 1)
+        self.logger.warning("Logged in again: the new session cookie %s is saved to %s; the backup goes on",
+                            redact(value), path)
+        if config.lookup(self.settings, "SERVICE_COOKIE"):
+            self.logger.warning("SERVICE_COOKIE is set and wins over the cookie file: unset it, or the next run "
+                                "starts with the old cookie again")
+        self.recovered = True
+        return True
+
     # -- the walk --------------------------------------------------------------------------------
     async def start(self):
         self.store = self._store()
         self.logger.info("Backing up to %s", self.store.root)
+        if not await self._session_ok():
+            return  # nothing was touched; the report says "log in again" (exit 3)
         if self.bulk:
             yield self._get(self.endpoints.personalities("self"), self.parse_list)
             return
@@ -139,6 +222,9 @@ class BackupSpider(scrapy.Spider):
         try:
             listed = api.personality_list(self._decode(response))
         except api.NotAuthenticated as exc:
+            if await self._recover(str(exc)):
+                yield self._get(self.endpoints.personalities("self"), self.parse_list)
+                return
             self.crawler.stats.set_value("backup/auth_failed", str(exc))
             raise CloseSpider("auth_failed") from None
         except api.BadAnswer as exc:
@@ -220,9 +306,13 @@ class BackupSpider(scrapy.Spider):
         else:
             yield from self._continue(walk)
 
-    def _answer_error(self, walk: Walk, exc: Exception):
-        """The report logs each resource's outcome with this reason: no second line here."""
-        return self._error(walk, AUTH if isinstance(exc, api.NotAuthenticated) else ANSWER, str(exc))
+    def _answer_error(self, walk: Walk, exc: Exception, resource=None, position=None):
+        """The report logs each resource's outcome with this reason: no second line here. "Not logged
+        in" goes through ``step``: one unattended login, then the same page (``resource``, ``position``)."""
+        if isinstance(exc, api.NotAuthenticated):
+            yield RecoverSession(walk, resource or walk.current, position, str(exc))
+            return
+        yield from self._error(walk, ANSWER, str(exc))
 
     def _held(self, username: str, resource) -> paging.Held:
         """Where an incremental walk may stop; empty (read everything) on a full run, when the last run
@@ -279,7 +369,7 @@ class BackupSpider(scrapy.Spider):
                                     f"check the name, and PROFILE_INFO_PRIVATE_PATH if every name fails)")
             payload = api.profile(self._decode(response), walk.username)
         except ANSWER_ERRORS as exc:
-            yield from self._answer_error(walk, exc)
+            yield from self._answer_error(walk, exc, PROFILE, None)
             return
         walk.identify(payload)
         if walk.current == PROFILE:
@@ -304,10 +394,10 @@ class BackupSpider(scrapy.Spider):
         try:
             result = api.memory_page(self._decode(response))
         except ANSWER_ERRORS as exc:
-            yield from self._answer_error(walk, exc)
+            yield from self._answer_error(walk, exc, walk.current, position)
             return
         if result.items:
-            yield Page(walk.personality, walk.current.name, result.items)
+            yield Page(walk.personality, walk.current.name, result.items, result.total_pages)
         walk.page_len = max(walk.page_len, len(result.items))
         total, by_pages = (result.total, False) if result.total is not None else (result.total_pages, True)
         restart = paging.rewalk_from(position, walk.page_len, walk.service_total, total, by_pages)
@@ -340,7 +430,7 @@ class BackupSpider(scrapy.Spider):
             batch = api.history_batch(self._decode(response))
             raw_ts = history_timestamps(batch)
         except ANSWER_ERRORS as exc:
-            yield from self._answer_error(walk, exc)
+            yield from self._answer_error(walk, exc, walk.current, position)
             return
         if batch:
             yield Page(walk.personality, walk.current.name, batch)

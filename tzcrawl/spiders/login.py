@@ -28,7 +28,8 @@ from playwright.async_api import Error as PlaywrightError
 
 from tzcrawl import api
 from tzcrawl.browser import PASSWORD_ENV, LoginPlan, plan_login
-from tzcrawl.config import ConfigError, ServiceConfig, cookie_file, lookup
+from tzcrawl import session
+from tzcrawl.config import ConfigError, ServiceConfig, cookie_file, flag, lookup
 from tzcrawl.cookies import COOKIE_NAME, CookieError, redact, save_cookie_file
 from tzcrawl.outcome import EXIT_CODE_STAT
 
@@ -83,8 +84,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect (to the login page) is an answer, not something to follow
 
 
-def accepted(website: str, value: str, timeout: float = 15) -> bool:
-    """One authenticated call (the current user) with exactly this cookie: is it a session?"""
+def session_state(website: str, value: str, timeout: float = 15) -> tuple[bool | None, str]:
+    """One authenticated call (the current user) with exactly this cookie: True (a session), False
+    (refused: not logged in), or None when the service could not be asked (with why)."""
     url = api.Endpoints(ServiceConfig(website)).current_user()
     request = urllib.request.Request(url, headers={"Cookie": f"{COOKIE_NAME}={value}", "Accept": "application/json"})
     try:
@@ -92,108 +94,37 @@ def accepted(website: str, value: str, timeout: float = 15) -> bool:
             status, kind, body = answer.status, answer.headers.get("Content-Type", ""), answer.read()
     except urllib.error.HTTPError as answer:
         status, kind, body = answer.code, answer.headers.get("Content-Type", ""), answer.read()
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError) as exc:
+        return None, f"{url} could not be reached ({exc})"
+    if status >= 500 or status == 429:
+        return None, f"{url} answered HTTP {status}"
     try:
         payload = api.decode(status, kind, body, url)
-    except (api.NotAuthenticated, api.BadAnswer):
-        return False
-    return isinstance(payload, dict) and payload.get("id") not in (None, "")
+    except api.NotAuthenticated as exc:
+        return False, str(exc)
+    except api.BadAnswer as exc:
+        return (False, str(exc)) if status in (401, 403) else (None, str(exc))
+    if isinstance(payload, dict) and payload.get("id") not in (None, ""):
+        return True, ""
+    return False, f"{url} did not name a user"
 
 
-class LoginSpider(scrapy.Spider):
-    name = "login"
-    uses_session_cookie = False  # it fetches the cookie: tzcrawl's cookie middleware stays off
-    custom_settings = {
-        "DOWNLOAD_HANDLERS": {"http": _PLAYWRIGHT_HANDLER, "https": _PLAYWRIGHT_HANDLER},
-        "PLAYWRIGHT_BROWSER_TYPE": "chromium",
-        # The browser's own headers: a site's bot checks should see a browser, not tzcrawl's user agent.
-        "PLAYWRIGHT_PROCESS_REQUEST_HEADERS": None,
-        "PLAYWRIGHT_MAX_CONTEXTS": 1,
-        "RETRY_ENABLED": False,
-        "AUTOTHROTTLE_ENABLED": False,
-        "DOWNLOAD_DELAY": 0,
-        # A login writes no backup: keep the backup pipeline and its report (and exit status) out of it.
-        "ITEM_PIPELINES": {},
-        "EXTENSIONS": {"tzcrawl.extensions.BackupReport": None},
-    }
+def accepted(website: str, value: str, timeout: float = 15) -> bool:
+    """Is this cookie a session? (``session_state`` is True.)"""
+    return session_state(website, value, timeout)[0] is True
 
-    plan: LoginPlan | None = None
-    config_error: str | None = None
 
-    @classmethod
-    def check_config(cls, settings, spargs) -> None:
-        """Called by tzcrawl's crawl command before anything starts; raises ConfigError."""
-        plan_login(settings, spargs, stdin_isatty=sys.stdin.isatty())
+class BrowserLogin:
+    """The login itself, on a Playwright page showing the login URL: fill the form (headless) or let
+    the user log in (headed), then wait for an ``appSession`` cookie that one authenticated call
+    accepts. ``scrapy crawl login`` runs it on scrapy-playwright's page; an unattended crawl whose
+    cookie expired runs it on a page of its own (``unattended_login``)."""
 
-    @classmethod
-    def from_crawler(cls, crawler, *args, **kwargs):
-        spider = super().from_crawler(crawler, *args, **kwargs)
-        spider._password = None
-        try:
-            spider.plan = plan_login(crawler.settings, kwargs, stdin_isatty=sys.stdin.isatty())
-            spider.cookie_path = cookie_file(crawler.settings)
-            if spider.plan.headless:
-                spider._password = spider._read_password()
-        except ConfigError as exc:
-            spider.config_error = str(exc)
-            return spider
-        crawler.settings.set("PLAYWRIGHT_LAUNCH_OPTIONS", spider.plan.launch_options(), priority="spider")
-        crawler.settings.set("PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT", spider.plan.timeout * 1000,
-                             priority="spider")
-        return spider
+    def __init__(self, plan: LoginPlan, password: str | None):
+        self.plan = plan
+        self._password = password
 
-    def _read_password(self) -> str:
-        if self.plan.password_from == "env":
-            return os.environ[PASSWORD_ENV]
-        password = getpass.getpass(f"password for {self.plan.email} at {self.plan.website}: ")
-        if not password:
-            raise ConfigError("no password typed: the headless login needs one")
-        return password
-
-    async def start(self):
-        if self.plan is None:
-            self._finish(2, self.config_error)
-            return
-        how = ("log in in the browser window" if not self.plan.headless
-               else f"logging in as {self.plan.email}")
-        logger.info("opening %s in %s Chromium (%s): %s; waiting up to %ds for the %s cookie",
-                    self.plan.login_url, self.plan.mode, self.plan.chromium, how, self.plan.timeout, COOKIE_NAME)
-        yield scrapy.Request(
-            self.plan.login_url,
-            callback=self.logged_in_page,
-            errback=self.page_failed,
-            dont_filter=True,
-            meta={"playwright": True, "playwright_include_page": True, "handle_httpstatus_all": True},
-        )
-
-    async def logged_in_page(self, response):
-        page = response.meta["playwright_page"]
-        try:
-            if response.status >= 400:
-                raise LoginFailed(f"{self.plan.login_url} answered HTTP {response.status}")
-            value, expires = await self._log_in(page)
-            self._save(value, expires)
-        except LoginFailed as exc:
-            self._finish(1, f"login failed: {exc}; nothing was written")
-        except PlaywrightError as exc:
-            self._finish(1, f"login failed: the browser closed or crashed ({one_line(exc.message)}); "
-                            "nothing was written")
-        finally:
-            await self._close(page)
-
-    async def page_failed(self, failure):
-        page = failure.request.meta.get("playwright_page")
-        await self._close(page)
-        reason = one_line(failure.value)
-        if reason.startswith("BrowserType.launch"):
-            what = f"Chromium ({self.plan.chromium}) did not start"
-            reason = launch_failure(str(failure.value))
-        else:
-            what = f"could not open {self.plan.login_url} in Chromium"
-        self._finish(1, f"login failed: {what} ({reason}); nothing was written")
-
-    async def _log_in(self, page) -> tuple[str, float | None]:
+    async def log_in(self, page) -> tuple[str, float | None]:
         deadline = time.monotonic() + self.plan.timeout
         submitted_at = None
         refused: set[str] = set()  # cookie values the service did not accept
@@ -269,6 +200,122 @@ class LoginSpider(scrapy.Spider):
             pass
         return ""
 
+
+
+async def unattended_login(plan: LoginPlan, password: str) -> tuple[str, float | None]:
+    """A headless login in a Chromium of its own (no Scrapy request): the crawl's session recovery.
+    Raises LoginFailed (or Playwright's Error when the browser does not start)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(**plan.launch_options())
+        try:
+            page = await browser.new_page()
+            await page.goto(plan.login_url, timeout=plan.timeout * 1000)
+            return await BrowserLogin(plan, password).log_in(page)
+        finally:
+            await browser.close()
+
+
+class LoginSpider(scrapy.Spider):
+    name = "login"
+    uses_session_cookie = False  # it fetches the cookie: tzcrawl's cookie middleware stays off
+    custom_settings = {
+        "DOWNLOAD_HANDLERS": {"http": _PLAYWRIGHT_HANDLER, "https": _PLAYWRIGHT_HANDLER},
+        "PLAYWRIGHT_BROWSER_TYPE": "chromium",
+        # The browser's own headers: a site's bot checks should see a browser, not tzcrawl's user agent.
+        "PLAYWRIGHT_PROCESS_REQUEST_HEADERS": None,
+        "PLAYWRIGHT_MAX_CONTEXTS": 1,
+        "RETRY_ENABLED": False,
+        "AUTOTHROTTLE_ENABLED": False,
+        "DOWNLOAD_DELAY": 0,
+        # A login writes no backup: keep the backup pipeline and its report (and exit status) out of it.
+        "ITEM_PIPELINES": {},
+        "EXTENSIONS": {"tzcrawl.extensions.BackupReport": None},
+    }
+
+    plan: LoginPlan | None = None
+    config_error: str | None = None
+
+    @classmethod
+    def check_config(cls, settings, spargs) -> None:
+        """Called by tzcrawl's crawl command before anything starts; raises ConfigError."""
+        flag(spargs.get("save"), "-a save=")
+        plan_login(settings, spargs, stdin_isatty=sys.stdin.isatty())
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs):
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider._password = None
+        try:
+            spider.save_password = bool(flag(kwargs.get("save"), "-a save="))
+        except ConfigError as exc:
+            spider.save_password = False
+            spider.config_error = str(exc)
+            return spider
+        try:
+            spider.plan = plan_login(crawler.settings, kwargs, stdin_isatty=sys.stdin.isatty())
+            spider.cookie_path = cookie_file(crawler.settings)
+            if spider.plan.headless:
+                spider._password = spider._read_password()
+        except ConfigError as exc:
+            spider.config_error = str(exc)
+            return spider
+        crawler.settings.set("PLAYWRIGHT_LAUNCH_OPTIONS", spider.plan.launch_options(), priority="spider")
+        crawler.settings.set("PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT", spider.plan.timeout * 1000,
+                             priority="spider")
+        return spider
+
+    def _read_password(self) -> str:
+        if self.plan.password_from == "env":
+            return os.environ[PASSWORD_ENV]
+        password = getpass.getpass(f"password for {self.plan.email} at {self.plan.website}: ")
+        if not password:
+            raise ConfigError("no password typed: the headless login needs one")
+        return password
+
+    async def start(self):
+        if self.plan is None:
+            self._finish(2, self.config_error)
+            return
+        how = ("log in in the browser window" if not self.plan.headless
+               else f"logging in as {self.plan.email}")
+        logger.info("opening %s in %s Chromium (%s): %s; waiting up to %ds for the %s cookie",
+                    self.plan.login_url, self.plan.mode, self.plan.chromium, how, self.plan.timeout, COOKIE_NAME)
+        yield scrapy.Request(
+            self.plan.login_url,
+            callback=self.logged_in_page,
+            errback=self.page_failed,
+            dont_filter=True,
+            meta={"playwright": True, "playwright_include_page": True, "handle_httpstatus_all": True},
+        )
+
+    async def logged_in_page(self, response):
+        page = response.meta["playwright_page"]
+        try:
+            if response.status >= 400:
+                raise LoginFailed(f"{self.plan.login_url} answered HTTP {response.status}")
+            value, expires = await BrowserLogin(self.plan, self._password).log_in(page)
+            self._save(value, expires)
+        except LoginFailed as exc:
+            self._finish(1, f"login failed: {exc}; nothing was written")
+        except PlaywrightError as exc:
+            self._finish(1, f"login failed: the browser closed or crashed ({one_line(exc.message)}); "
+                            "nothing was written")
+        finally:
+            await self._close(page)
+
+    async def page_failed(self, failure):
+        page = failure.request.meta.get("playwright_page")
+        await self._close(page)
+        reason = one_line(failure.value)
+        if reason.startswith("BrowserType.launch"):
+            what = f"Chromium ({self.plan.chromium}) did not start"
+            reason = launch_failure(str(failure.value))
+        else:
+            what = f"could not open {self.plan.login_url} in Chromium"
+        self._finish(1, f"login failed: {what} ({reason}); nothing was written")
+
     def _save(self, value: str, expires: float | None) -> None:
         when = expiry_iso(expires)
         try:
@@ -282,7 +329,23 @@ class LoginSpider(scrapy.Spider):
         if lookup(self.settings, "SERVICE_COOKIE"):
             logger.warning("SERVICE_COOKIE is set and wins over the cookie file: unset it so the backup "
                            "uses the cookie just saved")
+        if self.save_password:
+            self._store_password()
         self._finish(0, None)
+
+    def _store_password(self) -> None:
+        """``-a save=1``: the password that just worked goes to the system keyring, for unattended runs."""
+        if not self.plan.headless or not self._password:
+            print("login: -a save=1 stores the password of a headless login (-a email=...); nothing stored",
+                  flush=True)
+            return
+        problem = session.store_password(self.plan.website, self.plan.email, self._password)
+        if problem:
+            logger.warning("login: %s", problem)
+        else:
+            print(f"login: the password for {self.plan.email} is in the system keyring "
+                  f"({session.keyring_service(self.plan.website)}); set {session.EMAIL_ENV}={self.plan.email} "
+                  "for unattended runs", flush=True)
 
     def _finish(self, code: int, message: str | None) -> None:
         self.crawler.stats.set_value(EXIT_CODE_STAT, code)
