@@ -155,7 +155,7 @@ def test_online_with_an_expired_cookie_says_it_could_not_check(backed):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("-a", "colour=blue"), "expected personality=... or online=1"),
+    (("-a", "colour=blue"), "expected one of personality=..., online=..."),
     (("-a", "online=maybe"), "-a online= takes yes or no"),
     (("extra",), "no positional arguments"),
 ])

@@ -14,23 +14,13 @@ from typing import Any, ClassVar
 from scrapy.commands import ScrapyCommand
 
 from tzcrawl import config
+from tzcrawl.commands import add_arguments_option, parse_arguments
 from tzcrawl.config import BackupConfig, ConfigError
 from tzcrawl.export import FORMATS, run
 from tzcrawl.outcome import EXIT_CONFIG
 from tzcrawl.spiders.base import split_names
 
 ARGUMENTS = ("personality", "format", "out")
-
-
-def parse_arguments(pairs: list[str]) -> dict[str, str]:
-    """``-a name=value`` pairs → a dict; ConfigError for a malformed or unknown one."""
-    values: dict[str, str] = {}
-    for pair in pairs or ():
-        name, sep, value = pair.partition("=")
-        if not sep or name.strip() not in ARGUMENTS:
-            raise ConfigError(f"-a {pair!r}: expected one of {', '.join(a + '=...' for a in ARGUMENTS)}")
-        values[name.strip()] = value.strip()
-    return values
 
 
 def parse_formats(raw: str | None) -> list[str]:
@@ -54,14 +44,13 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("-a", dest="arguments", action="append", default=[], metavar="NAME=VALUE",
-                            help="personality=NAME[,NAME...] | format=html,md,card,st | out=DIR")
+        add_arguments_option(parser, "personality=NAME[,NAME...] | format=html,md,card,st | out=DIR")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         try:
             if args:
                 raise ConfigError(f"export takes no positional arguments (got {' '.join(args)}); use -a NAME=VALUE")
-            arguments = parse_arguments(opts.arguments)
+            arguments = parse_arguments(opts.arguments, ARGUMENTS)
             formats = parse_formats(arguments.get("format"))
             backup_dir = BackupConfig.from_settings(self.settings).backup_dir.expanduser()
             if not backup_dir.is_dir():

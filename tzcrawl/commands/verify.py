@@ -13,6 +13,7 @@ import sys
 from scrapy.commands import ScrapyCommand
 
 from tzcrawl import config
+from tzcrawl.commands import add_arguments_option, parse_arguments
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
 from tzcrawl.outcome import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK
 from tzcrawl.spiders.base import split_names
@@ -34,8 +35,7 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("-a", dest="arguments", action="append", default=[], metavar="NAME=VALUE",
-                            help="personality=NAME[,NAME...] | online=1")
+        add_arguments_option(parser, "personality=NAME[,NAME...] | online=1")
 
     def process_options(self, args, opts):
         super().process_options(args, opts)
@@ -46,12 +46,7 @@ class Command(ScrapyCommand):
         try:
             if args:
                 raise ConfigError("verify takes no positional arguments; use -a NAME=VALUE")
-            arguments: dict[str, str] = {}
-            for pair in opts.arguments:
-                name, sep, value = pair.partition("=")
-                if not sep or name.strip() not in ARGUMENTS:
-                    raise ConfigError(f"-a {pair!r}: expected personality=... or online=1")
-                arguments[name.strip()] = value.strip()
+            arguments = parse_arguments(opts.arguments, ARGUMENTS)
             online = bool(config.flag(arguments.get("online"), "-a online="))
             backup_dir = BackupConfig.from_settings(self.settings).backup_dir.expanduser()
             if not backup_dir.is_dir():
