@@ -42,6 +42,15 @@ def crawled(sandbox_factory, tmp_path):
     return sb, backup
 
 
+def exported(crawled, tmp_path, fmt: str):
+    """The crawled backup exported in ``fmt``: (sandbox, out, first username, its folder name)."""
+    sb, backup = crawled
+    out = tmp_path / "export"
+    assert export(backup, out, "-a", f"format={fmt}").returncode == 0
+    username = sb.personalities[0]["username"]
+    return sb, out, username, BackupView(backup).dir_name(username)
+
+
 def card_chunks(png: bytes) -> dict:
     """The PNG's tEXt chunks, read by Pillow (a parser we did not write)."""
     with Image.open(io.BytesIO(png)) as image:
@@ -129,11 +138,7 @@ def test_a_large_history_is_one_transcript_a_year(crawled, tmp_path, monkeypatch
 
 
 def test_the_card_follows_both_specs_and_survives_an_independent_reader(crawled, tmp_path):
-    sb, backup = crawled
-    out = tmp_path / "export"
-    assert export(backup, out, "-a", "format=card").returncode == 0
-    username = sb.personalities[0]["username"]
-    name = BackupView(backup).dir_name(username)
+    sb, out, username, name = exported(crawled, tmp_path, "card")
     v3 = json.loads((out / name / f"{name}.card.json").read_text())
     raw = (out / name / f"{name}.card.png").read_bytes()
     assert b"tEXtccv3\x00" in raw and b"tEXtchara\x00" in raw, "tEXt chunks (not zTXt/iTXt)"
@@ -184,11 +189,7 @@ def test_the_book_is_capped_and_the_rest_kept_beside_it(crawled, tmp_path, monke
 
 
 def test_sillytavern_chat(crawled, tmp_path):
-    sb, backup = crawled
-    out = tmp_path / "export"
-    assert export(backup, out, "-a", "format=st").returncode == 0
-    username = sb.personalities[0]["username"]
-    name = BackupView(backup).dir_name(username)
+    sb, out, username, name = exported(crawled, tmp_path, "st")
     lines = [json.loads(line) for line in (out / name / f"{name}.chat.jsonl").read_text().splitlines()]
     header, rows = lines[0], lines[1:]
     assert header["character_name"] == sb.personalities[0]["name"] and header["user_name"] == "You"

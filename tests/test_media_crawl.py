@@ -150,6 +150,18 @@ def test_a_5xx_that_recovers_is_retried_within_the_run(sandbox_factory, tmp_path
     assert sb.file_stats()["status"]["503"] == 2 * len(media_urls(sb, only(sb)))
 
 
+def test_429s_from_the_file_host_never_slow_the_api(sandbox_factory, tmp_path):
+    # The pacing middleware learns the API's limit from its 429s; the file host's (its own slot) must
+    # not teach it anything.
+    sb = sandbox_factory(**SMALL, media_fault="429")
+    out = tmp_path / "b"
+    result = crawl(sb, "personality", out, "-a", f"personality={only(sb)}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sb.file_stats()["status"]["429"] == 2 * len(media_urls(sb, only(sb)))
+    assert {e["status"] for e in entries(out, only(sb)).values()} == {"ok"}
+    assert "'backup/pacing/interval_ms': 0.0" in result.stderr
+
+
 def test_failed_files_fail_the_run_but_never_hold_back_the_text_and_are_retried_next_run(sandbox_factory, tmp_path):
     sb = sandbox_factory(**SMALL, media_fault="500", media_fault_share=0.25)
     out = tmp_path / "b"

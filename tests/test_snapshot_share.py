@@ -12,25 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from test_snapshot_e2e import corrupt, manifest
-from test_snapshot_support import clean_env, make_db, run_cli, snapshots
+from test_snapshot_e2e import corrupt, manifest, setup  # noqa: F401 (setup: the fixture tree builds on)
+from test_snapshot_support import run_cli, snapshots
 from tzcrawl.snapshot import archive
 
 
 @pytest.fixture
-def setup(tmp_path):
-    code = tmp_path / "Codex"
-    (code / "svc/src").mkdir(parents=True)
-    (code / "svc/src/main.ts").write_text("export const x = 1;\n")
+def tree(setup):
+    """test_snapshot_e2e's code tree and database, plus a script, a binary blob and a symlink."""
+    code = setup[0]
     (code / "svc/run.sh").write_text("#!/bin/sh\necho hi\n")
-    (code / "package.json").write_text("{}\n")
     (code / "blob.bin").write_bytes(os.urandom(200_000))
     os.symlink("svc/src/main.ts", code / "entry")
-    db = code / "codex-brain/codex-brain-data/codex-brain.db"
-    make_db(db)
-    dest = tmp_path / "backups"
-    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest)
-    return code, db, dest, env
+    return setup
 
 
 def create(tmp_path, env) -> Path:
@@ -41,8 +35,8 @@ def create(tmp_path, env) -> Path:
     return new
 
 
-def test_an_unchanged_tree_shares_the_archive_and_adds_only_the_database(setup, tmp_path):
-    code, db, dest, env = setup
+def test_an_unchanged_tree_shares_the_archive_and_adds_only_the_database(tree, tmp_path):
+    code, db, dest, env = tree
     first = create(tmp_path, env)
     second = create(tmp_path, env)
     a, b = first / "codex-code.tar.gz", second / "codex-code.tar.gz"
@@ -91,8 +85,8 @@ def touched(code, tmp_path):  # the same bytes, a new mtime: archived again (cor
 
 
 @pytest.mark.parametrize("change", [change_file, new_file, removed_file, changed_symlink, changed_mode, touched])
-def test_any_change_to_the_tree_archives_anew(setup, tmp_path, change):
-    code, db, dest, env = setup
+def test_any_change_to_the_tree_archives_anew(tree, tmp_path, change):
+    code, db, dest, env = tree
     first = create(tmp_path, env)
     change(code, tmp_path)
     second = create(tmp_path, env)
@@ -101,8 +95,8 @@ def test_any_change_to_the_tree_archives_anew(setup, tmp_path, change):
     assert os.stat(first / "codex-code.tar.gz").st_ino != os.stat(second / "codex-code.tar.gz").st_ino
 
 
-def test_a_changed_exclude_rule_archives_anew(setup, tmp_path):
-    code, db, dest, env = setup
+def test_a_changed_exclude_rule_archives_anew(tree, tmp_path):
+    code, db, dest, env = tree
     first = create(tmp_path, env)
     second = create(tmp_path, {**env, "SNAPSHOT_EXCLUDE": "*.bin"})
     assert manifest(second)["code"]["archive"]["from"] is None
@@ -111,8 +105,8 @@ def test_a_changed_exclude_rule_archives_anew(setup, tmp_path):
     assert "blob.bin" not in listing and manifest(first)["code"]["fingerprint"] != manifest(second)["code"]["fingerprint"]
 
 
-def test_pruning_the_first_of_two_sharing_snapshots_leaves_the_second_whole(setup, tmp_path):
-    code, db, dest, env = setup
+def test_pruning_the_first_of_two_sharing_snapshots_leaves_the_second_whole(tree, tmp_path):
+    code, db, dest, env = tree
     first = create(tmp_path, env)
     second = create(tmp_path, env)
     first.rename(dest / "codex-backup-2020-01-01T00-00-00-000Z")
@@ -128,8 +122,8 @@ def test_pruning_the_first_of_two_sharing_snapshots_leaves_the_second_whole(setu
     assert (target / "svc/src/main.ts").read_text() == "export const x = 1;\n"
 
 
-def test_a_damaged_shared_archive_fails_verify_for_every_snapshot_sharing_it(setup, tmp_path):
-    code, db, dest, env = setup
+def test_a_damaged_shared_archive_fails_verify_for_every_snapshot_sharing_it(tree, tmp_path):
+    code, db, dest, env = tree
     first = create(tmp_path, env)
     second = create(tmp_path, env)
     corrupt(second / "codex-code.tar.gz")  # in place: the one inode both names point at
@@ -141,8 +135,8 @@ def test_a_damaged_shared_archive_fails_verify_for_every_snapshot_sharing_it(set
     assert run_cli(tmp_path, "verify", third.name, env=env).returncode == 0
 
 
-def test_restore_from_a_snapshot_whose_archive_is_shared(setup, tmp_path):
-    code, db, dest, env = setup
+def test_restore_from_a_snapshot_whose_archive_is_shared(tree, tmp_path):
+    code, db, dest, env = tree
     create(tmp_path, env)
     second = create(tmp_path, env)
     assert manifest(second)["code"]["archive"]["shared"] == "hardlink"
@@ -167,8 +161,8 @@ def test_free_cores_and_the_compressor_chosen():
 
 
 @pytest.mark.skipif(not shutil.which("pigz") and not os.environ.get("CI"), reason="pigz not installed")
-def test_pigz_writes_one_standard_gz_stream(setup, tmp_path):
-    code, db, dest, env = setup
+def test_pigz_writes_one_standard_gz_stream(tree, tmp_path):
+    code, db, dest, env = tree
     snap = create(tmp_path, {**env, "SNAPSHOT_COMPRESSOR": "pigz"})
     assert manifest(snap)["code"]["compressor"].startswith("pigz -p ")
     path = snap / "codex-code.tar.gz"

@@ -234,3 +234,17 @@ def test_a_log_file_never_holds_the_live_display(sandbox_factory, tmp_path):
     text = log.read_text()
     assert "progress · " in text and "Backup summary" in text
     assert "\x1b[" not in text, "no terminal drawing in a log file"
+
+
+def test_the_session_check_tells_refused_from_unreachable(sandbox_factory):
+    from tzcrawl.spiders.login import session_state
+
+    sb = sandbox_factory(personalities=1)
+    assert session_state(sb.base_url, sb.cookie) == (True, "")
+    assert session_state(sb.base_url, "not-a-session")[0] is False
+    sb.set_knobs(error_rate=1.0)  # the service is failing: not a reason to log in again
+    state, why = session_state(sb.base_url, sb.cookie)
+    assert state is None and "answered HTTP 5" in why
+    sb.stop()
+    state, why = session_state(sb.base_url, sb.cookie, timeout=5)
+    assert state is None and "could not be reached" in why

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 import time
@@ -79,6 +80,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int = FILE_MO
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = FILE_MODE) -> None:
     with atomic_writer(path, binary=True, mode=mode) as fh:
         fh.write(data)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB blocks: snapshots, media files and backup checks use it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def append_lines(path: str | os.PathLike, lines: list[bytes]) -> None:

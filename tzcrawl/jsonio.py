@@ -40,11 +40,11 @@ def dumps_bytes(value) -> bytes:
         return readable(value, separators=(",", ":")).encode("utf-8")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in JSON text (as an escape), never in UTF-8
 
 
 def readable(value, **options) -> str:
     """``json.dumps`` keeping non-ASCII text as is, except a lone surrogate (which JSON text can
     carry as ``\\ud800`` but UTF-8 cannot): that one stays an escape."""
     text = json.dumps(value, ensure_ascii=False, **options)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

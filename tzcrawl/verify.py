@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tzcrawl import api, registry
+from tzcrawl.fsutil import sha256_file
 from tzcrawl.media import manifest
 from tzcrawl.store import BackupView
 from tzcrawl.store.backup import MEDIA_DIR, STAGING
@@ -64,10 +65,6 @@ class Verdict:
         return "\n".join(lines)
 
 
-def sha256_of(path: Path) -> str:
-    return manifest.sha256_file(path)
-
-
 def check_collection(path: Path, resource: registry.Resource, check: Check) -> int:
     """Parse the collection; one record per id; oldest first. Returns how many records it holds."""
     seen: dict[str, int] = {}
@@ -104,7 +101,7 @@ def check_resource(view: BackupView, username: str, resource: registry.Resource,
         return check
     recorded = entry.get("sha256")
     if recorded:
-        actual = sha256_of(path)
+        actual = sha256_file(path)
         if actual != recorded:
             check.damaged(f"{path.name}: sha256 {actual[:12]}… differs from the {recorded[:12]}… recorded at its "
                           f"last commit ({entry.get('last_sync')})")

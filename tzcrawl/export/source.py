@@ -7,27 +7,23 @@ skipped (the export then exits 1).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tzcrawl import registry
+from tzcrawl import jsonio, registry
 from tzcrawl.media import manifest
 from tzcrawl.store import BackupView
 from tzcrawl.store.jsonarray import CorruptCollectionError
 from tzcrawl.store.metadata import METADATA_NAME
 from tzcrawl.store.metadata import load as load_metadata
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def clean(text) -> str:
     """Text safe to write as UTF-8: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
     if text is None:
         return ""
     text = text if isinstance(text, str) else str(text)
-    return _SURROGATE.sub("\ufffd", text)
+    return jsonio.LONE_SURROGATE.sub("\ufffd", text)
 
 
 @dataclass

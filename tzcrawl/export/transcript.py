@@ -44,18 +44,12 @@ def chat_blocks(p: Personality, media: dict[str, str]) -> Iterator[tuple[str, st
         if today != day:
             parts.append(f"\n## {today}\n")
             day = today
-        if m.get("message") or m.get("attachment_url"):
-            parts.append(f"**You** ({clock}): {_lines(m.get('message'))}")
-            link = _media_line("attachment", m.get("attachment_url"), media)
-            if link:
-                parts.append(link)
-            parts.append("")
-        if m.get("reply") or m.get("voice_reply_url"):
-            parts.append(f"**{p.name}** ({clock}): {_lines(m.get('reply'))}")
-            link = _media_line("voice reply", m.get("voice_reply_url"), media)
-            if link:
-                parts.append(link)
-            parts.append("")
+        for speaker, text_field, label, url_field in (("You", "message", "attachment", "attachment_url"),
+                                                      (p.name, "reply", "voice reply", "voice_reply_url")):
+            if m.get(text_field) or m.get(url_field):
+                parts.append(f"**{speaker}** ({clock}): {_lines(m.get(text_field))}")
+                link = _media_line(label, m.get(url_field), media)
+                parts += [link, ""] if link else [""]
         yield (at.strftime("%Y") if at else "unknown"), "\n".join(parts) + "\n"
 
 

@@ -10,11 +10,10 @@ says ``ok`` after its file was written whole.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from tzcrawl import jsonio
-from tzcrawl.fsutil import atomic_write_bytes
+from tzcrawl.fsutil import atomic_write_bytes, sha256_file
 from tzcrawl.store.backup import MEDIA_DIR
 
 OK, GONE, FAILED = "ok", "gone", "failed"
@@ -80,14 +79,6 @@ def file_ok(directory: Path, entry: dict) -> bool:
         return sha256_file(path) == entry.get("sha256")
     except OSError:
         return False
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def counts(entries: dict[str, dict]) -> dict[str, int]:

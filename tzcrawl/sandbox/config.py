@@ -19,7 +19,7 @@ PAGINATION_STYLES = ("pagination", "meta", "camel", "mixed")
 KNOWLEDGE_SHAPES = ("single", "items", "array", "story", "knowledge")
 TRAINING_SHAPES = ("array", "single", "training", "items")
 ERROR_CODES = (500, 502, 503)
-MEDIA_FAULTS = ("none", "404", "410", "500", "flaky", "huge", "html", "redirect")
+MEDIA_FAULTS = ("none", "404", "410", "500", "flaky", "429", "huge", "html", "redirect")
 
 
 def _knob(default: Any, help: str, **choices: Any) -> Any:
@@ -52,7 +52,8 @@ class Knobs:
     )
     memory_page_size: int = _knob(20, "memories per page")
     media_fault: str = _knob(
-        "none", "file host fault: none | 404 | 410 | 500 (always 503) | flaky (503 twice, then the file) | huge "
+        "none", "file host fault: none | 404 | 410 | 500 (always 503) | flaky (503 twice, then the file) | 429 (twice, "
+        "Retry-After: 0, then the file) | huge "
         "(media_huge_kb) | html (a 200 HTML page) | redirect (302 to the mirror host)", choices=MEDIA_FAULTS)
     media_fault_share: float = _knob(1.0, "fraction of files (chosen by path) that get media_fault", fraction=True)
     media_huge_kb: int = _knob(4096, "size of a file answered by the huge fault, in KB")

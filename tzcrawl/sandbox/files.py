@@ -87,6 +87,10 @@ class FileHost:
             return error(int(fault), "this file is gone")
         if fault == "500" or (fault == "flaky" and self._count_failure(path)):
             return error(503, "file host overloaded")
+        if fault == "429" and self._count_failure(path):
+            response = error(429, "slow down")
+            response.headers.append(("Retry-After", "0"))
+            return response
         if fault == "html":
             return html_response(200, "Not found", "<h1>This file is not available</h1>")
         if fault == "redirect":

@@ -8,7 +8,6 @@ an interrupted build that nobody calls good and ``prune`` removes.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..fsutil import atomic_write_text, ensure_private_dir, fsync_dir
+from ..fsutil import atomic_write_text, ensure_private_dir, fsync_dir, sha256_file
 from . import CODE_NAME, DB_NAME, LOCK_NAME, MANIFEST_NAME, SnapshotError, UsageError, archive, codetree, dbcopy
 from .config import Config, require
 from .lock import dest_lock
@@ -41,14 +40,6 @@ class Snapshot:
 
     def entry(self) -> Entry:
         return Entry(self.name, self.time, self.status, self.detail)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def _file_record(path: Path) -> dict:
