@@ -131,18 +131,27 @@ def memory_page(payload: object) -> MemoryPage:
     return MemoryPage(payload.get("items", []), _int(pages), _int(total))
 
 
-def entry_count(resource: Resource, payload: object) -> int:
-    """How many entries a whole-document resource holds (the document itself is stored as received)."""
+def entries(resource: Resource, payload: object) -> list:
+    """A whole document's entries, however the service wrapped them (an array, ``{"items": [...]}``, one
+    object standing for a single entry)."""
     if isinstance(payload, list):
-        return len(payload)
+        return payload
     if isinstance(payload, dict):
         for key in resource.entry_keys:
             if isinstance(payload.get(key), list):
-                return len(payload[key])
-        return len(payload) if resource.counts_keys else (1 if payload else 0)
-    if payload is None:
-        return 0
-    raise BadAnswer(f"{resource.name} is neither an object nor an array")
+                return payload[key]
+        return [payload] if payload else []
+    return []
+
+
+def entry_count(resource: Resource, payload: object) -> int:
+    """How many entries a whole-document resource holds (the document itself is stored as received)."""
+    if payload is not None and not isinstance(payload, (list, dict)):
+        raise BadAnswer(f"{resource.name} is neither an object nor an array")
+    wrapped = isinstance(payload, dict) and any(isinstance(payload.get(k), list) for k in resource.entry_keys)
+    if resource.counts_keys and isinstance(payload, dict) and not wrapped:
+        return len(payload)  # an object of settings: its keys are the entries
+    return len(entries(resource, payload))
 
 
 def history_batch(payload: object) -> list[dict]:

@@ -155,7 +155,7 @@ class ProgressReport:
         if self.mode == "live":
             self._start_live()
         else:
-            self._task = asyncio.get_event_loop().create_task(self._lines())
+            self._task = asyncio.ensure_future(self._lines())
 
     def spider_closed(self, spider, reason):
         if self._task is not None:

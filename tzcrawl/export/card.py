@@ -19,7 +19,7 @@ import collections
 import io
 from datetime import datetime, timezone
 
-from tzcrawl import jsonio
+from tzcrawl import api, jsonio, registry
 from tzcrawl.fsutil import atomic_writer
 
 from .output import Output
@@ -73,17 +73,6 @@ def _without(profile: dict, used: set[str]) -> dict:
     return {k: v for k, v in profile.items() if k not in top}
 
 
-def entries_of(document) -> list[dict]:
-    if isinstance(document, list):
-        return [e for e in document if isinstance(e, dict)]
-    if isinstance(document, dict):
-        for key in ("items", "story", "knowledge", "training"):
-            if isinstance(document.get(key), list):
-                return [e for e in document[key] if isinstance(e, dict)]
-        return [document] if document else []
-    return []
-
-
 def book_entry(content: str, keys: list[str], name: str, order: int, extra: dict) -> dict:
     return {"keys": keys, "content": content, "extensions": {"tzcrawl": extra}, "enabled": True,
             "insertion_order": order, "case_sensitive": False, "constant": not keys, "use_regex": False,
@@ -111,7 +100,8 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
             tags = _strings(profile.get(field))
             break
     entries, chars = [], 0
-    for item in entries_of(p.document("knowledge")):
+    knowledge = [e for e in api.entries(registry.get("knowledge"), p.document("knowledge")) if isinstance(e, dict)]
+    for item in knowledge:
         content = clean(item.get("content") or item.get("text") or jsonio.readable(item))
         title = clean(item.get("title") or "")
         entries.append(book_entry(content, [title] if title else [], f"knowledge: {title or item.get('id')}",
