@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,7 @@ FLOOR_SPIDER = textwrap.dedent('''
             with open(self.urls) as fh:
                 urls = fh.read().split()
             for url in urls:
-                yield scrapy.Request(url, headers={"Cookie": "appSession=" + self.cookie}, dont_filter=True)
+                yield scrapy.Request(url, headers={"Cookie": self.cookie}, dont_filter=True)
 
         def parse(self, response):
             json.loads(response.body)
@@ -113,8 +114,10 @@ def run_measured(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
 
 def crawl_env(sb: Sandbox, out: Path, tree: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICE_", "TZCRAWL_", "BACKUP_"))}
-    env.update(SERVICE_WEBSITE=sb.base_url, SERVICE_COOKIE=sb.cookie, BACKUP_DIR=str(out),
+    env.update(SERVICE_WEBSITE=sb.base_url, SERVICE_COOKIE=sb.cookie_header, BACKUP_DIR=str(out),
                TZCRAWL_COOKIE_FILE=str(out.parent / "none"), PYTHONPATH=str(tree))
+    if sb.ca_file:  # today's service: HTTPS, verified against the sandbox's own CA
+        env["TZCRAWL_CA_FILE"] = sb.ca_file
     return env
 
 
@@ -130,8 +133,12 @@ def walk_urls(sb: Sandbox) -> list[str]:
     """The URLs tzcrawl asks for, found with tzcrawl's own URL builder and paging decisions over a
     bare keep-alive http.client connection; also times that loop (the network's floor)."""
     endpoints = api.Endpoints(ServiceConfig(sb.base_url))
-    conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=30)
-    headers = {"Cookie": f"appSession={sb.cookie}"}
+    if sb.ca_file:
+        conn = http.client.HTTPSConnection("127.0.0.1", sb.port, timeout=30,
+                                           context=ssl.create_default_context(cafile=sb.ca_file))
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=30)
+    headers = {"Cookie": sb.cookie_header}
     urls: list[str] = []
 
     def get(url: str):
@@ -180,9 +187,10 @@ def worktree(rev: str | None):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None) -> None:
-    print(f"== flat out: 1 personality, {memories} memories, {messages} messages, delays off ==")
-    config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False)
+def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None, session: str) -> None:
+    config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False, session=session, session=session)
+    print(f"== flat out: 1 personality, {memories} memories, {messages} messages, delays off; session {session} "
+          f"({'https' if config.https else 'http'}) ==")
     rows: dict[str, list[dict]] = {}
     with Sandbox(config, port=0, max_lifetime=3600) as sb, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -197,7 +205,7 @@ def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None
             assert walk_urls(sb) == urls
             rows.setdefault("bare http.client loop", []).append({"wall": time.perf_counter() - started, "rss_mb": 0})
             floor = run_measured([sys.executable, "-m", "scrapy", "runspider", str(tmp / "floor.py"),
-                                  "-a", f"urls={tmp / 'urls.txt'}", "-a", f"cookie={sb.cookie}"],
+                                  "-a", f"urls={tmp / 'urls.txt'}", "-a", f"cookie={sb.cookie_header}"],
                                  tmp, {**os.environ, "PYTHONPATH": ""}, tmp / "floor.log")
             assert floor["exit"] == 0 and floor["stats"].get("floor/parsed") == len(urls), floor["log"][-2000:]
             rows.setdefault("floor: minimal Scrapy spider", []).append(floor)
@@ -208,8 +216,9 @@ def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None
                 sb.reset_stats()
                 result = run_crawl(sb, out, FLAT_OUT, tree)
                 assert result["exit"] == 0, result["log"][-3000:]
-                # tzcrawl first checks the session (one users/me call); the floor does not
-                api_requests = sb.stats()["requests"] - sb.stats()["routes"].get("users_me", 0)
+                # tzcrawl first checks the session (one users/info or users/me call); the floor does not
+                routes = sb.stats()["routes"]
+                api_requests = sb.stats()["requests"] - routes.get("users_me", 0) - routes.get("users_info", 0)
                 assert api_requests == len(urls), (api_requests, len(urls))
                 view = BackupView(out)
                 assert view.held(name, "memories").total == memories
@@ -257,9 +266,9 @@ def bench_merge(repeats: int, records: int, base: Path | None) -> None:
         print(f"  speed-up: {median(times['tzcrawl at base']) / median(times['tzcrawl']):.1f}x (target >= 3)")
 
 
-def bench_rate_limited(memories: int, messages: int, rate: float, burst: int) -> None:
+def bench_rate_limited(memories: int, messages: int, rate: float, burst: int, session: str) -> None:
     print(f"\n== rate-limited: sandbox allows {rate:g} req/s (burst {burst}); DOWNLOAD_DELAY=0, AutoThrottle on ==")
-    config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False,
+    config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False, session=session,
                            rate_limit=rate, rate_burst=burst)
     settings = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_ENABLED": "True", "BACKUP_PERSONALITY_DELAY": "0",
                 "BACKUP_MEDIA": "no"}
@@ -305,6 +314,9 @@ def bench_rate_limited(memories: int, messages: int, rate: float, burst: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--session", default="better-auth", choices=("better-auth", "auth0", "appsession"),
+                        help="the sandbox's session (appsession: the 2025 service over plain http, which a "
+                             "--compare-rev from before December 2026 needs)")
     parser.add_argument("--compare-rev", help="also run tzcrawl as it was at this git revision, side by side")
     parser.add_argument("--memories", type=int, default=20_000)
     parser.add_argument("--messages", type=int, default=100_000)
@@ -320,11 +332,11 @@ def main() -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     with worktree(args.compare_rev) as base:
         if not args.skip_flat:
-            bench_flat_out(args.repeats, args.memories, args.messages, base)
+            bench_flat_out(args.repeats, args.memories, args.messages, base, args.session)
         if not args.skip_merge:
             bench_merge(args.repeats, args.merge_records, base)
     if not args.skip_rate:
-        bench_rate_limited(args.rate_memories, args.rate_messages, args.rate, args.burst)
+        bench_rate_limited(args.rate_memories, args.rate_messages, args.rate, args.burst, args.session)
 
 
 if __name__ == "__main__":

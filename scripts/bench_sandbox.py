@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import ssl
 import statistics
 import sys
 import time
@@ -24,8 +25,12 @@ from tzcrawl.sandbox import Sandbox, SandboxConfig  # noqa: E402
 
 def walk_history(sb: Sandbox, pid: str) -> tuple[int, int, int]:
     """Page the whole history on one keep-alive connection; return (requests, messages, bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=30)
-    headers = {"Cookie": f"appSession={sb.cookie}"}
+    if sb.ca_file:  # today's service speaks HTTPS (the sandbox's own CA)
+        conn = http.client.HTTPSConnection("127.0.0.1", sb.port, timeout=30,
+                                           context=ssl.create_default_context(cafile=sb.ca_file))
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=30)
+    headers = {"Cookie": sb.cookie_header}
     requests = received = size = 0
     before = ""
     seen: set[str] = set()

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tzcrawl.sandbox.client import call, post_json
+from tzcrawl.sandbox.client import call, post_json, trust
+from tzcrawl.session.jar import save_cookie_text
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-data" / "personalities"
@@ -61,8 +62,16 @@ def main() -> int:
                 time.sleep(0.1)
             info = json.loads(ready.read_text())
             base = info["base_url"]
+            if info.get("ca_file"):  # today's service speaks HTTPS; the sandbox's own CA vouches for it
+                trust(base, info["ca_file"])
             print(f"Sandbox service running at {base} (totals: {control(base, '/_sandbox/totals').get('sum')})")
-            env = {**os.environ, "SERVICE_WEBSITE": base, "SERVICE_COOKIE": info["cookie"], "BACKUP_DIR": str(OUT)}
+            # The session as `scrapy crawl login` leaves it: a cookie file (0600), which the crawl keeps up to
+            # date when the service renews the session.
+            cookie_file = save_cookie_text(Path(tmp) / "cookie.json", info["cookie_header"], site=base)
+            env = {k: v for k, v in os.environ.items() if k != "SERVICE_COOKIE"}
+            env.update(SERVICE_WEBSITE=base, TZCRAWL_COOKIE_FILE=str(cookie_file), BACKUP_DIR=str(OUT),
+                       TZCRAWL_CA_FILE=info.get("ca_file") or "")
+            print(f"Session: {info['cookie_header'].split('=')[0]} in {cookie_file}; certificate: {info.get('ca_file')}")
 
             first = crawl(env)
             stats = control(base, "/_sandbox/stats")

@@ -10,13 +10,21 @@ from tzcrawl.sandbox import Sandbox, SandboxConfig
 SANDBOX_MAX_LIFETIME = 900.0
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sandbox_session(mode): the sandbox fixtures' default session mode "
+                                       "(appsession: the 2025 service over plain http)")
+
+
 @pytest.fixture
-def sandbox_factory():
-    """Call with SandboxConfig keyword arguments; returns a started Sandbox, stopped at teardown."""
+def sandbox_factory(request):
+    """Call with SandboxConfig keyword arguments; returns a started Sandbox, stopped at teardown.
+    Today's service (Better Auth over HTTPS) unless the test is marked ``sandbox_session``."""
     started: list[Sandbox] = []
+    marker = request.node.get_closest_marker("sandbox_session")
+    defaults = {"session": marker.args[0]} if marker else {}
 
     def start(**config) -> Sandbox:
-        sb = Sandbox(SandboxConfig(**config), port=0, max_lifetime=SANDBOX_MAX_LIFETIME).start()
+        sb = Sandbox(SandboxConfig(**{**defaults, **config}), port=0, max_lifetime=SANDBOX_MAX_LIFETIME).start()
         started.append(sb)
         return sb
 

@@ -23,6 +23,8 @@ def crawl_env(sb, backup_dir, cookie: str | None = None, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICE_", "TZCRAWL_", "BACKUP_"))}
     env.update(SERVICE_WEBSITE=sb.base_url, SERVICE_COOKIE=sb.cookie if cookie is None else cookie,
                BACKUP_DIR=str(backup_dir), TZCRAWL_COOKIE_FILE=str(Path(backup_dir).parent / "no-cookie-file"))
+    if sb.ca_file:  # the sandbox's own CA: trusted as a user trusts a private one
+        env["TZCRAWL_CA_FILE"] = sb.ca_file
     env.update(extra)
     return env
 

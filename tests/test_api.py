@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tzcrawl import registry
-from tzcrawl.api import (HISTORY_LIMIT, BadAnswer, Endpoints, MemoryPage, NotAuthenticated, decode, entry_count,
+from tzcrawl.api import (HISTORY_LIMIT, BadAnswer, Blocked, Endpoints, MemoryPage, NotAuthenticated, decode, entry_count,
                          history_batch, memory_page, personality_list, profile)
 from tzcrawl.config import ServiceConfig
 
@@ -134,9 +134,37 @@ def test_decode_other_client_errors_are_bad_answers(status):
     ("", b"<html>"),
     (None, b"<html>"),
 ])
-def test_decode_html_on_200_is_not_authenticated(content_type, body):
-    with pytest.raises(NotAuthenticated, match="HTML"):
+def test_decode_html_on_200_without_a_login_form_is_the_bot_check(content_type, body):
+    with pytest.raises(Blocked, match="HTML page where JSON was asked for"):
         decode(200, content_type, body, URL)
+
+
+@pytest.mark.parametrize("body", [
+    b"<!doctype html><form action=/login><input type='password' name='password'></form>",
+    b'<html><body><input name="p" TYPE="password"></body></html>',
+])
+def test_decode_a_login_page_is_not_authenticated(body):
+    with pytest.raises(NotAuthenticated, match="login page"):
+        decode(200, "text/html", body, URL)
+
+
+@pytest.mark.parametrize("status, headers, body, seen", [
+    (403, {"cf-mitigated": "challenge", "Server": "cloudflare"}, b"<html>Just a moment...</html>", "Cloudflare"),
+    (403, [(b"Cf-Mitigated", [b"challenge"])], b"<html></html>", "Cloudflare"),
+    (200, {"X-DataDome": "protected"}, b"<html></html>", "DataDome"),
+    (403, {"x-datadome-cid": "abc"}, b'{"url": "https://geo.captcha-delivery.com/..."}', "DataDome"),
+    (200, {"X-PX-Block": "1"}, b"{}", "PerimeterX"),
+    (403, {}, b"<!doctype html><title>Attention Required</title>", "HTML page"),
+])
+def test_decode_bot_protection_is_blocked_not_a_login(status, headers, body, seen):
+    with pytest.raises(Blocked, match=seen):
+        decode(status, "text/html" if body[:1] == b"<" else "application/json", body, URL, headers)
+
+
+def test_a_plain_401_or_403_is_still_not_authenticated():
+    for status in (401, 403):
+        with pytest.raises(NotAuthenticated):
+            decode(status, "application/json", b'{"error": "unauthorized"}', URL, {"Server": "cloudflare"})
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b"{'single': 'quotes'}", b"\xff\xfe"])

@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 from scrapy.settings import Settings
 
-from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig, cookie, cookie_file, website
-from tzcrawl.cookies import save_cookie_file
+from tzcrawl.config import (BackupConfig, ConfigError, ServiceConfig, check_transport, cookie as cookie_source,
+                            cookie_file, website)
+from tzcrawl.session.forms import BETTER_AUTH
+from tzcrawl.session.jar import Jar, save_cookie_text as save_cookie_file
+
+
+def cookie(settings) -> tuple[str, str]:
+    """(the session's one value, where it came from)."""
+    found = cookie_source(settings)
+    values = [c.value for c in found.jar.cookies.values()] or [found.jar.bare]
+    return values[0], found.source
 
 VALUE = "sess-VALUE_0123456789.abcdefghijklmnop"
 NAMES = ("SERVICE_WEBSITE", "SERVICE_COOKIE", "TZCRAWL_COOKIE_FILE", "PERSONALITY_JARGON_TERM",
@@ -196,7 +205,7 @@ def test_bad_service_cookie_names_the_setting_without_echoing_it():
     with pytest.raises(ConfigError) as info:
         cookie(S(SERVICE_COOKIE=secret))
     message = one_line(info)
-    assert message.startswith("SERVICE_COOKIE: the appSession cookie holds spaces")
+    assert message.startswith("SERVICE_COOKIE: the session cookie holds spaces")
     assert secret not in message and "secret" not in message
 
 
@@ -236,7 +245,7 @@ def test_bad_cookie_file_names_the_setting(tmp_path, content):
     path.chmod(0o600)
     with pytest.raises(ConfigError) as info:
         cookie(S(TZCRAWL_COOKIE_FILE=str(path)))
-    assert one_line(info).startswith("TZCRAWL_COOKIE_FILE: the appSession cookie")
+    assert one_line(info).startswith("TZCRAWL_COOKIE_FILE: the ")
 
 
 def test_cookie_file_that_is_a_directory(tmp_path):
@@ -257,3 +266,30 @@ def test_no_cookie_names_the_default_file():
     with pytest.raises(ConfigError, match="scrapy crawl login") as info:
         cookie(S())
     assert str(Path(str(info.value).rsplit(" ", 1)[-1])).endswith("xdg/tzcrawl/cookie.json")
+
+
+def test_the_jar_keeps_what_was_pasted_and_names_what_it_dropped():
+    found = cookie_source(S(SERVICE_COOKIE=f"_ga=1; {BETTER_AUTH}={VALUE}; cf_clearance=cf; theme=dark"))
+    assert {n: c.value for n, c in found.jar.cookies.items()} == {BETTER_AUTH: VALUE, "cf_clearance": "cf"}
+    assert found.dropped == ("_ga", "theme") and found.file is None
+
+
+def test_the_cookie_file_is_the_one_a_rotation_rewrites(tmp_path):
+    path = save_cookie_file(tmp_path / "c.json", f"{BETTER_AUTH}={VALUE}")
+    assert cookie_source(S(TZCRAWL_COOKIE_FILE=str(path))).file == path
+
+
+def test_session_cookie_names_are_a_setting():
+    found = cookie_source(S(SERVICE_COOKIE=f"sid={VALUE}; appSession=x", TZCRAWL_SESSION_COOKIES="sid"))
+    assert list(found.jar.cookies) == ["sid"]
+    with pytest.raises(ConfigError, match="TZCRAWL_SESSION_COOKIES names no cookie"):
+        cookie_source(S(SERVICE_COOKIE=VALUE, TZCRAWL_SESSION_COOKIES=" , "))
+
+
+def test_a_secure_only_session_with_an_http_site_is_refused():
+    jar, _ = Jar.from_text(f"{BETTER_AUTH}={VALUE}")
+    with pytest.raises(ConfigError, match="only ever sent over HTTPS.*https://"):
+        check_transport("http://127.0.0.1:8000", jar)
+    check_transport("https://127.0.0.1:8000", jar)
+    check_transport("http://127.0.0.1:8000", Jar.from_text(f"appSession={VALUE}")[0])
+    check_transport("http://127.0.0.1:8000", Jar(bare=VALUE))  # a bare value is tried as appSession over http

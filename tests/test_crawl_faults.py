@@ -177,14 +177,14 @@ def test_html_login_page_instead_of_json_is_never_saved_as_data(sandbox_factory,
     sb.expire_cookie()
     result = crawl(sb, "memories", out, "-a", f"personality={name}")
     assert result.returncode == 3
-    assert "HTML page instead of JSON" in result.stderr
+    assert "the login page instead of JSON" in result.stderr
     assert not out.exists() or data_files(out) == {}
 
 
 @pytest.mark.parametrize("env_change, expected", [
     ({"SERVICE_WEBSITE": ""}, "SERVICE_WEBSITE is not set"),
     ({"SERVICE_WEBSITE": "ftp://x"}, "SERVICE_WEBSITE must be an http(s) URL"),
-    ({"SERVICE_COOKIE": "has spaces in it"}, "SERVICE_COOKIE: the appSession cookie holds spaces"),
+    ({"SERVICE_COOKIE": "has spaces in it"}, "SERVICE_COOKIE: the session cookie holds spaces"),
     ({"SERVICE_COOKIE": ""}, "scrapy crawl login"),
     ({"BACKUP_LOCK_TIMEOUT": "soon"}, "BACKUP_LOCK_TIMEOUT must be a number"),
     ({"PERSONALITY_JARGON_TERM": "a/b"}, "PERSONALITY_JARGON_TERM must be one path word"),

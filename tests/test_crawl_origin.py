@@ -24,10 +24,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from scrapy.utils.test import get_crawler
+
 from crawlhelp import REPO, crawl_cmd
+from tzcrawl import api
+from tzcrawl.config import CookieSource, ServiceConfig
 from tzcrawl.middlewares import SessionCookieMiddleware
+from tzcrawl.session.crawler import Session
+from tzcrawl.session.forms import BETTER_AUTH
+from tzcrawl.session.jar import Jar
 
 COOKIE = "origin-test-cookie-0123456789abcdef"
+
+
+def middleware_for(site: str, cookie_text: str) -> SessionCookieMiddleware:
+    crawler = get_crawler(scrapy.Spider)
+    jar, _ = Jar.from_text(cookie_text)
+    return SessionCookieMiddleware(Session(crawler, CookieSource(jar, "test"), api.Endpoints(ServiceConfig(site))))
 
 
 @pytest.mark.parametrize("url, sent", [
@@ -39,12 +52,30 @@ COOKIE = "origin-test-cookie-0123456789abcdef"
     ("https://service.example.com.evil.test/api/x", False),
 ])
 def test_the_cookie_goes_to_the_exact_origin_only(url, sent):
-    middleware = SessionCookieMiddleware(COOKIE, "https://service.example.com")
+    middleware = middleware_for("https://service.example.com", f"_ga=1; appSession={COOKIE}")
     request = scrapy.Request(url, headers={"Cookie": "appSession=left-over"})
     middleware.process_request(request)
     assert (request.headers.get("Cookie") == f"appSession={COOKIE}".encode()) == sent
     if not sent:
         assert "Cookie" not in request.headers
+
+
+def test_the_secure_cookie_is_never_sent_over_http():
+    middleware = middleware_for("http://service.example.com", f"{BETTER_AUTH}={COOKIE}; cf_clearance=cf")
+    request = scrapy.Request("http://service.example.com/api/x", headers={"Cookie": "left=over"})
+    middleware.process_request(request)
+    assert request.headers.get("Cookie") == b"cf_clearance=cf"
+
+
+def test_a_rotation_from_the_origin_updates_the_jar_and_one_from_elsewhere_does_not():
+    middleware = middleware_for("https://service.example.com", f"{BETTER_AUTH}={COOKIE}")
+    for url, value in (("https://files.service.example.com/a", "foreign"), ("https://service.example.com/api/x", "new")):
+        response = scrapy.http.Response(url, headers={"Set-Cookie": [f"{BETTER_AUTH}={value}; Secure; HttpOnly",
+                                                                    "_ga=tracking; Path=/"]})
+        middleware.process_response(scrapy.Request(url), response)
+    request = scrapy.Request("https://service.example.com/api/y")
+    middleware.process_request(request)
+    assert request.headers.get("Cookie") == f"{BETTER_AUTH}=new".encode()
 
 
 def self_signed(ip: str, tmp_path):
@@ -105,7 +136,9 @@ class Site:
         except OSError as exc:
             pytest.fail(f"cannot listen on {self.ip}:80/443 (run as root, as CI does): {exc}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*self_signed(self.ip, tmp_path))
+        cert_path, key_path = self_signed(self.ip, tmp_path)
+        self.ca_file = str(cert_path)
+        context.load_cert_chain(cert_path, key_path)
         secure.socket = context.wrap_socket(secure.socket, server_side=True)
         for server in (plain, secure):
             server.timeout = 1
@@ -127,7 +160,8 @@ def site(tmp_path):
 
 def crawl_profile(site, tmp_path, name):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SERVICE_WEBSITE": f"https://{site.ip}",
-           "SERVICE_COOKIE": COOKIE, "BACKUP_DIR": str(tmp_path / "backup"),
+           "SERVICE_COOKIE": f"appSession={COOKIE}", "BACKUP_DIR": str(tmp_path / "backup"),
+           "TZCRAWL_CA_FILE": site.ca_file,
            "TZCRAWL_COOKIE_FILE": str(tmp_path / "no-cookie-file")}
     return subprocess.run(crawl_cmd("profile", "-a", f"personality={name}"), cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -135,7 +169,8 @@ def crawl_profile(site, tmp_path, name):
 
 def test_an_https_to_http_redirect_gets_no_cookie_and_its_answer_is_not_saved(site, tmp_path):
     result = crawl_profile(site, tmp_path, "alice")
-    assert site.cookies["https"] == [f"appSession={COOKIE}"]  # the service's own origin: yes
+    # the service's own origin: yes (the session check, then the profile)
+    assert site.cookies["https"] == [f"appSession={COOKIE}"] * 2
     assert site.cookies["http"] == [None]  # same host over plain http: never
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"the answer came from http://{site.ip}/api/personalities/username/alice, not from " \
@@ -147,6 +182,6 @@ def test_an_https_to_http_redirect_gets_no_cookie_and_its_answer_is_not_saved(si
 def test_a_redirect_within_the_origin_is_followed_with_the_cookie(site, tmp_path):
     result = crawl_profile(site, tmp_path, "same-origin")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert site.cookies["https"] == [f"appSession={COOKIE}"] * 2 and site.cookies["http"] == []
+    assert site.cookies["https"] == [f"appSession={COOKIE}"] * 3 and site.cookies["http"] == []
     saved = json.loads((tmp_path / "backup" / "same-origin" / "same-origin.json").read_text())
     assert saved["prompt"] == "secret"

@@ -12,7 +12,7 @@ import pytest
 
 from crawlhelp import crawl
 from test_export import export
-from tzcrawl.browser import DEBIAN_CHROMIUM, QUIET_FLAGS
+from tzcrawl.session.browser import DEBIAN_CHROMIUM, QUIET_FLAGS
 from tzcrawl.store import BackupView
 
 playwright = pytest.importorskip("playwright.sync_api")

@@ -20,10 +20,24 @@ import pytest
 from scrapy.settings import Settings
 
 from crawlhelp import read_terminal
-from tzcrawl.browser import DEBIAN_CHROMIUM, QUIET_FLAGS, find_chromium, has_display, plan_login
 from tzcrawl.config import ConfigError
-from tzcrawl.cookies import load_cookie_file, save_cookie_file
-from tzcrawl.spiders.login import expiry_iso, launch_failure, one_line
+from tzcrawl.sandbox.client import ca_for
+from tzcrawl.session.browser import (DEBIAN_CHROMIUM, QUIET_FLAGS, expiry_iso, find_chromium, has_display,
+                                     launch_failure, one_line, plan_login)
+from tzcrawl.session.jar import load_jar, save_cookie_text as save_cookie_file
+
+
+class Stored:
+    """A cookie file as the tests read it: the session's one value, its site and expiry."""
+
+    def __init__(self, path):
+        jar = load_jar(path)
+        self.names = jar.session_names()
+        self.value = jar.cookies[self.names[0]].value if self.names else jar.bare
+        self.site, self.expires = jar.site, jar.expires()
+
+
+load_cookie_file = Stored
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "http://127.0.0.1:8000"
@@ -155,6 +169,8 @@ def crawl_login(site: str, cookie_path: Path, *args: str, password: str | None =
     env = {k: v for k, v in os.environ.items()
            if k not in ("SERVICE_COOKIE", "TZCRAWL_PASSWORD", "DISPLAY", "WAYLAND_DISPLAY")}
     env.update(SERVICE_WEBSITE=site, TZCRAWL_COOKIE_FILE=str(cookie_path), **env_extra)
+    if ca_for(site):  # an HTTPS sandbox: its own CA, trusted as a private one
+        env.setdefault("TZCRAWL_CA_FILE", ca_for(site))
     if password is not None:
         env["TZCRAWL_PASSWORD"] = password
     return subprocess.run([sys.executable, "-m", "scrapy", "crawl", "login", *args], cwd=ROOT, env=env,
@@ -171,7 +187,8 @@ def old_cookie(tmp_path) -> tuple[Path, bytes]:
 def assert_untouched(old_cookie) -> None:
     path, before = old_cookie
     assert path.read_bytes() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == ["cookie.json"], "a temp file was left behind"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cookie.json", "cookie.json.lock"], \
+        "a temp file was left behind"
 
 
 FAST = ["-s", "DOWNLOAD_DELAY=0", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "BACKUP_PERSONALITY_DELAY=0"]
@@ -204,17 +221,36 @@ def test_headless_login_then_a_backup_with_the_saved_cookie(sandbox_factory, tmp
     assert stored.value not in run.stdout + run.stderr
     assert "sandbox-password" not in run.stdout + run.stderr
     assert stored.value != sb.cookie, "the login minted a cookie of its own"
+    assert stored.names == ["__Secure-better-auth.session_token"], "today's session cookie, harvested by name"
 
     # The backup reads the cookie file when SERVICE_COOKIE is unset (crawl_login's environment drops it).
     backup_dir = tmp_path / "backup"
     env = {k: v for k, v in os.environ.items() if k != "SERVICE_COOKIE"}
-    env.update(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path), BACKUP_DIR=str(backup_dir))
+    env.update(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path), BACKUP_DIR=str(backup_dir),
+               TZCRAWL_CA_FILE=sb.ca_file)
     crawl = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "all_personalities", *FAST], cwd=ROOT,
                            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
     assert crawl.returncode == 0, crawl.stderr[-3000:]
     assert f"from {cookie_path}" in crawl.stderr
     assert_backup_matches(backup_dir, sb.totals())
     assert stored.value not in crawl.stderr + "".join(p.read_text() for p in backup_dir.rglob("*.json"))
+
+
+def test_a_login_harvests_auth0_chunks_and_a_crawl_opens_with_them(sandbox_factory, tmp_path):
+    chromium_or_skip()
+    sb = sandbox_factory(personalities=1, memories=5, messages=5, session="auth0", chunks=3)
+    cookie_path = tmp_path / "config" / "cookie.json"
+    run = crawl_login(sb.base_url, cookie_path, "-a", "email=owner@example.com", password="sandbox-password")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jar = load_jar(cookie_path)
+    assert jar.session_names() == ["appSession.0", "appSession.1", "appSession.2"]
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_COOKIE"}
+    env.update(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path), BACKUP_DIR=str(tmp_path / "b"),
+               TZCRAWL_CA_FILE=sb.ca_file)
+    crawl = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "all_personalities", *FAST], cwd=ROOT,
+                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    assert crawl.returncode == 0, crawl.stderr[-3000:]
+    assert load_jar(cookie_path).header(True) != jar.header(True), "the rotated parts were written back"
 
 
 def test_wrong_password_writes_nothing(sandbox, old_cookie):
@@ -255,6 +291,8 @@ class AnonymousFirst(SmallSite):
             ok = f"appSession={self.REAL}" in (self.headers.get("Cookie") or "")
             return self._send(b'{"id": "u1"}' if ok else b'{"error": "unauthorized"}', 200 if ok else 401,
                               "application/json")
+        if self.path.startswith("/api/"):  # users/info: this 2025 site has only users/me
+            return self._send(b'{"error": "not found"}', 404, "application/json")
         cookie = "" if "appSession=" in (self.headers.get("Cookie") or "") else "appSession=anonym-0001; Path=/"
         self._send(self.FORM if self.path.startswith("/login") else b"<p>Welcome</p>", cookie=cookie)
 
@@ -339,7 +377,7 @@ def test_a_site_that_never_sets_the_cookie_times_out(never_logs_in, old_cookie):
     run = crawl_login(never_logs_in(), old_cookie[0], "-a", "email=owner@example.com", "-a", "timeout=4",
                       password="pw")
     assert run.returncode == 1
-    assert "did not set the appSession cookie within 4s (raise it with -a timeout=SECONDS)" in run.stderr
+    assert "did not set a session cookie (__Secure-better-auth.session_token, appSession) within 4s (raise it with -a timeout=SECONDS)" in run.stderr
     assert_untouched(old_cookie)
 
 
@@ -352,7 +390,7 @@ def test_a_browser_crash_mid_login_writes_nothing(never_logs_in, old_cookie, tmp
     run = crawl_login(never_logs_in(pid_file), old_cookie[0], "-a", "email=owner@example.com",
                       "-a", "timeout=20", password="pw", TZCRAWL_CHROMIUM=str(wrapper))
     assert run.returncode == 1
-    assert "Chromium exited or crashed before the site set the appSession cookie" in run.stderr
+    assert "Chromium exited or crashed before the site set a session cookie" in run.stderr
     assert_untouched(old_cookie)
 
 
@@ -400,7 +438,7 @@ def test_headless_login_prompts_for_the_password_on_a_terminal(sandbox, tmp_path
     chromium_or_skip()
     cookie_path = tmp_path / "cookie.json"
     env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_COOKIE", "TZCRAWL_PASSWORD", "DISPLAY")}
-    env.update(SERVICE_WEBSITE=sandbox.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path))
+    env.update(SERVICE_WEBSITE=sandbox.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path), TZCRAWL_CA_FILE=sandbox.ca_file)
     argv = [sys.executable, "-m", "scrapy", "crawl", "login", "-a", "email=owner@example.com", "--nolog"]
     pid, fd = pty.fork()
     if pid == 0:  # the child: its controlling terminal is the pty, as in an interactive shell

@@ -480,7 +480,7 @@ def test_auth_failure_on_profile(response, make_spider):
     out, closed = call(spider.parse_profile, response)
     assert isinstance(closed, CloseSpider) and closed.reason == "auth_failed"
     who = {"username": PEOPLE[1]["username"]}
-    reason = f"not authenticated: an HTML page instead of JSON from {response.url} (the login page?)"
+    reason = f"not authenticated: the login page instead of JSON from {response.url}"
     assert out == [ResourceDone(who, "profile", Outcome.failed(reason), 1)] \
         + [ResourceDone(who, r, NOT_ATTEMPTED) for r in RESOURCES[1:]] \
         + [PersonalityEnd(who)]  # and no request for the next personality

@@ -9,6 +9,10 @@ from urllib.parse import quote
 
 import pytest
 
+# The 2025 service these tests were written for (appSession over plain http); today's default has tests
+# of its own (test_sandbox_sessions.py).
+pytestmark = pytest.mark.sandbox_session("appsession")
+
 
 class DocClient:
     """Knows only SERVICE_WEBSITE, SERVICE_COOKIE, PERSONALITY_JARGON_TERM and PROFILE_INFO_PRIVATE_PATH."""

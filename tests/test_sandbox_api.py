@@ -9,6 +9,10 @@ import pytest
 
 from tzcrawl.sandbox.client import call
 
+# The 2025 service these tests were written for (appSession over plain http); today's default has tests
+# of its own (test_sandbox_sessions.py).
+pytestmark = pytest.mark.sandbox_session("appsession")
+
 
 def test_users_me_and_listing(sandbox):
     me = call(sandbox.base_url, "/api/users/me", sandbox.cookie)

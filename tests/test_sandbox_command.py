@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tzcrawl.sandbox.client import call
+from tzcrawl.sandbox.client import call, trust
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -39,13 +39,19 @@ def test_command_serves_and_stops_on_sigterm(tmp_path):
                   "--ready-file", str(ready), "--max-lifetime", "120", "--rate-limit", "1000")
     try:
         banner = _banner(proc)
-        assert banner["base_url"].startswith("http://127.0.0.1:")
+        assert banner["base_url"].startswith("https://127.0.0.1:")  # today's service: HTTPS, its own CA
         assert banner["login"] == "owner@example.com / sandbox-password"
-        base, cookie = banner["base_url"], banner["cookie"]
+        base = banner["base_url"]
         files = banner["file host"].split()[0]
         assert files.startswith("http://127.0.0.2:")
-        assert json.loads(ready.read_text()) == {"base_url": base, "cookie": cookie, "files_url": files}
+        info = json.loads(ready.read_text())
+        cookie, ca_file = info["cookie_header"], info["ca_file"]
+        assert info == {"base_url": base, "cookie": info["cookie"], "cookie_header": cookie, "ca_file": ca_file,
+                        "files_url": files}
+        assert banner["session"].startswith("better-auth") and cookie.startswith("__Secure-better-auth.session_token=")
+        assert banner["certificate"].split()[0] == ca_file and Path(ca_file).read_text().startswith("-----BEGIN")
         assert stat.S_IMODE(ready.stat().st_mode) == 0o600
+        trust(base, ca_file)
         listing = call(base, "/api/shapes?category=self", cookie)
         assert listing.status == 200 and len(listing.json()) == 2
         pid = listing.json()[0]["id"]
@@ -67,7 +73,7 @@ def test_command_stops_by_itself_after_max_lifetime():
     finally:
         proc.kill() if proc.poll() is None else None
     assert proc.returncode == 0, err
-    assert "base_url: http://127.0.0.1:" in out and "sandbox stopped" in out
+    assert "base_url: https://127.0.0.1:" in out and "sandbox stopped" in out
 
 
 def test_command_refuses_bad_knobs():

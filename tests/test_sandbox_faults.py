@@ -9,6 +9,10 @@ from tzcrawl.sandbox.app import cookie_from_header
 from tzcrawl.sandbox.config import coerce_knobs
 from tzcrawl.sandbox.faults import FaultDice, is_loopback
 
+# The 2025 service these tests were written for (appSession over plain http); today's default has tests
+# of its own (test_sandbox_sessions.py).
+pytestmark = pytest.mark.sandbox_session("appsession")
+
 
 class FakeClock:
     def __init__(self, now: float = 1000.0):

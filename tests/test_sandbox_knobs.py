@@ -15,6 +15,10 @@ from tzcrawl.sandbox.app import App
 from tzcrawl.sandbox.client import call, post_json
 from tzcrawl.sandbox.config import SandboxConfig
 
+# The 2025 service these tests were written for (appSession over plain http); today's default has tests
+# of its own (test_sandbox_sessions.py).
+pytestmark = pytest.mark.sandbox_session("appsession")
+
 
 def _history(sb, pid, before=None):
     query = f"limit=50&shape_id={pid}" + ("" if before is None else f"&before_ts={before!r}")

@@ -10,6 +10,10 @@ import pytest
 from tzcrawl.sandbox import Sandbox, SandboxConfig
 from tzcrawl.sandbox.client import call
 
+# The 2025 service these tests were written for (appSession over plain http); today's default has tests
+# of its own (test_sandbox_sessions.py).
+pytestmark = pytest.mark.sandbox_session("appsession")
+
 
 def test_serves_other_clients_while_one_connection_stalls(sandbox):
     stalled = socket.create_connection(("127.0.0.1", sandbox.port), timeout=5)
@@ -46,7 +50,7 @@ def test_bad_content_length_is_refused(sandbox):
 
 
 def test_stop_closes_open_connections_and_the_port():
-    sb = Sandbox(SandboxConfig(personalities=1), port=0).start()
+    sb = Sandbox(SandboxConfig(personalities=1, session="appsession"), port=0).start()
     conn = http.client.HTTPConnection("127.0.0.1", sb.port, timeout=5)
     conn.request("GET", "/api/users/me", headers={"Cookie": f"appSession={sb.cookie}"})
     assert conn.getresponse().read()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from test_login import assert_backup_matches
-from tzcrawl.cookies import save_cookie_file
+from tzcrawl.session.jar import save_cookie_text as save_cookie_file
 from tzcrawl.outcome import outcome_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +95,9 @@ def test_job_outcome_reads_the_outcome_line():
     login = "ERROR: x\n" + outcome_line(3, "finished", "Authentication failed (401): 0 of 2 personalities") + "\n"
     outcome, detail = ctl_module.job_outcome(login)
     assert outcome == "LOGIN" and detail.startswith("exit code 3 (log in again: the session cookie was refused")
+    blocked = "ERROR: x\n" + outcome_line(4, "blocked", "BLOCKED by the site's bot protection (...)") + "\n"
+    outcome, detail = ctl_module.job_outcome(blocked)
+    assert outcome == "BLOCKED" and detail.startswith("exit code 4 (blocked by the site's bot protection: pass its")
     assert ctl_module.job_outcome("2026 INFO: Scrapy 2.19.0 started\n")[0] == "unknown"
     assert ctl_module.job_outcome("")[0] == "unknown"
 
@@ -248,10 +251,10 @@ DEPLOY_LEFTOVERS = ("setup.py", "build", "tzcrawl.egg-info", "project.egg-info")
 
 def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tmp_path):
     sb = sandbox_factory(personalities=2, memories=7, messages=12)
-    cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie, site=sb.base_url)
+    cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie_header, site=sb.base_url)
     backup_dir = tmp_path / "backup"
     server = scrapyd_factory(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path),
-                             BACKUP_DIR=str(backup_dir))
+                             BACKUP_DIR=str(backup_dir), TZCRAWL_CA_FILE=sb.ca_file)
 
     leftovers_before = {name: (ROOT / name).exists() for name in DEPLOY_LEFTOVERS}
     deployed = ctl(server, "deploy", "--version", "r1")
@@ -306,7 +309,7 @@ def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tm
     # The cookie appears nowhere scrapyd publishes or logs.
     published = json.dumps(server.get("listjobs.json?project=tzcrawl"))
     logs = server.job_log("all_personalities", jobid) + server.job_log("all_personalities", failed_id)
-    assert "Using session cookie" in logs
+    assert "Using session __Secure-better-auth.session_token=" in logs  # named, with a short prefix only
     for text in (published, logs, server.log_path.read_text()):
         assert sb.cookie not in text
 
@@ -316,10 +319,10 @@ def test_two_overlapping_scheduled_runs_keep_the_backup_whole(sandbox_factory, s
     later one wait; both succeed and the backup holds every record exactly once."""
     # Slow answers keep the first job on the first personality long enough for the second to reach it.
     sb = sandbox_factory(personalities=2, memories=100, messages=250, latency=0.4)
-    cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie)
+    cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie_header)
     backup_dir = tmp_path / "backup"
     server = scrapyd_factory(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path),
-                             BACKUP_DIR=str(backup_dir))
+                             BACKUP_DIR=str(backup_dir), TZCRAWL_CA_FILE=sb.ca_file)
     deployed = ctl(server, "deploy")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 

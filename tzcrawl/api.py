@@ -12,8 +12,10 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from tzcrawl import jsonio
 from tzcrawl.registry import Resource
+from tzcrawl.session.botcheck import bot_check, is_html
 
 HISTORY_LIMIT = 50  # the server's maximum batch size for chat history
+CURRENT_USER_PATHS = ("users/info", "users/me")  # 2026, then the 2025 path
 
 
 class NotAuthenticated(Exception):
@@ -22,6 +24,10 @@ class NotAuthenticated(Exception):
 
 class BadAnswer(Exception):
     """The service answered, but not in a shape this client knows; the data must not be trusted."""
+
+
+class Blocked(Exception):
+    """The site's bot protection answered instead of the service (not an expired session)."""
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -46,9 +52,9 @@ class Endpoints:
         query = {k: v for k, v in query.items() if v is not None}
         return f"{self.service.website}/api/{path}" + (f"?{urlencode(query)}" if query else "")
 
-    def current_user(self) -> str:
-        """The cheap authenticated call: proves a cookie works."""
-        return self._url("users/me", {})
+    def current_user(self, path: str = CURRENT_USER_PATHS[0]) -> str:
+        """The cheap authenticated call that proves a cookie works (``users/info``; ``users/me`` in 2025)."""
+        return self._url(path, {})
 
     def personalities(self, category: str = "self") -> str:
         return self._url(self.service.jargon, {"category": category})
@@ -67,16 +73,19 @@ class Endpoints:
         return self._url(path, query)
 
 
-def decode(status: int, content_type: str, body: bytes, url: str = "") -> object:
-    """Decode one API answer; raise NotAuthenticated or BadAnswer instead of returning non-data."""
+def decode(status: int, content_type: str, body: bytes, url: str = "", headers=None) -> object:
+    """Decode one API answer; raise Blocked, NotAuthenticated or BadAnswer instead of returning non-data."""
+    seen = bot_check(status, headers or {}, content_type, body)
+    if seen:
+        raise Blocked(f"{seen} from {url}")
     if status in (401, 403):
         raise NotAuthenticated(f"HTTP {status} from {url}")
     if status in (301, 302, 303, 307, 308):
         raise NotAuthenticated(f"HTTP {status} redirect (to the login page) from {url}")
     if not 200 <= status < 300:
         raise BadAnswer(f"HTTP {status} from {url}")
-    if "html" in (content_type or "").lower() or body.lstrip()[:1] == b"<":
-        raise NotAuthenticated(f"an HTML page instead of JSON from {url} (the login page?)")
+    if is_html(content_type, body):  # a page with a password field: bot_check left it to us
+        raise NotAuthenticated(f"the login page instead of JSON from {url}")
     try:
         return jsonio.loads(body)
     except ValueError as exc:

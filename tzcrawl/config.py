@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tzcrawl.cookies import CookieError, default_cookie_file, load_cookie_file, parse_cookie
 from tzcrawl.fsutil import FILE_MODE, ensure_private_dir
+from tzcrawl.session.forms import CLEARANCE_NAMES, SESSION_NAMES, CookieError, secure_only
+from tzcrawl.session.jar import Jar, default_cookie_file, load_jar
 
 _JARGON_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _PATH_RE = re.compile(r"^[A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*$")
@@ -88,20 +89,53 @@ def cookie_file(settings) -> Path:
     return Path(str(lookup(settings, "TZCRAWL_COOKIE_FILE", default_cookie_file()))).expanduser()
 
 
-def cookie(settings) -> tuple[str, str]:
-    """Return (value, where it came from): SERVICE_COOKIE, else the cookie file."""
+def names(settings, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of cookie names (``TZCRAWL_SESSION_COOKIES``, ``TZCRAWL_CLEARANCE_COOKIES``)."""
+    raw = lookup(settings, name)
+    if raw is None:
+        return default
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    found = tuple(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
+    if not found and name == "TZCRAWL_SESSION_COOKIES":
+        raise ConfigError(f"TZCRAWL_SESSION_COOKIES names no cookie (default: {','.join(default)})")
+    return found
+
+
+@dataclass(frozen=True)
+class CookieSource:
+    """Where the session came from: the jar, a name for logs, and the cookie file when it came from one
+    (the file a rotation keeps up to date)."""
+
+    jar: Jar
+    source: str
+    dropped: tuple[str, ...] = ()
+    file: Path | None = None
+
+
+def cookie(settings) -> CookieSource:
+    """The session's cookies: SERVICE_COOKIE (any pasted form), else the cookie file."""
+    known = names(settings, "TZCRAWL_SESSION_COOKIES", SESSION_NAMES)
+    keep = names(settings, "TZCRAWL_CLEARANCE_COOKIES", CLEARANCE_NAMES)
     raw = lookup(settings, "SERVICE_COOKIE")
     try:
         if raw:
-            return parse_cookie(str(raw)), "SERVICE_COOKIE"
+            jar, dropped = Jar.from_text(str(raw), known=known, keep=keep)
+            return CookieSource(jar, "SERVICE_COOKIE", dropped)
         path = cookie_file(settings)
         if path.exists():
-            return load_cookie_file(path).value, str(path)
+            return CookieSource(load_jar(path, known=known, keep=keep), str(path), (), path)
     except CookieError as exc:
         source = "SERVICE_COOKIE" if raw else "TZCRAWL_COOKIE_FILE"
         raise ConfigError(f"{source}: {exc}") from None
-    raise ConfigError(f"no session cookie: export SERVICE_COOKIE=<appSession value>, or run "
-                      f"`scrapy crawl login` to save one to {path}")
+    raise ConfigError(f"no session cookie: export SERVICE_COOKIE='{known[0]}=<value>' (or paste the browser's "
+                      f"Cookie header), or run `scrapy crawl login` to save one to {path}")
+
+
+def check_transport(site: str, jar: Jar) -> None:
+    """``__Secure-`` cookies exist only over HTTPS: with an http site they could never be sent."""
+    if site.startswith("http://") and jar.cookies and all(secure_only(n) for n in jar.session_names()):
+        raise ConfigError(f"the session cookie {jar.session_names()[0]} is only ever sent over HTTPS, and "
+                          f"SERVICE_WEBSITE is {site}: use its https:// address")
 
 
 @dataclass(frozen=True)

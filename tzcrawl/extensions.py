@@ -6,8 +6,9 @@ import logging
 
 from scrapy import signals
 
-from tzcrawl.config import cookie_file
-from tzcrawl.items import FAILED
+from tzcrawl.config import cookie_file, lookup
+from tzcrawl.items import BLOCKED, FAILED
+from tzcrawl.session.botcheck import remedy
 from tzcrawl.outcome import EXIT_CODE_STAT, exit_status, outcome_line
 from tzcrawl.registry import COLLECTIONS, RESOURCES
 from tzcrawl.signals import resource_finished
@@ -86,6 +87,8 @@ class BackupReport:
             # A skipped resource follows from a failure already logged (profile, cookie, lock): the
             # summary table shows it; the details only at DEBUG.
             level = logging.ERROR if outcome.status == FAILED else logging.DEBUG
+            if outcome.status == BLOCKED:  # one line at the end says what was seen and what to do
+                level = logging.DEBUG
             logger.log(level, "%s · %s: %s (%s)", username, resource, outcome.status.upper(), outcome.reason)
             return
         stats.inc_value("backup/resources/complete")
@@ -131,7 +134,9 @@ class BackupReport:
                            + stats.get_value("backup/resources/skipped", 0)
                            + stats.get_value("backup/media/personalities_failed", 0),
                            errors=stats.get_value("backup/errors", 0) + unexpected,
-                           auth_failed=bool(stats.get_value("backup/auth_failed")))
+                           auth_failed=bool(stats.get_value("backup/auth_failed")),
+                           blocked=bool(stats.get_value("backup/blocked")),
+                           untrusted=bool(stats.get_value("backup/tls_failed")))
         stats.set_value(EXIT_CODE_STAT, code)
         if self.rows:
             logger.log(self.visible, "Backup summary (total (+new) per resource):\n%s", summary_table(self.rows))
@@ -140,10 +145,18 @@ class BackupReport:
             if warnings:
                 logger.warning("Warnings:\n%s", "\n".join(warnings))
         wanted = stats.get_value("backup/personalities/requested", 0)
-        auth = stats.get_value("backup/auth_failed")
-        if auth:
+        auth, blocked = stats.get_value("backup/auth_failed"), stats.get_value("backup/blocked")
+        untrusted = stats.get_value("backup/tls_failed")
+        if untrusted:
+            summary = (f"Not started: the service's certificate is not trusted ({untrusted}); no request was sent. "
+                       f"If it is your own or your company's CA, set TZCRAWL_CA_FILE to its certificate file.")
+        elif blocked:
+            summary = (f"BLOCKED by the site's bot protection ({blocked}): {complete_people} of {wanted} "
+                       f"personalities were completed, nothing saved was changed. This is not a login problem: "
+                       f"{remedy(str(lookup(self.crawler.settings, 'SERVICE_WEBSITE', 'the site')))}.")
+        elif auth:
             summary = (f"Authentication failed ({auth}): {complete_people} of {wanted} personalities were "
-                       f"completed. Log in again: get a fresh appSession cookie (scrapy crawl login, or set "
+                       f"completed. Log in again: get a fresh session cookie (scrapy crawl login, or set "
                        f"SERVICE_COOKIE / {cookie_file(self.crawler.settings)}) and run again; for unattended "
                        f"runs set TZCRAWL_EMAIL and a password (docs/scheduling.md).")
         elif code:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-COMPLETE, FAILED, SKIPPED = "complete", "failed", "skipped"
+COMPLETE, FAILED, SKIPPED, BLOCKED = "complete", "failed", "skipped", "blocked"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one resource ended this run: complete, failed (it was tried) or skipped (it was not)."""
+    """How one resource ended this run: complete, failed (it was tried), skipped (it was not) or blocked
+    (the site's bot protection stopped the crawl before it was done)."""
 
     status: str
     reason: str = ""
@@ -34,6 +35,10 @@ class Outcome:
     @classmethod
     def skipped(cls, reason: str) -> "Outcome":
         return cls(SKIPPED, reason)
+
+    @classmethod
+    def blocked(cls, reason: str) -> "Outcome":
+        return cls(BLOCKED, reason)
 
 
 def _who(personality: dict) -> str:

@@ -10,45 +10,56 @@ from scrapy import Request
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import NotConfigured
 
-from tzcrawl import config
 from tzcrawl.api import origin
-from tzcrawl.cookies import COOKIE_NAME, redact
+from tzcrawl.session.botcheck import bot_check
+from tzcrawl.session.crawler import OWN_COOKIE, Session
 from tzcrawl.pacing import MIN_SAMPLE, learn_interval, parse_retry_after, retry_wait
 
 logger = logging.getLogger(__name__)
 
 
 class SessionCookieMiddleware:
-    """Send ``Cookie: appSession=...`` to the exact origin of SERVICE_WEBSITE only.
+    """Send the session's cookies (``tzcrawl.session``) to the exact origin of SERVICE_WEBSITE only, and
+    hand the service's ``Set-Cookie`` rotations to the session's jar.
 
     Scheme, host and port must all match: not to another host (the media file host), not to the
-    same host over plain http after a redirect. Scrapy's CookiesMiddleware is off
-    (COOKIES_ENABLED = False): it would drop a header set here. Spiders that need no session
-    (``uses_session_cookie = False``) disable the middleware.
+    same host over plain http after a redirect; ``__Secure-`` cookies never over http. Scrapy's
+    CookiesMiddleware is off (COOKIES_ENABLED = False): it would drop a header set here, and it would
+    keep every cookie a site sets. A request whose meta has ``tzcrawl_own_cookie`` (the session check,
+    the login's proof) carries the exact header to try. Sitting above the retry middleware, it sees
+    every answer's ``Set-Cookie``, retried ones included. Spiders that need no session
+    (``uses_session_cookie = False``) disable it.
     """
 
-    def __init__(self, cookie: str, website: str):
-        self.header = f"{COOKIE_NAME}={cookie}"
-        self.origin = origin(website)
-
-    def use(self, cookie: str) -> None:
-        """A new session cookie from here on (the crawl logged in again)."""
-        self.header = f"{COOKIE_NAME}={cookie}"
+    def __init__(self, session: Session):
+        self.session = session
+        self.origin = session.endpoints.origin
 
     @classmethod
     def from_crawler(cls, crawler):
         if not getattr(crawler.spider, "uses_session_cookie", True):
             raise NotConfigured("this spider does not use the session cookie")
-        value, source = config.cookie(crawler.settings)
-        logger.info("Using session cookie %s from %s", redact(value), source)
-        return cls(value, config.website(crawler.settings))
+        return cls(Session.of(crawler))
 
     def process_request(self, request: Request):
-        if origin(request.url) == self.origin:
-            request.headers["Cookie"] = self.header
+        if origin(request.url) != self.origin:
+            request.headers.pop("Cookie", None)
+            return None
+        if request.meta.get(OWN_COOKIE):
+            return None
+        header = self.session.header(secure=self.origin[0] == "https")
+        if header:
+            request.headers["Cookie"] = header
         else:
             request.headers.pop("Cookie", None)
         return None
+
+    def process_response(self, request: Request, response):
+        if origin(response.url) == self.origin:
+            lines = response.headers.getlist(b"Set-Cookie")
+            if lines:
+                self.session.rotated(lines)
+        return response
 
 
 class BackoffRetryMiddleware(RetryMiddleware):
@@ -73,6 +84,9 @@ class BackoffRetryMiddleware(RetryMiddleware):
         return retry
 
     async def process_response(self, request, response):
+        if bot_check(response.status, response.headers,
+                     response.headers.get("Content-Type", b"").decode("latin-1"), response.body):
+            return response  # the site's bot check: retrying walks into it again (the spider stops)
         result = super().process_response(request, response)
         if not isinstance(result, Request):
             return result

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import json
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3  # 3: log in again (the session is gone)
+# 2: configuration (an untrusted certificate too); 3: log in again (the session is gone); 4: the site's bot
+# protection stopped the crawl (pass its check in a browser: not a login problem)
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_AUTH, EXIT_BLOCKED = 0, 1, 2, 3, 4
 EXIT_CODE_STAT = "tzcrawl/exit_code"
 LINE_PREFIX = "tzcrawl outcome: "
 
 
 def exit_status(finish_reason: str, *, requested: int, complete: int, failed: int, errors: int,
-                auth_failed: bool = False) -> int:
-    """0 only when the crawl finished and every requested resource was completely backed up; 3 when
-    the session was refused and could not be recovered (someone has to log in again)."""
+                auth_failed: bool = False, blocked: bool = False, untrusted: bool = False) -> int:
+    """0 only when the crawl finished and every requested resource was completely backed up; 2 when the
+    service's certificate was not trusted (nothing was sent); 4 when the site's bot protection stopped
+    it; 3 when the session was refused and could not be recovered (someone has to log in again)."""
+    if untrusted:
+        return EXIT_CONFIG
+    if blocked:
+        return EXIT_BLOCKED
     if auth_failed:
         return EXIT_AUTH
     ok = finish_reason == "finished" and not failed and not errors and complete == requested

@@ -4,6 +4,8 @@ Service configuration (SERVICE_WEBSITE, SERVICE_COOKIE, ...) is read by ``tzcraw
 ``-s`` settings first, then the environment, so the seeds' environment-variable habits keep working.
 """
 
+import os
+
 BOT_NAME = "tzcrawl"
 SPIDER_MODULES = ["tzcrawl.spiders"]
 NEWSPIDER_MODULE = "tzcrawl.spiders"
@@ -35,13 +37,20 @@ COOKIES_ENABLED = False
 # Answers are private JSON: never cache them on disk.
 HTTPCACHE_ENABLED = False
 
-USER_AGENT = "tzcrawl (personal backup tool)"
+# A bot check's clearance (cf_clearance) is bound to the browser it was got in: USER_AGENT, from the
+# environment too, like every tzcrawl setting, is that browser's User-Agent then.
+USER_AGENT = os.environ.get("USER_AGENT") or "tzcrawl (personal backup tool)"
+
+# Scrapy verifies no certificate by default: tzcrawl sends a session cookie, so every HTTPS connection
+# is verified (API, login, media); TZCRAWL_CA_FILE adds a private CA (tzcrawl.session.tls.TlsAddon).
+DOWNLOAD_VERIFY_CERTIFICATES = True
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
 
 DOWNLOADER_MIDDLEWARES = {
-    "tzcrawl.middlewares.SessionCookieMiddleware": 450,
+    # Above the retry middleware: it reads the Set-Cookie of every answer, retried ones too.
+    "tzcrawl.middlewares.SessionCookieMiddleware": 590,
     # Retries wait first (Retry-After, else backoff): replaces Scrapy's RetryMiddleware in its place.
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "tzcrawl.middlewares.BackoffRetryMiddleware": 550,
@@ -52,7 +61,7 @@ DOWNLOADER_MIDDLEWARES = {
 # personality's downloads before BackupPipeline lets go of its lock.
 ITEM_PIPELINES = {"tzcrawl.media.pipeline.MediaFilesPipeline": 200, "tzcrawl.pipelines.BackupPipeline": 300}
 # The file host gets its own download slot (BACKUP_MEDIA_CONCURRENCY at once) next to the API's.
-ADDONS = {"tzcrawl.media.MediaAddon": 0}
+ADDONS = {"tzcrawl.media.MediaAddon": 0, "tzcrawl.session.tls.TlsAddon": 0}
 # Media may be behind a redirect (to a CDN); the cookie middleware keeps the cookie off other hosts.
 MEDIA_ALLOW_REDIRECTS = True
 EXTENSIONS = {"tzcrawl.extensions.BackupReport": 500, "tzcrawl.progress.ProgressReport": 510}

@@ -16,7 +16,7 @@ from tzcrawl import paging
 from tzcrawl.items import Outcome, ResourceDone
 from tzcrawl.registry import Resource
 
-AUTH, ANSWER, LOCKED = "auth", "answer", "locked"  # the kinds of error a walk can meet
+AUTH, ANSWER, LOCKED, BLOCKED = "auth", "answer", "locked", "blocked"  # the kinds of error a walk can meet
 
 
 @dataclass
@@ -91,8 +91,12 @@ class Ending:
 
 
 def after_error(walk: Walk, kind: str, reason: str) -> Ending:
-    """The one decision for errors: ``kind`` is AUTH, ANSWER (a bad answer, a request that failed
-    for good, a paging failure) or LOCKED (another run holds the personality)."""
+    """The one decision for errors: ``kind`` is AUTH, BLOCKED (the site's bot protection answered),
+    ANSWER (a bad answer, a request that failed for good, a paging failure) or LOCKED (another run
+    holds the personality)."""
+    if kind == BLOCKED:  # the crawl stops: this resource and every one not done are BLOCKED, nothing saved changes
+        blocked = Outcome.blocked(f"stopped by the site's bot protection: {reason}")
+        return Ending(walk.end_all(blocked, blocked), True, True)
     if kind == LOCKED:
         return Ending(walk.end_all(Outcome.skipped(reason), Outcome.skipped(reason)), True)
     # Before the profile has answered, only the profile itself (when planned) was being fetched.

@@ -86,13 +86,17 @@ def latest_finished(listjobs: dict, last: int) -> list[dict]:
     return finished[:max(last, 0)]
 
 
-EXIT_MEANINGS = {0: "complete", 1: "incomplete backup", 2: "configuration problem",
-                 3: "log in again: the session cookie was refused and could not be renewed"}
+EXIT_MEANINGS = {0: "complete", 1: "incomplete backup", 2: "configuration problem (or an untrusted certificate)",
+                 3: "log in again: the session cookie was refused and could not be renewed",
+                 4: "blocked by the site's bot protection: pass its check in your browser, then set the Cookie "
+                    "header and USER_AGENT of that browser"}
+WORDS = {0: "ok", 3: "LOGIN", 4: "BLOCKED"}
 
 
 def job_outcome(log_tail: str) -> tuple[str, str]:
-    """(``ok`` | ``LOGIN`` | ``FAILED`` | ``unknown``, detail) from the crawl's outcome line at the end of
-    its log. Exit codes: 0 complete, 1 incomplete, 2 configuration, 3 log in again (``LOGIN``)."""
+    """(``ok`` | ``LOGIN`` | ``BLOCKED`` | ``FAILED`` | ``unknown``, detail) from the crawl's outcome line
+    at the end of its log. Exit codes: 0 complete, 1 incomplete, 2 configuration, 3 log in again
+    (``LOGIN``), 4 bot protection (``BLOCKED``)."""
     found = read_outcome(log_tail)
     if found is None:
         return "unknown", ("no outcome line in the job log: the job was killed or stopped before crawling "
@@ -101,7 +105,7 @@ def job_outcome(log_tail: str) -> tuple[str, str]:
     meaning = EXIT_MEANINGS.get(code)
     detail = (f"exit code {code}" + (f" ({meaning})" if meaning and code else "") + f", finish_reason {reason}"
               + (f": {summary}" if summary else ""))
-    return ("ok" if code == 0 else "LOGIN" if code == 3 else "FAILED"), detail
+    return WORDS.get(code, "FAILED"), detail
 
 
 # -- scrapyd over HTTP -------------------------------------------------------------------------------
@@ -223,15 +227,16 @@ def status(args, client: Scrapyd) -> int:
     for state in ("pending", "running"):
         for job in [] if args.failed_only else jobs.get(state, []):
             print(f"{job['id']}  {job['spider']:<18} {state}  since {job.get('start_time', '-')}")
-    failed = login = 0
+    failed = login = blocked = 0
     for job in latest_finished(jobs, args.last):
         outcome, detail = job_outcome(client.log_tail(job["log_url"]) if job.get("log_url") else "")
         failed += outcome != "ok"
         login += outcome == "LOGIN"
+        blocked += outcome == "BLOCKED"
         if args.failed_only and outcome == "ok":
             continue
         print(f"{job['id']}  {job['spider']:<18} {outcome:<7}  ended {job['end_time']}  {detail}")
-    return 3 if login else 1 if failed else 0  # 3: someone has to log in again
+    return 3 if login else 4 if blocked else 1 if failed else 0  # 3: log in again; 4: pass the bot check
 
 
 def main(argv: list[str] | None = None) -> int:

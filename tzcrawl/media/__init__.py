@@ -45,7 +45,7 @@ class MediaAddon:
         except config.ConfigError:
             return  # the crawl command reports it in one line
         slots = dict(settings.getdict("DOWNLOAD_SLOTS"))
-        slots.setdefault(MEDIA_SLOT, {"concurrency": media.concurrency, "delay": 0.0, "randomize_delay": False})
+        slots.setdefault(MEDIA_SLOT, {"concurrency": media.concurrency, "delay": 0.0, "jitter": 0})
         settings.set("DOWNLOAD_SLOTS", slots, priority="addon")
         # The project's CONCURRENT_REQUESTS = 1 is the API's rule: room is added for media, unless the
         # user set it on the command line (then media share those slots with the API).

@@ -15,13 +15,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from email.utils import formatdate
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .config import KNOB_NAMES, PAGINATION_STYLES, Knobs, SandboxConfig, coerce_knobs
 from .data import CHAT_MAX, Personality, World
 from .faults import FaultDice, TokenBucket, is_loopback
+from .sessions import APPSESSION, Sessions, cookie_pairs
 
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -42,8 +42,8 @@ def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | No
     return Response(status, body, [("Content-Type", JSON_TYPE), *(headers or [])])
 
 
-def error(status: int, message: str) -> Response:
-    return json_response(status, {"error": message, "status": status})
+def error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return json_response(status, {"error": message, "status": status}, headers)
 
 
 def html_response(status: int, title: str, body: str, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -65,11 +65,16 @@ LOGIN_FORM = (
 
 def cookie_from_header(header: str | None, name: str = "appSession") -> str | None:
     """The value of cookie ``name`` in a ``Cookie:`` header that may hold other cookies."""
-    for part in (header or "").split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key.strip() == name:
-            return value.strip().strip('"')
+    for key, value in cookie_pairs(header):
+        if key == name:
+            return value
     return None
+
+
+# The browser a user passed the bot check in: its clearance cookie is bound to this User-Agent.
+CLEARANCE_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) SandboxBrowser/1.0"
+CHALLENGE_PAGE = ("<h1>Just a moment...</h1><p>Checking if the site connection is secure.</p>"
+                  "<noscript>Enable JavaScript and cookies to continue</noscript>")
 
 
 class BadRequest(Exception):
@@ -87,7 +92,10 @@ class App:
         self.world = World(config)
         self.dice = FaultDice(config.seed)
         self.bucket: TokenBucket | None = None
-        self._cookies: dict[str, dict[str, float]] = {}
+        self.sessions = Sessions(config.session, config.chunks, config.cookie_ttl, config.https)
+        self.clearance = secrets.token_urlsafe(32)
+        self._service_requests = 0
+        self._bot_from = 0
         self._api_requests = 0
         self._deletions_from = 0
         from .files import FileHost  # the file host reads this app's knobs and config
@@ -98,29 +106,44 @@ class App:
 
     # -- cookies --------------------------------------------------------------------------------
     def mint_cookie(self) -> str:
-        value = secrets.token_urlsafe(48)
-        with self.lock:
-            self._cookies[value] = {"expires": time.time() + self.config.cookie_ttl, "uses": 0}
-        return value
+        """A new session; returns its token (``Sessions.header`` makes the browser's Cookie header of it)."""
+        return self.sessions.mint()
 
     def expire_cookies(self) -> int:
-        with self.lock:
-            count = len(self._cookies)
-            self._cookies.clear()
-        return count
+        return self.sessions.expire_all()
 
-    def _authenticate(self, headers: Mapping[str, str], count_use: bool) -> bool:
-        value = cookie_from_header(headers.get("Cookie"))
+    def _authenticate(self, headers: Mapping[str, str], count_use: bool) -> tuple[bool, list[str]]:
+        """(accepted, Set-Cookie lines of a rotation)."""
         with self.lock:
-            state = self._cookies.get(value or "")
-            if state is None or state["expires"] <= time.time():
-                return False
-            limit = self.knobs.cookie_max_requests
-            if limit is not None and state["uses"] >= limit:
-                return False
-            if count_use:
-                state["uses"] += 1
-            return True
+            knobs = self.knobs
+        return self.sessions.authenticate(headers, max_uses=knobs.cookie_max_requests, rotate_every=knobs.rotate_every,
+                                          grace=knobs.superseded_grace, count_use=count_use,
+                                          new_values=knobs.rotate_values)
+
+    def _bot_check(self, headers: Mapping[str, str]) -> Response | None:
+        """The bot protection in front of the site (``bot_check``), from the ``bot_check_from``-th service
+        request on; the clearance cookie sent with the User-Agent it is bound to passes."""
+        with self.lock:
+            self._service_requests += 1
+            kind, since = self.knobs.bot_check, self._service_requests - self._bot_from
+            if kind == "none" or since < self.knobs.bot_check_from:
+                return None
+        cookie = {"cloudflare": "cf_clearance", "datadome": "datadome"}[kind]
+        if (cookie_from_header(headers.get("Cookie"), cookie) == self.clearance
+                and headers.get("User-Agent") == CLEARANCE_USER_AGENT):
+            return None
+        with self.lock:
+            self.bot_answers += 1
+        if kind == "cloudflare":
+            return html_response(403, "Just a moment...", CHALLENGE_PAGE,
+                                 [("cf-mitigated", "challenge"), ("Server", "cloudflare"), ("cf-ray", "8f0000000000-LHR")])
+        return html_response(200, "Security check", "<p>Please enable JS and disable any ad blocker</p>",
+                             [("x-datadome", "protected"), ("x-dd-b", "1")])
+
+    def clearance_pair(self) -> dict:
+        """What a user's browser holds after passing the bot check: the clearance cookie and its User-Agent."""
+        cookie = {"cloudflare": "cf_clearance", "datadome": "datadome"}.get(self.knobs.bot_check, "cf_clearance")
+        return {"cookie": f"{cookie}={self.clearance}", "user_agent": CLEARANCE_USER_AGENT}
 
     # -- knobs ----------------------------------------------------------------------------------
     def set_knobs(self, **changes: Any) -> dict:
@@ -140,8 +163,9 @@ class App:
         if "delete_memories_after" in changes:
             self._deletions_from = self._api_requests  # counted from when the knob is set
         if "cookie_max_requests" in changes:
-            for state in self._cookies.values():
-                state["uses"] = 0
+            self.sessions.reset_uses()
+        if "bot_check" in changes or "bot_check_from" in changes:
+            self._bot_from = self._service_requests  # counted from when the knob is set
         self.world.iso_share = new.iso_dates
         self.world.hostile_media = new.hostile_media_urls
         self.world.hostile_text = new.hostile_text
@@ -155,6 +179,8 @@ class App:
             self._status: Counter = Counter()
             self._route_status: dict[str, Counter] = {}
             self._dropped = 0
+            self.bot_answers = 0
+            self.sessions.reset_counts()
         if hasattr(self, "files"):
             self.files.reset_stats()
 
@@ -166,6 +192,11 @@ class App:
                 "status": {str(k): v for k, v in sorted(self._status.items())},
                 "route_status": {r: {str(k): v for k, v in c.items()} for r, c in self._route_status.items()},
                 "dropped": self._dropped,
+                "bot_check_answers": self.bot_answers,
+                "session": {"requests_with_other_cookies": 0, "secure_cookie_over_http": 0,
+                            "requests_with_superseded": 0, "refused_superseded": 0, "rotations": 0,
+                            "renewals": 0,
+                            **self.sessions.counts},
                 "files": self.files.stats(),
             }
 
@@ -197,6 +228,9 @@ class App:
     def _serve(self, route: str, handler: Callable | None, query: dict, headers: Mapping[str, str], body: bytes) -> Response:
         if handler is None:
             return error(405 if route == "method_not_allowed" else 404, route.replace("_", " "))
+        blocked = self._bot_check(headers)
+        if blocked is not None:
+            return blocked
         fault = self.dice.roll(self.knobs)
         if fault.drop:
             return Response(0, drop=True, delay=fault.delay)
@@ -229,8 +263,11 @@ class App:
 
     def _match_api(self, rest: str) -> tuple[str, Callable | None]:
         jargon, prefix = self.config.jargon, self.config.profile_prefix
-        if rest == "users/me":
+        if rest == "users/me" and self.config.session == APPSESSION:  # the 2025 path
             return "users_me", self._api(lambda q: {"id": self.world.owner_id, "email": self.config.email, "name": "Sandbox Owner", "x_plan": "free"})
+        if rest == "users/info" and self.config.session != APPSESSION:
+            return "users_info", self._api(lambda q: {"id": self.world.owner_id, "email": self.config.email,
+                                                      "shapes": [p["id"] for p in self.world.listing("self")]})
         if rest.startswith(prefix + "/") and len(rest) > len(prefix) + 1:
             username = unquote(rest[len(prefix) + 1 :])
             return "profile", self._api(lambda q: self.world.profile(self._by_username(username)))
@@ -255,15 +292,17 @@ class App:
         """Wrap an answer with authentication, the growth knob and JSON encoding."""
 
         def handler(query: dict, headers: Mapping[str, str], body: bytes) -> Response:
-            if not self._authenticate(headers, count_use=True):
+            accepted, rotation = self._authenticate(headers, count_use=True)
+            if not accepted:
                 return self._auth_failure()
+            set_cookies = [("Set-Cookie", line) for line in rotation]
             try:
                 payload = answer(query)
             except LookupError as exc:
-                return error(404, str(exc))
+                return error(404, str(exc), set_cookies)
             finally:
                 self._after_api_request()
-            return json_response(200, payload)
+            return json_response(200, payload, set_cookies)
 
         return handler
 
@@ -327,13 +366,12 @@ class App:
     def _login(self, query: dict, headers: Mapping[str, str], body: bytes) -> Response:
         form = parse_qs(body.decode("utf-8", "replace"))
         if _one(form, "email") == self.config.email and _one(form, "password") == self.config.password:
-            value = self.mint_cookie()
-            expires = formatdate(time.time() + self.config.cookie_ttl, usegmt=True)
-            return redirect("/", [("Set-Cookie", f"appSession={value}; Path=/; HttpOnly; SameSite=Lax; Expires={expires}")])
+            token = self.mint_cookie()
+            return redirect("/", [("Set-Cookie", line) for line in self.sessions.set_cookie_lines(token)])
         return html_response(200, "Log in", f"<p class='error'>Wrong email or password.</p>{LOGIN_FORM}")
 
     def _home(self, query: dict, headers: Mapping[str, str], body: bytes) -> Response:
-        if not self._authenticate(headers, count_use=False):
+        if not self._authenticate(headers, count_use=False)[0]:
             return redirect("/login")
         return html_response(200, "Home", "<h1>Your personalities</h1><p>Welcome back.</p>")
 
@@ -357,7 +395,10 @@ class App:
         if name == "expire-cookie" and post:
             return json_response(200, {"expired": self.expire_cookies()})
         if name == "cookie" and post:
-            return json_response(200, {"cookie": self.mint_cookie()})
+            token = self.mint_cookie()
+            return json_response(200, {"cookie": token, "cookie_header": self.sessions.header(token)})
+        if name == "clearance" and not post:
+            return json_response(200, self.clearance_pair())
         if name == "add" and post:
             request = _json_object(body)
             p = self.world.find(request.get("personality"))

@@ -19,6 +19,8 @@ PAGINATION_STYLES = ("pagination", "meta", "camel", "mixed")
 KNOWLEDGE_SHAPES = ("single", "items", "array", "story", "knowledge")
 TRAINING_SHAPES = ("array", "single", "training", "items")
 ERROR_CODES = (500, 502, 503)
+SESSION_MODES = ("better-auth", "auth0", "appsession")
+BOT_CHECKS = ("none", "cloudflare", "datadome")
 MEDIA_FAULTS = ("none", "404", "410", "500", "flaky", "429", "huge", "html", "redirect")
 
 
@@ -60,6 +62,15 @@ class Knobs:
     media_latency: float = _knob(0.0, "seconds the file host waits before answering")
     hostile_media_urls: bool = _knob(False, "the first personality's screenshots include file:, javascript:, "
                                             "relative and data: URLs")
+    rotate_every: int | None = _knob(200, "better-auth session: a new cookie value every N authenticated answers "
+                                          "(auth0 rotates on every answer; appsession never)")
+    rotate_values: bool = _knob(False, "better-auth rotation sends a new value (the old one superseded) instead of "
+                                       "the same value with a later expiry")
+    superseded_grace: int = _knob(3, "requests a value replaced by a rotation keeps working, then 401")
+    bot_check: str = _knob("none", "bot protection in front of the site: none | cloudflare (403 + cf-mitigated "
+                                   "challenge page) | datadome (200 HTML + x-datadome)", choices=BOT_CHECKS)
+    bot_check_from: int = _knob(1, "the bot check answers from this service request on (counted from when set); "
+                                   "the clearance cookie with its User-Agent passes")
     hostile_text: bool = _knob(False, "every personality's oldest message and memory hold HTML, script and "
                                       "javascript: links (for exporters: text is data, never markup)")
 
@@ -82,12 +93,21 @@ class SandboxConfig(Knobs):
     profile_path: str | None = _knob(None, "PROFILE_INFO_PRIVATE_PATH (default: {jargon}/username)")
     email: str = _knob("owner@example.com", "login e-mail")
     password: str = _knob("sandbox-password", "login password")
+    session: str = _knob("better-auth", "the session cookie: better-auth (2026, HTTPS only) | auth0 (appSession.N "
+                                        "chunks rotated on every answer) | appsession (2025)", choices=SESSION_MODES)
+    chunks: int = _knob(2, "auth0 session: parts the cookie is split into")
+    tls: bool | None = _knob(None, "serve HTTPS with a certificate of the sandbox's own CA (default: yes, but no "
+                                   "for --session appsession, as in 2025)")
     cookie_ttl: float = _knob(86400.0, "seconds a minted cookie stays valid")
     voice_replies: float = _knob(0.15, "fraction of messages with a voice reply (mp3) on the file host", fraction=True)
     attachments: float = _knob(0.1, "fraction of messages with an attachment (png, jpeg or mp3)", fraction=True)
     media_min_kb: int = _knob(1, "smallest media file, in KB")
     media_max_kb: int = _knob(8, "largest media file, in KB")
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def https(self) -> bool:
+        return self.session != "appsession" if self.tls is None else bool(self.tls)
 
     @property
     def profile_prefix(self) -> str:

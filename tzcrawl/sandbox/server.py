@@ -6,14 +6,19 @@ block, or by itself after ``max_lifetime`` seconds.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from .app import MAX_BODY, App, Response, error
 from .config import SandboxConfig
+from .client import trust
+from .tls import make_certificates, server_context
 
 HOST = "127.0.0.1"
 FILES_HOST = "127.0.0.2"  # the file host: another loopback address, so another origin than the API's
@@ -75,12 +80,21 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], answer: Callable[..., Response]):
+    def __init__(self, address: tuple[str, int], answer: Callable[..., Response], tls: ssl.SSLContext | None = None):
         self.answer = answer  # (method, target, headers, body, peer) -> Response
+        self.tls = tls
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def get_request(self):  # type: ignore[override]
+        """With TLS, the handshake happens in the connection's own thread (on its first read), so a
+        client that never completes it blocks nobody else."""
+        request, address = super().get_request()
+        if self.tls is not None:
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        return request, address
 
     def process_request(self, request, client_address):  # type: ignore[override]
         with self._connections_lock:
@@ -94,7 +108,8 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[override]
         """Clients hanging up mid-answer are normal here (crawlers stop, drops are a knob)."""
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # A client refusing the certificate (as tzcrawl must when it is not trusted) ends the handshake.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
@@ -130,14 +145,23 @@ class Sandbox:
         self._file_servers: list[_Server] = []
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
+        self._tls_dir: str | None = None
+        self.ca_file: str | None = None  # the certificate to trust (TZCRAWL_CA_FILE) when serving HTTPS
         self.stopped = threading.Event()
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> "Sandbox":
         if self._server is not None:
             return self
-        self._server = _Server((HOST, self.port), self.app.handle)
+        tls = None
+        if self.config.https:
+            self._tls_dir = tempfile.mkdtemp(prefix="tzcrawl-sandbox-tls-")
+            ca, cert, key = make_certificates(self._tls_dir)
+            self.ca_file, tls = str(ca), server_context(cert, key)
+        self._server = _Server((HOST, self.port), self.app.handle, tls)
         self.port = self._server.server_address[1]
+        if self.ca_file:
+            trust(self.base_url, self.ca_file)
         self._thread = _serve(self._server, f"sandbox:{self.port}")
         if self.files:
             host = self.app.files
@@ -165,6 +189,8 @@ class Sandbox:
             each.close_connections()
             each.server_close()
         self._file_servers = []
+        if self._tls_dir:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
         self.stopped.set()
 
     def __enter__(self) -> "Sandbox":
@@ -175,7 +201,20 @@ class Sandbox:
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.config.https else 'http'}://{HOST}:{self.port}"
+
+    @property
+    def cookie_header(self) -> str:
+        """``self.cookie`` as the browser sends it: ``name=value`` (every part of an Auth0 session)."""
+        return self.app.sessions.header(self.cookie)
+
+    @property
+    def cookie_names(self) -> list[str]:
+        return self.app.sessions.names()
+
+    def clearance(self) -> dict:
+        """``{"cookie": "cf_clearance=...", "user_agent": ...}``: what passing the bot check gives a browser."""
+        return self.app.clearance_pair()
 
     @property
     def files_url(self) -> str | None:

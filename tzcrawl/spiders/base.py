@@ -21,23 +21,19 @@ from datetime import datetime, timedelta, timezone
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from playwright.async_api import Error as PlaywrightError
-
-from tzcrawl import api, config, paging, registry, session
-from tzcrawl.browser import HEADLESS_TIMEOUT, LoginPlan, find_chromium
+from tzcrawl import api, config, paging, registry
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
-from tzcrawl.cookies import CookieError, redact, save_cookie_file
-from tzcrawl.middlewares import SessionCookieMiddleware
-from tzcrawl.spiders.login import LoginFailed, expiry_iso, one_line, session_state, unattended_login
+from tzcrawl.session.crawler import BLOCKED as SESSION_BLOCKED, OK, TLS, UNREACHABLE, Session
+from tzcrawl.session.tls import ca_file
 from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
 from tzcrawl.media import MediaConfig
 from tzcrawl.pipelines import BackupPipeline
 from tzcrawl.store import BackupLocked
 from tzcrawl.store.timestamps import to_epoch
-from tzcrawl.walk import ANSWER, AUTH, LOCKED, Walk, after_error, outcome_of
+from tzcrawl.walk import ANSWER, AUTH, BLOCKED, LOCKED, Walk, after_error, outcome_of
 
 PROFILE = registry.get("profile")
-ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer)
+ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer, api.Blocked)
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ def step(method):
         ended = False
         for out in method(self, *args, **kwargs):  # a CloseSpider raised here stops before the next
             if isinstance(out, RecoverSession):
-                if await self._recover(out.reason):  # the same page again, nothing done is redone
+                if await self.session.recover(out.reason):  # the same page again, nothing done is redone
                     yield self._request(out.walk, out.resource, out.position)
                     continue
                 for following in self._error(out.walk, AUTH, out.reason):
@@ -122,15 +118,14 @@ class BackupSpider(scrapy.Spider):
         self.media_arg = config.flag(media, "-a media=")  # None: BACKUP_MEDIA decides
         self.queue: deque[Walk] = deque()
         self.planned = tuple(r for r in registry.REGISTRY if r.name in self.resources)
-        self.recovery_tried = self.recovered = False
-        self.recovery_problem = ""
 
     @classmethod
     def check_config(cls, settings, spargs: dict) -> None:
         """Raise ConfigError (one line) for anything that would make this crawl fail at once."""
-        ServiceConfig.from_settings(settings)
+        service = ServiceConfig.from_settings(settings)
         BackupConfig.from_settings(settings).check_backup_dir()
-        config.cookie(settings)
+        config.check_transport(service.website, config.cookie(settings).jar)
+        ca_file(settings)
         config.flag(spargs.get("full"), "-a full=")
         config.flag(spargs.get("media"), "-a media=")
         MediaConfig.from_settings(settings)
@@ -143,6 +138,7 @@ class BackupSpider(scrapy.Spider):
         spider.backup = BackupConfig.from_settings(crawler.settings)
         spider.endpoints = api.Endpoints(ServiceConfig.from_settings(crawler.settings))
         spider.store = None  # the pipeline's, found at start
+        spider.session = Session.of(crawler)
         wanted = MediaConfig.from_settings(crawler.settings).enabled
         spider.media = wanted if spider.media_arg is None else spider.media_arg  # read by the media pipeline
         return spider
@@ -155,56 +151,30 @@ class BackupSpider(scrapy.Spider):
 
     # -- the session -----------------------------------------------------------------------------
     async def _session_ok(self) -> bool:
-        """One cheap authenticated call before any personality: a refused cookie stops the crawl at
-        once (after one unattended login, when configured); an unreachable service does not."""
-        website = self.endpoints.service.website
-        value, _source = config.cookie(self.settings)
-        state, why = await asyncio.to_thread(session_state, website, value)
-        if state is None:
-            self.logger.warning("Could not check the session first (%s); going on", why)
+        """One cheap authenticated call before any personality: a refused session stops the crawl at once
+        (after one unattended login, when configured); bot protection and an untrusted certificate stop
+        it too, each with its own remedy; an unreachable service does not."""
+        check = await self.session.check()
+        stats = self.crawler.stats
+        if check.state == OK:
             return True
-        if state or await self._recover(f"the session cookie is not accepted ({why})"):
+        if check.state == UNREACHABLE:
+            self.logger.warning("Could not check the session first (%s); going on", check.why)
             return True
-        self.crawler.stats.set_value("backup/auth_failed", f"the session cookie is not accepted ({why})"
-                                     + (f"; {self.recovery_problem}" if self.recovery_problem else ""))
+        if check.state == TLS:
+            stats.set_value("backup/tls_failed", check.why)  # the summary's one line names host and reason
+            return False
+        if check.state == SESSION_BLOCKED:
+            stats.set_value("backup/blocked", check.why)
+            return False
+        why = f"the session cookie is not accepted ({check.why})"
+        if await self.session.recover(why):
+            return True
+        stats.set_value("backup/auth_failed", why + (f"; {self.session.problem}" if self.session.problem else ""))
         return False
 
-    async def _recover(self, why: str) -> bool:
-        """Log in again without anyone (``TZCRAWL_EMAIL`` + ``TZCRAWL_PASSWORD`` or the keyring), with the
-        headless browser flow of ``scrapy crawl login``; once per crawl, never in a loop."""
-        if self.recovery_tried:  # once per crawl: a second refusal ends it (no loop of logins or retries)
-            return False
-        self.recovery_tried = True
-        website = self.endpoints.service.website
-        creds, problem = session.credentials(self.settings, website)
-        if creds is None:
-            self.recovery_problem = problem
-            self.logger.error("Not logged in: %s; %s", why, problem)
-            return False
-        self.logger.warning("Not logged in (%s): logging in again as %s (unattended, password from the %s)",
-                            why, creds.email, creds.source)
-        try:
-            plan = LoginPlan(website=website, login_url=f"{website}/login", headless=True, email=creds.email,
-                             chromium=find_chromium(config.lookup(self.settings, "TZCRAWL_CHROMIUM")),
-                             password_from=creds.source, timeout=HEADLESS_TIMEOUT)
-            value, expires = await unattended_login(plan, creds.password)
-            path = await asyncio.to_thread(save_cookie_file, config.cookie_file(self.settings), value,
-                                           expires=expiry_iso(expires), site=website)
-        except (LoginFailed, PlaywrightError, ConfigError, CookieError, OSError) as exc:
-            self.recovery_problem = f"the unattended login failed: {one_line(exc)}"
-            self.logger.error("Not logged in: %s; %s", why, self.recovery_problem)
-            return False
-        for middleware in self.crawler.engine.downloader.middleware.middlewares:
-            if isinstance(middleware, SessionCookieMiddleware):
-                middleware.use(value)
-        self.crawler.stats.set_value("backup/session/recovered", 1)
-        self.logger.warning("Logged in again: the new session cookie %s is saved to %s; the backup goes on",
-                            redact(value), path)
-        if config.lookup(self.settings, "SERVICE_COOKIE"):
-            self.logger.warning("SERVICE_COOKIE is set and wins over the cookie file: unset it, or the next run "
-                                "starts with the old cookie again")
-        self.recovered = True
-        return True
+    def closed(self, reason):
+        self.session.close()
 
     # -- the walk --------------------------------------------------------------------------------
     async def start(self):
@@ -221,8 +191,11 @@ class BackupSpider(scrapy.Spider):
     async def parse_list(self, response):
         try:
             listed = api.personality_list(self._decode(response))
+        except api.Blocked as exc:
+            self.crawler.stats.set_value("backup/blocked", str(exc))
+            raise CloseSpider("blocked") from None
         except api.NotAuthenticated as exc:
-            if await self._recover(str(exc)):
+            if await self.session.recover(str(exc)):
                 yield self._get(self.endpoints.personalities("self"), self.parse_list)
                 return
             self.crawler.stats.set_value("backup/auth_failed", str(exc))
@@ -298,9 +271,9 @@ class BackupSpider(scrapy.Spider):
         ending = after_error(walk, kind, reason)
         yield from ending.done
         if ending.stop_crawl:
-            self.crawler.stats.set_value("backup/auth_failed", reason)
+            self.crawler.stats.set_value("backup/blocked" if kind == BLOCKED else "backup/auth_failed", reason)
             yield PersonalityEnd(walk.personality)
-            raise CloseSpider("auth_failed")
+            raise CloseSpider("blocked" if kind == BLOCKED else "auth_failed")
         if ending.personality_over:
             yield PersonalityEnd(walk.personality)
         else:
@@ -312,7 +285,7 @@ class BackupSpider(scrapy.Spider):
         if isinstance(exc, api.NotAuthenticated):
             yield RecoverSession(walk, resource or walk.current, position, str(exc))
             return
-        yield from self._error(walk, ANSWER, str(exc))
+        yield from self._error(walk, BLOCKED if isinstance(exc, api.Blocked) else ANSWER, str(exc))
 
     def _held(self, username: str, resource) -> paging.Held:
         """Where an incremental walk may stop; empty (read everything) on a full run, when the last run
@@ -346,7 +319,7 @@ class BackupSpider(scrapy.Spider):
             raise api.BadAnswer(f"the answer came from {response.url}, not from SERVICE_WEBSITE's origin "
                                 f"(a redirect): it is not backup data")
         return api.decode(response.status, response.headers.get("Content-Type", b"").decode("latin-1"),
-                          response.body, response.url)
+                          response.body, response.url, response.headers)
 
     # -- callbacks: decode, decide, hand the walk its next step ----------------------------------
     @step

@@ -13,6 +13,7 @@ from scrapy.exceptions import CloseSpider
 
 from tzcrawl import api, registry
 from tzcrawl.config import ServiceConfig
+from tzcrawl.session.crawler import OK, UNREACHABLE, Session
 from tzcrawl.store import BackupView
 
 PROFILE = registry.get("profile")
@@ -73,9 +74,17 @@ class VerifyOnlineSpider(scrapy.Spider):
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.endpoints = api.Endpoints(ServiceConfig.from_settings(crawler.settings))
+        spider.session = Session.of(crawler)
         return spider
 
     async def start(self):
+        check = await self.session.check()  # names a bare value; refused, blocked or untrusted: nothing to compare
+        if check.state not in (OK, UNREACHABLE):
+            what = {"refused": "not authenticated", "blocked": "stopped by the site's bot protection",
+                    "tls": "the service's certificate is not trusted"}.get(check.state, check.state)
+            for username in self.usernames:
+                self.errors.setdefault(username, []).append(f"{what}: {check.why}")
+            return
         for username in self.usernames:
             yield self._get(PROFILE, {"username": username}, self.parse_profile, username)
 
@@ -90,7 +99,7 @@ class VerifyOnlineSpider(scrapy.Spider):
         if response.status == 404:
             raise api.BadAnswer(f"HTTP 404 from {response.url}")
         return api.decode(response.status, response.headers.get("Content-Type", b"").decode("latin-1"),
-                          response.body, response.url)
+                          response.body, response.url, response.headers)
 
     def on_error(self, failure):
         username = failure.request.cb_kwargs.get("username")
@@ -102,6 +111,9 @@ class VerifyOnlineSpider(scrapy.Spider):
         except api.NotAuthenticated as exc:
             self.errors.setdefault(username, []).append(f"not authenticated: {exc}")
             raise CloseSpider("auth_failed") from None
+        except api.Blocked as exc:
+            self.errors.setdefault(username, []).append(f"stopped by the site's bot protection: {exc}")
+            raise CloseSpider("blocked") from None
         except api.BadAnswer as exc:
             self.errors.setdefault(username, []).append(str(exc))
             return None

@@ -1,5 +1,5 @@
-"""The session, for runs nobody watches: is the cookie still accepted, and can the crawl log in again
-by itself (``TZCRAWL_EMAIL`` plus ``TZCRAWL_PASSWORD`` or the system keyring)?
+"""The unattended login's credentials, for runs nobody watches: can the crawl log in again by itself
+(``TZCRAWL_EMAIL`` plus ``TZCRAWL_PASSWORD`` or the system keyring)?
 
 The password is never a job argument and never logged. The keyring (the ``keyring`` library: the
 desktop's Secret Service, macOS Keychain, ...) holds it under the service name ``tzcrawl:<website>``
@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from tzcrawl.browser import PASSWORD_ENV
+from tzcrawl.session.browser import PASSWORD_ENV
 from tzcrawl.config import lookup
 
 EMAIL_ENV = "TZCRAWL_EMAIL"
