@@ -13,15 +13,21 @@ SANDBOX_MAX_LIFETIME = 900.0
 def pytest_configure(config):
     config.addinivalue_line("markers", "sandbox_session(mode): the sandbox fixtures' default session mode "
                                        "(appsession: the 2025 service over plain http)")
+    config.addinivalue_line("markers", "sandbox_records(era): the sandbox fixtures' default record shapes "
+                                       "(2025: memories with created_at and content, 14-field profiles)")
 
 
 @pytest.fixture
 def sandbox_factory(request):
     """Call with SandboxConfig keyword arguments; returns a started Sandbox, stopped at teardown.
-    Today's service (Better Auth over HTTPS) unless the test is marked ``sandbox_session``."""
+    Today's service (Better Auth over HTTPS, 2026 records) unless the test is marked ``sandbox_session`` or
+    ``sandbox_records``."""
     started: list[Sandbox] = []
-    marker = request.node.get_closest_marker("sandbox_session")
-    defaults = {"session": marker.args[0]} if marker else {}
+    defaults = {}
+    for name, knob in (("sandbox_session", "session"), ("sandbox_records", "records")):
+        marker = request.node.get_closest_marker(name)
+        if marker:
+            defaults[knob] = marker.args[0]
 
     def start(**config) -> Sandbox:
         sb = Sandbox(SandboxConfig(**{**defaults, **config}), port=0, max_lifetime=SANDBOX_MAX_LIFETIME).start()

@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from tzcrawl import registry
 from tzcrawl.store import BackupStore
 from tzcrawl.store.timestamps import sort_key
+
+MEMORY_TIME = registry.get("memories").when  # metadata.created_at (2026), else created_at (2025)
 
 REPO = Path(__file__).resolve().parent.parent
 # Flat out against the local sandbox; short backoff so retried faults don't slow the suite.
@@ -75,7 +78,7 @@ def assert_matches_sandbox(sb, backup_dir, username: str, resources=RESOURCES):
         assert saved(backup_dir, username, "profile") == truth["profile"]
     if "memories" in resources:
         memories = saved(backup_dir, username, "memories")
-        assert memories == oldest_first(truth["memories"], "created_at")
+        assert memories == oldest_first(truth["memories"], MEMORY_TIME)
         assert len({m["id"] for m in memories}) == len(memories)
     if "messages" in resources:
         messages = saved(backup_dir, username, "messages")

@@ -243,8 +243,18 @@ def test_memory_page_shapes(payload, expected):
 
 @pytest.mark.parametrize("payload", [None, "items", 5, {"items": {"m1": {}}}, {"items": "x"}, {"items": None}])
 def test_memory_page_bad_shapes(payload):
-    with pytest.raises(BadAnswer, match="items array"):
+    with pytest.raises(BadAnswer, match=r"items \(or memories\) array"):
         memory_page(payload)
+
+
+@pytest.mark.parametrize("payload, expected", [
+    ({"memories": ITEMS, "pagination": {"page": 1, "total_pages": 3, "has_next": True}},
+     MemoryPage(ITEMS, 3, None, True)),
+    ({"items": ITEMS, "pagination": {"page": 3, "has_next": False}}, MemoryPage(ITEMS, None, None, False)),
+    ({"items": ITEMS, "pagination": {"page": 3, "hasNext": "yes"}}, MemoryPage(ITEMS, None, None, None)),
+])
+def test_memory_pages_as_the_service_sends_them_now(payload, expected):
+    assert memory_page(payload) == expected
 
 
 # -- whole documents --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from tzcrawl.store.timestamps import to_epoch
 
-from crawlhelp import RESOURCES, assert_matches_sandbox, crawl, data_files, metadata, oldest_first, saved
+from crawlhelp import MEMORY_TIME, RESOURCES, assert_matches_sandbox, crawl, data_files, metadata, oldest_first, saved
 
 def test_all_personalities_backs_up_everything_exactly(sandbox_factory, tmp_path):
     sb = sandbox_factory(iso_dates=0.3, pagination_style="mixed")
@@ -46,9 +46,9 @@ def test_iso_and_float_created_at_sort_on_one_timeline(sandbox_factory, tmp_path
     out = tmp_path / "b"
     assert crawl(sb, "memories", out, "-a", f"personality={sb.personalities[0]['username']}").returncode == 0
     memories = saved(out, sb.personalities[0]["username"], "memories")
-    kinds = {type(m["created_at"]) for m in memories}
+    kinds = {type(m["metadata"]["created_at"]) for m in memories}  # today's memories: the time is in metadata
     assert kinds == {float, str}, "the sandbox should have served both spellings"
-    times = [to_epoch(m["created_at"]) for m in memories]
+    times = [to_epoch(m["metadata"]["created_at"]) for m in memories]
     assert times == sorted(times) and len(memories) == 60
 
 
@@ -101,7 +101,7 @@ def test_full_rereads_everything_and_never_drops_what_was_saved(sandbox, tmp_pat
     pages = -(-len(sandbox.export(name)["memories"]) // 20)
     assert sandbox.stats()["routes"]["memory"] >= pages
     again = saved(out, name, "memories")
-    assert again[0] == gone and again[1:] == oldest_first(sandbox.export(name)["memories"], "created_at")
+    assert again[0] == gone and again[1:] == oldest_first(sandbox.export(name)["memories"], MEMORY_TIME)
 
 
 def test_ties_straddling_batch_edges_are_never_lost(sandbox_factory, tmp_path):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from crawlhelp import (REPO, assert_matches_sandbox, crawl, crawl_cmd, crawl_env, data_files, metadata, oldest_first,
+from crawlhelp import (MEMORY_TIME, REPO, assert_matches_sandbox, crawl, crawl_cmd, crawl_env, data_files, metadata, oldest_first,
                        saved)
 
 
@@ -124,7 +124,7 @@ def test_one_failing_resource_fails_only_itself(sandbox, tmp_path):
     meta = metadata(out, name)["resources"]
     assert meta["messages"]["outcome"] == "failed" and "before_ts" in meta["messages"]["error"]
     assert meta["memories"]["outcome"] == "complete" and meta["memories"]["total"] == 50
-    assert saved(out, name, "memories") == oldest_first(sandbox.export(name)["memories"], "created_at")
+    assert saved(out, name, "memories") == oldest_first(sandbox.export(name)["memories"], MEMORY_TIME)
 
 
 def test_cookie_expiring_mid_run_stops_at_once_and_keeps_finished_personalities(sandbox_factory, tmp_path):

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from crawlhelp import REPO, crawl, crawl_cmd, crawl_env, oldest_first, saved
+from crawlhelp import MEMORY_TIME, REPO, crawl, crawl_cmd, crawl_env, oldest_first, saved
 
 
 def all_files_valid(out) -> dict[str, object]:
@@ -47,6 +47,6 @@ def test_kill_9_at_any_moment_leaves_previous_backup_intact(sandbox_factory, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     for p in sb.personalities:
         truth = sb.export(p["username"])
-        assert saved(out, p["username"], "memories") == oldest_first(truth["memories"], "created_at")
+        assert saved(out, p["username"], "memories") == oldest_first(truth["memories"], MEMORY_TIME)
         assert saved(out, p["username"], "messages") == oldest_first(truth["messages"], "ts")
     assert not list(out.rglob(".staging")) and not list(out.rglob(".*.tmp")), "leftovers cleaned"

@@ -154,16 +154,31 @@ def test_the_card_follows_both_specs_and_survives_an_independent_reader(crawled,
         for entry in book["entries"]:
             check_fields(entry, BOOK_ENTRY)
             assert ("use_regex" in entry) is v3_book
-    profile = sb.export(username)["profile"]
+    profile = sb.export(username)["profile"]  # today's ~173 fields
     data = v3["data"]
-    assert data["name"] == profile["name"] and data["description"] == profile["description"]
-    assert data["first_mes"] == profile["settings"]["behaviour"]["initial_message"]
-    assert data["system_prompt"] == profile["settings"]["behaviour"]["custom_instructions"]
-    assert data["tags"] == profile["tags"]
+    assert data["name"] == profile["name"] and data["system_prompt"] == profile["jailbreak"]
+    assert data["description"].startswith(profile["user_prompt"])
+    for label, field in (("Appearance", "personality_appearance"), ("History", "personality_history")):
+        assert f"{label}: {profile[field]}" in data["description"]
+    for label, field in (("Traits", "personality_traits"), ("Tone", "personality_tone"),
+                         ("Likes", "personality_likes"), ("Conversational goals", "personality_conversational_goals")):
+        assert f"{label}: {profile[field]}" in data["personality"]
+    assert data["first_mes"] == profile["shape_settings"]["shape_initial_message"]
+    assert data["mes_example"].startswith("<START>\n{{user}}: ") and "{{char}}: " in data["mes_example"]
+    assert data["tags"] == profile["search_tags_v2"]
     kept = data["extensions"]["tzcrawl"]["profile"]
-    assert kept["avatar_url"] == profile["avatar_url"] and kept["x_experimental"] == profile["x_experimental"]
+    assert kept["avatar_url"] == profile["avatar_url"] and kept["engine_model"] == profile["engine_model"]
+    assert "jailbreak" not in kept and "personality_traits" not in kept and "setting_000" in kept
     memories = [e for e in data["character_book"]["entries"] if e["extensions"]["tzcrawl"]["kind"] == "memory"]
     assert len(memories) == 30 and all(e["constant"] and e["keys"] == [] for e in memories)
+    truth = {m["id"]: m for m in sb.export(username)["memories"]}
+    for entry in memories:
+        memory = truth[entry["extensions"]["tzcrawl"]["id"]]
+        assert entry["content"] and entry["content"] in memory["result"].replace("\r", "")
+        assert entry["name"].startswith("memory 20") and entry["enabled"] is not memory["deleted"]
+    knowledge = [e for e in data["character_book"]["entries"] if e["extensions"]["tzcrawl"]["kind"] == "knowledge"]
+    assert knowledge and all(e["extensions"]["tzcrawl"]["story_type"] in ("general", "command", "relationship")
+                             for e in knowledge)
     with Image.open(io.BytesIO(raw)) as image:
         assert image.size[0] > 0  # the avatar (from media/), re-encoded as PNG
 

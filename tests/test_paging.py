@@ -297,3 +297,30 @@ def test_memory_page_ids_come_from_the_ident_function():
     assert by_uuid == Stop("reached the memories already backed up")
     by_id = next_memory_page(1, items, 3, new_ids=1, held=held, full=False, key=lambda m: m["created_at"])
     assert by_id == Next(2)  # "None" is not a held id
+
+
+# -- 2026: has_next, and the time under metadata.created_at --------------------------------------------
+
+def test_has_next_is_the_services_word_over_the_page_count():
+    items = mems(("a", 3.0), ("b", 2.0))
+    common = dict(new_ids=2, held=Held(), full=False, key=key)
+    assert next_memory_page(1, items, None, has_next=True, **common) == Next(2)
+    assert next_memory_page(1, items, None, has_next=False, **common) == Stop("last page")
+    assert next_memory_page(1, items, 5, has_next=False, **common) == Stop("last page")  # no empty page asked
+    assert next_memory_page(5, items, 5, has_next=True, **common) == Next(6)  # the count may lag new memories
+    assert next_memory_page(5, items, 5, **common) == Stop("last page")
+
+
+def test_an_incremental_walk_stops_on_a_2026_memory_held():
+    from tzcrawl import registry
+    from tzcrawl.store.timestamps import to_epoch
+
+    memories = registry.get("memories")
+    page = [{"id": "x/y", "result": "new", "metadata": {"created_at": 300.0}},
+            {"id": "h/h", "result": "held", "metadata": {"created_at": 200.0}}]
+    decision = next_memory_page(1, page, None, new_ids=2, held=Held(200.0, frozenset({"h/h"})), full=False,
+                                key=lambda m: to_epoch(memories.time_of(m)), has_next=True)
+    assert decision == Stop("reached the memories already backed up")
+    assert memories.time_of({"created_at": 5.0, "metadata": {"created_at": 7.0}}) == 7.0
+    assert memories.time_of({"created_at": 5.0, "metadata": {}}) == 5.0  # the 2025 field when the new is absent
+    assert memories.text_of({"result": "r", "content": "c"}) == "r" and memories.text_of({"content": "c"}) == "c"

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 import pytest
 
-# The 2025 service these tests were written for (appSession over plain http); today's default has tests
-# of its own (test_sandbox_sessions.py).
-pytestmark = pytest.mark.sandbox_session("appsession")
+# The 2025 service these tests were written for (appSession over plain http, 2025 record shapes); today's
+# default has tests of its own (test_sandbox_sessions.py, test_sandbox_records.py).
+pytestmark = [pytest.mark.sandbox_session("appsession"), pytest.mark.sandbox_records("2025")]
 
 
 class DocClient:

@@ -115,6 +115,7 @@ class MemoryPage:
     items: list
     total_pages: int | None
     total: int | None = None  # memories on the service, where it says (``total``, ``total_items``)
+    has_next: bool | None = None  # 2026: ``pagination.has_next`` (some answers give no ``total_pages``)
 
 
 def _int(value) -> int | None:
@@ -124,12 +125,17 @@ def _int(value) -> int | None:
         return None
 
 
+MEMORY_LIST_KEYS = ("items", "memories")  # 2026 answers name the list either way
+
+
 def memory_page(payload: object) -> MemoryPage:
-    """``{"items": [...], "pagination": {...}}``, or pagination under ``meta``, or ``totalPages``."""
+    """``{"items" | "memories": [...], "pagination": {...}}``, or pagination under ``meta``, or
+    ``totalPages``; ``has_next`` where the service says it."""
     if isinstance(payload, list):
         return MemoryPage(payload, None)
-    if not isinstance(payload, dict) or not isinstance(payload.get("items", []), list):
-        raise BadAnswer("a memory page is not an object with an items array")
+    key = next((k for k in MEMORY_LIST_KEYS if isinstance(payload, dict) and k in payload), "items")
+    if not isinstance(payload, dict) or not isinstance(payload.get(key, []), list):
+        raise BadAnswer("a memory page is not an object with an items (or memories) array")
     pagination = payload.get("pagination")
     if not isinstance(pagination, dict):
         meta = payload.get("meta")
@@ -137,7 +143,9 @@ def memory_page(payload: object) -> MemoryPage:
     pagination = pagination if isinstance(pagination, dict) else payload
     pages = next((pagination[k] for k in ("total_pages", "totalPages") if k in pagination), None)
     total = next((pagination[k] for k in ("total", "total_items", "totalItems") if k in pagination), None)
-    return MemoryPage(payload.get("items", []), _int(pages), _int(total))
+    has_next = next((pagination[k] for k in ("has_next", "hasNext") if k in pagination), None)
+    return MemoryPage(payload.get(key, []), _int(pages), _int(total),
+                      has_next if isinstance(has_next, bool) else None)
 
 
 def entries(resource: Resource, payload: object) -> list:

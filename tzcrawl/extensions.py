@@ -48,6 +48,7 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
             elif resource in COLLECTIONS:
                 deleted = (cell.get("deleted_upstream") or {}).get("count") if cell.get("last_full_read") else 0
                 line.append(f"{cell.get('total', 0)} (+{cell.get('new', 0)})"
+                            + (f", {cell['deleted']} flagged deleted" if cell.get("deleted") else "")
                             + (f", {deleted} deleted upstream" if deleted else ""))
             else:
                 line.append(str(cell.get("total", 0)))
@@ -55,6 +56,18 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
         lines.append(line)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+
+
+def drift_lines(rows: dict[str, dict[str, dict]]) -> list[str]:
+    """One line per resource whose answers lacked keys today's service sends (``drift`` in the figures)."""
+    seen: dict[tuple[str, tuple], list[str]] = {}
+    for user, cells in rows.items():
+        for resource, cell in cells.items():
+            if cell.get("drift"):
+                seen.setdefault((resource, tuple(cell["drift"])), []).append(user)
+    return [f"Drift: the service's {resource} answers lack {', '.join(keys)} ({len(users)} of {len(rows)} "
+            f"personalities): it may have changed; saved as received, noted in .backup-metadata.json"
+            for (resource, keys), users in seen.items()]
 
 
 class BackupReport:
@@ -144,6 +157,9 @@ class BackupReport:
                         for res, cell in cells.items() if cell.get("warning")]
             if warnings:
                 logger.warning("Warnings:\n%s", "\n".join(warnings))
+            for line in drift_lines(self.rows):
+                stats.inc_value("backup/drift")
+                logger.warning("%s", line)
         wanted = stats.get_value("backup/personalities/requested", 0)
         auth, blocked = stats.get_value("backup/auth_failed"), stats.get_value("backup/blocked")
         untrusted = stats.get_value("backup/tls_failed")

@@ -83,6 +83,7 @@ class ResourceDone:
     requests: int = 0
     full_read: bool = False
     service_total: int | None = None
+    drift: tuple[str, ...] = ()  # expected keys the service's first answer lacked this run
 
 
 @dataclass

@@ -62,14 +62,16 @@ def reached_held(keyed: Iterable[tuple[float | None, str]], held: Held) -> bool:
 
 def next_memory_page(page: int, items: list, total_pages: int | None, *, new_ids: int,
                      held: Held, full: bool, key: Callable[[dict], float | None],
-                     ident: Callable[[dict], str] = lambda m: str(m.get("id"))) -> Next | Stop | Fail:
+                     ident: Callable[[dict], str] = lambda m: str(m.get("id")),
+                     has_next: bool | None = None) -> Next | Stop | Fail:
     """Decide after receiving memory page ``page`` (from 1) with ``new_ids`` ids unseen this run;
-    ``key`` and ``ident`` read an item's time (seconds) and id."""
+    ``key`` and ``ident`` read an item's time (seconds) and id; ``has_next`` is the service's word,
+    where it gives one (it wins over ``total_pages``)."""
     if not items:
         return Stop("empty page")
     if not full and reached_held(((key(m), ident(m)) for m in items), held):
         return Stop("reached the memories already backed up")
-    if total_pages is not None and page >= total_pages:
+    if has_next is False or (has_next is None and total_pages is not None and page >= total_pages):
         return Stop("last page")
     if new_ids == 0 and total_pages is None:
         return Fail(f"memory page {page} repeated earlier pages and the service gives no page count")
@@ -117,3 +119,142 @@ def next_before_ts(batch_ts: list[float], *, limit: int, before_ts: float | None
     if len(distinct) == 1:
         return Fail(f"{len(batch_ts)} messages share ts {oldest!r}: the service cannot page inside them")
     return Next(distinct[1])
+
+
+# -- pagers: one small object per walk of a collection -------------------------------------------------
+# A pager reads each decoded answer and says what it holds and where to go next, keeping what the walk
+# needs between pages (ids seen, totals, rewalks). The registry names each collection's paging kind;
+# ``pager_for`` makes its pager; the spider only decodes, asks the pager and follows.
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one answer held and what comes next. ``rewalk``: the next request goes back to an earlier
+    page because records moved while the walk read (said in the log, counted in the stats)."""
+
+    records: list
+    decision: object  # Next | Stop | Fail
+    pages: int | None = None  # the service's page count, where it says (progress display)
+    rewalk: str = ""
+
+
+def _kept_moving() -> Fail:
+    return Fail(f"memories kept being deleted on the service while they were read ({MAX_REWALKS} walks again did "
+                f"not settle); run again later")
+
+
+class MemoryPager:
+    """Numbered pages, newest first (memories): ``has_next`` or ``total_pages``, repeated pages, and a
+    walk again from an earlier page when the service's total drops (memories deleted mid-walk move the
+    later ones up, into pages already read). Today's service gives no record count: a walk of several
+    pages then ends with one look at page 1 again; ids first read further down showing up there mean
+    memories were deleted above them while the walk went on, and the walk is made again."""
+
+    first = 1
+
+    def __init__(self, resource, held: Held, full: bool, key: Callable[[dict], float | None]):
+        self.resource, self.held, self.full, self.key = resource, held, full, key
+        self.seen: set[str] = set()
+        self.first_page: set[str] = set()   # ids of page 1 as this pass read it
+        self.service_total: int | None = None
+        self.least_total: int | None = None
+        self.by_pages = False
+        self.page_len = 0
+        self.rewalks = 0
+        self.counted = False                # the service gave a record count (``total``)
+        self.settling: Stop | None = None   # the end reached, waiting for page 1's second look
+
+    @staticmethod
+    def read(payload):
+        from tzcrawl import api
+
+        return api.memory_page(payload)
+
+    def _ident(self, record) -> str:
+        return str(record.get(self.resource.id_field)) if isinstance(record, dict) else "None"
+
+    def _again(self, items: list, page: int, pages, why: str) -> Step:
+        self.rewalks += 1
+        if self.rewalks > MAX_REWALKS:
+            return Step(items, _kept_moving(), pages)
+        self.seen.clear()
+        self.first_page.clear()
+        return Step(items, Next(page), pages, rewalk=why)
+
+    def step(self, answer, position: int) -> Step:
+        items, pages = answer.items, answer.total_pages
+        ids = {self._ident(m) for m in items}
+        if self.settling is not None:  # the second look at page 1
+            ended, self.settling = self.settling, None
+            if ids & (self.seen - self.first_page):
+                return self._again(items, 1, pages, "memories moved up while the walk read (deleted on the "
+                                                    "service): walking again from page 1")
+            return Step(items, ended, pages)
+        self.page_len = max(self.page_len, len(items))
+        total, by_pages = (answer.total, False) if answer.total is not None else (pages, True)
+        self.counted = self.counted or answer.total is not None
+        restart = rewalk_from(position, self.page_len, self.service_total, total, by_pages)
+        if total is not None:
+            self.service_total, self.by_pages = total, by_pages
+            self.least_total = total if self.least_total is None else min(self.least_total, total)
+        if restart is not None:
+            return self._again(items, restart, pages, f"the service's total dropped while reading (memories "
+                                                      f"deleted): walking again from page {restart}")
+        if position == 1:
+            self.first_page = set(ids)
+        new_ids = len(ids - self.seen)
+        self.seen |= ids
+        decision = next_memory_page(position, items, pages, new_ids=new_ids, held=self.held, full=self.full,
+                                    key=self.key, ident=self._ident, has_next=answer.has_next)
+        if isinstance(decision, Stop) and position > 1 and not self.counted:
+            self.settling = decision
+            return Step(items, Next(1), pages)
+        return Step(items, decision, pages)
+
+    def total(self) -> int | None:
+        """Records the service had throughout the walk, where it counted them (for the shortfall check)."""
+        return None if self.by_pages else self.least_total
+
+
+class HistoryPager:
+    """By time, newest first (chat history): ``before_ts`` with ties kept whole (``next_before_ts``); the
+    next position is the ts exactly as the service spelled it."""
+
+    first = None
+
+    def __init__(self, resource, held: Held, full: bool, key: Callable[[object], float | None]):
+        self.resource, self.held, self.full, self.seconds = resource, held, full, key
+
+    @staticmethod
+    def read(payload):
+        from tzcrawl import api
+
+        return api.history_batch(payload)
+
+    def step(self, batch: list, position) -> Step:
+        from tzcrawl import api
+
+        spelled: dict[float, str] = {}
+        for message in batch:
+            seconds = self.seconds(self.resource.time_of(message))
+            if seconds is None:
+                raise api.BadAnswer(f"a message without a usable ts: {self.resource.time_of(message)!r}")
+            spelled.setdefault(seconds, str(self.resource.time_of(message)))
+        decision = next_before_ts([self.seconds(self.resource.time_of(m)) for m in batch], limit=api.HISTORY_LIMIT,
+                                  before_ts=self.seconds(position), held=self.held, full=self.full)
+        if isinstance(decision, Next):  # the next before_ts is sent exactly as the service spelled that ts
+            decision = Next(spelled[decision.value])
+        return Step(batch, decision)
+
+    def total(self) -> int | None:
+        return None
+
+
+PAGERS = {"page": MemoryPager, "before_ts": HistoryPager}
+
+
+def pager_for(resource, held: Held, full: bool, seconds: Callable[[object], float | None]):
+    """The pager of ``resource``'s paging kind; ``seconds`` turns a time as spelled into Unix seconds."""
+    if resource.paging == "page":
+        return MemoryPager(resource, held, full, lambda m: seconds(resource.time_of(m)))
+    return PAGERS[resource.paging](resource, held, full, seconds)

@@ -81,10 +81,10 @@ class BackupPipeline:
                 figures = {"requests": requests}
             elif document is not None:
                 figures = await asyncio.to_thread(self.store.save_document, personality, resource,
-                                                  document.payload, document.count, requests)
+                                                  document.payload, document.count, requests, item["drift"])
             else:
                 run = run or self.store.begin(personality, resource)
-                figures = await asyncio.to_thread(run.commit, requests, item["full_read"])
+                figures = await asyncio.to_thread(run.commit, requests, item["full_read"], item["drift"])
                 outcome = await self._check_total(personality, resource, figures, item["service_total"], outcome)
         except Exception as exc:  # disk full, a corrupt saved file...: this resource failed, say why
             logger.exception("Saving %s of %s failed", resource, personality["username"])

@@ -79,7 +79,7 @@ def check_collection(path: Path, resource: registry.Resource, check: Check) -> i
                               f"({ident[2:] if ident.startswith('i:') else 'same content'})")
             else:
                 seen[ident] = count
-            key = sort_key(record, resource.time_field, resource.id_field)
+            key = sort_key(record, resource.when, resource.id_field)
             if previous is not None and key < previous:
                 check.damaged(f"record {count} (id {ident[2:]}) is older than the one before it: out of order")
             previous = key
@@ -122,6 +122,10 @@ def check_resource(view: BackupView, username: str, resource: registry.Resource,
                       f"says {total}")
     if check.status != DAMAGED:
         check.details.insert(0, f"{count} {'records' if resource.collection else 'entries'}")
+    if entry.get("drift"):
+        check.note(f"the service's last answer lacked {', '.join(map(str, entry['drift']))} (drift; saved as received)")
+    if resource.flag_field and entry.get(resource.flag_field):
+        check.details.append(f"{entry[resource.flag_field]} flagged {resource.flag_field} on the service")
     return check
 
 

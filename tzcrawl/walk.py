@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from tzcrawl import paging
 from tzcrawl.items import Outcome, ResourceDone
 from tzcrawl.registry import Resource
+from tzcrawl.store.timestamps import to_epoch
 
 AUTH, ANSWER, LOCKED, BLOCKED = "auth", "answer", "locked", "blocked"  # the kinds of error a walk can meet
 
@@ -25,14 +26,10 @@ class Walk:
     planned: tuple[Resource, ...]
     index: int = 0                         # the current resource is planned[index]
     requests: int = 0                      # requests made for the current resource
-    seen_ids: set = field(default_factory=set)           # memory ids seen (repeated pages)
     held: paging.Held = field(default_factory=paging.Held)  # what the backup held at its start
     deferred: bool = False                 # already sent behind the others once (lock held elsewhere)
-    service_total: int | None = None       # the service's latest total for the current collection
-    least_total: int | None = None         # its smallest during the walk: records that were there throughout
-    total_by_pages: bool = False           # that total counts pages (the service gave no record count)
-    page_len: int = 0                      # the largest page seen
-    rewalks: int = 0                       # walks again from an earlier page (paging.rewalk_from)
+    pager: object = None                   # the current collection's pager (paging.pager_for)
+    drift: tuple[str, ...] = ()            # expected keys the current resource's first answer lacked
 
     @property
     def username(self) -> str:
@@ -47,20 +44,21 @@ class Walk:
     def current(self) -> Resource | None:
         return self.planned[self.index] if self.index < len(self.planned) else None
 
-    def saw_total(self, total: int | None, by_pages: bool) -> None:
-        if total is not None:
-            self.service_total, self.total_by_pages = total, by_pages
-            self.least_total = total if self.least_total is None else min(self.least_total, total)
-
     def identify(self, profile: dict) -> None:
         self.personality = {"id": profile["id"], "username": self.username,
                             "name": profile.get("name", self.personality.get("name"))}
 
-    def begin(self, held: paging.Held) -> None:
-        """Start the current resource afresh."""
+    def begin(self, held: paging.Held, full: bool = False) -> None:
+        """Start the current resource afresh (a collection gets a new pager)."""
         self.requests, self.held = 0, held
-        self.seen_ids.clear()
-        self.service_total, self.least_total, self.total_by_pages, self.page_len, self.rewalks = None, None, False, 0, 0
+        resource = self.current
+        self.pager = paging.pager_for(resource, held, full, to_epoch) if resource.collection else None
+
+    def pager_of(self, full: bool):
+        """The current collection's pager, made now when ``begin`` was not called (a walk built by hand)."""
+        if self.pager is None or self.pager.resource != self.current:
+            self.pager = paging.pager_for(self.current, self.held, full, to_epoch)
+        return self.pager
 
     def end(self, outcome: Outcome) -> ResourceDone:
         """The current resource's outcome; the walk moves on to the next one."""
@@ -68,9 +66,9 @@ class Walk:
         done = ResourceDone(self.personality, resource.name, outcome, self.requests,
                             full_read=outcome.ok and resource.collection and self.held.empty,
                             # memories added during the walk are the next run's: not counted as missing
-                            service_total=None if self.total_by_pages else self.least_total)
+                            service_total=self.pager.total() if self.pager is not None else None, drift=self.drift)
         self.index += 1
-        self.requests = 0
+        self.requests, self.drift, self.pager = 0, (), None
         return done
 
     def end_all(self, current: Outcome, rest: Outcome) -> list[ResourceDone]:

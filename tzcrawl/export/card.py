@@ -37,6 +37,16 @@ MAPPING = {
     "first_mes": ("shape_settings.shape_initial_message", "settings.behaviour.initial_message", "initial_message"),
     "system_prompt": ("jailbreak", "settings.behaviour.custom_instructions", "custom_instructions"),
 }
+# Today's profile describes the personality in fields of its own: they join the card's text fields as
+# labelled sections (after what MAPPING found), so a card app shows the whole character.
+SECTIONS = {
+    "description": (("personality_appearance", "Appearance"), ("personality_history", "History"),
+                    ("character_background", "Background")),
+    "personality": (("personality_traits", "Traits"), ("personality_tone", "Tone"), ("personality_age", "Age"),
+                    ("personality_likes", "Likes"), ("personality_dislikes", "Dislikes"),
+                    ("personality_conversational_goals", "Conversational goals")),
+}
+EXAMPLES_FIELD = "personality_conversational_examples"  # already in card form ({{user}}: / {{char}}:)
 EXAMPLE_FIELDS = ("typical_phrases", "example_prompts")
 TAG_FIELDS = ("search_tags_v2", "tags")
 
@@ -87,12 +97,25 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
     data: dict = {"name": p.name}
     for field, candidates in MAPPING.items():
         data[field] = _first(profile, candidates, used)
+    for field, sections in SECTIONS.items():
+        parts = [data[field]] if data[field] else []
+        for name, label in sections:
+            value = profile.get(name)
+            if name not in used and isinstance(value, (str, int, float)) and str(value).strip():
+                used.add(name)
+                parts.append(f"{label}: {clean(str(value))}")
+        data[field] = "\n\n".join(parts)
+    written = profile.get(EXAMPLES_FIELD)
+    mes_example = ""
+    if isinstance(written, str) and written.strip():
+        used.add(EXAMPLES_FIELD)
+        mes_example = "".join(f"<START>\n{block.strip()}\n" for block in clean(written).split("<START>") if block.strip())
     examples = []
     for field in EXAMPLE_FIELDS:
         if _strings(profile.get(field)):
             used.add(field)
             examples += _strings(profile.get(field))
-    data["mes_example"] = "".join(f"<START>\n{{{{char}}}}: {line}\n" for line in examples)
+    data["mes_example"] = mes_example + "".join(f"<START>\n{{{{char}}}}: {line}\n" for line in examples)
     tags: list[str] = []
     for field in TAG_FIELDS:
         if _strings(profile.get(field)):
@@ -102,31 +125,38 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
     entries, chars = [], 0
     knowledge = [e for e in api.entries(registry.get("knowledge"), p.document("knowledge")) if isinstance(e, dict)]
     for item in knowledge:
-        content = clean(item.get("content") or item.get("text") or jsonio.readable(item))
+        content = clean(registry.get("knowledge").text_of(item) or jsonio.readable(item))
         title = clean(item.get("title") or "")
-        entries.append(book_entry(content, [title] if title else [], f"knowledge: {title or item.get('id')}",
-                                  len(entries), {"kind": "knowledge", "id": item.get("id")}))
+        story = clean(item.get("story_type") or "")  # general, command, relationship (2026)
+        entries.append(book_entry(content, [title] if title else [],
+                                  f"knowledge{f' ({story})' if story else ''}: {title or item.get('id')}",
+                                  len(entries), {"kind": "knowledge", "id": item.get("id"), "story_type": story or None}))
         chars += len(content)
+    memories = registry.get("memories")
     recent: collections.deque = collections.deque()
     recent_chars, left_out = 0, 0
     with atomic_writer(rest_path) as rest:
         rest.write("[\n")
         for memory in p.records("memories"):  # oldest first: the newest that fit stay in ``recent``
-            content = clean(memory.get("content"))
+            content = clean(memories.text_of(memory))
             recent.append(memory)
             recent_chars += len(content)
             while recent and chars + recent_chars > BOOK_MAX_CHARS:
                 old = recent.popleft()
-                recent_chars -= len(clean(old.get("content")))
+                recent_chars -= len(clean(memories.text_of(old)))
                 rest.write(("" if not left_out else ",\n") + jsonio.dumps(old))
                 left_out += 1
         rest.write("\n]\n")
     for memory in reversed(recent):
-        at = moment(memory.get("created_at"))
+        stamp = memories.time_of(memory)
+        at = moment(stamp)
         when = at.strftime("%Y-%m-%d") if at else "undated"
-        entries.append(book_entry(clean(memory.get("content")), [], f"memory {when}", len(entries),
-                                  {"kind": "memory", "id": memory.get("id"), "created_at": memory.get("created_at"),
-                                   "memory_kind": memory.get("kind")}))
+        entry = book_entry(clean(memories.text_of(memory)), [], f"memory {when}", len(entries),
+                           {"kind": "memory", "id": memory.get("id"), "created_at": stamp,
+                            "memory_kind": memory.get("kind") or memory.get("summary_type"),
+                            "deleted": memory.get("deleted") is True})
+        entry["enabled"] = memory.get("deleted") is not True  # deleted on the service: kept, not remembered
+        entries.append(entry)
     created = moment(profile.get("created_at"))
     notes = [f"Exported by tzcrawl from a backup of {website} (username {p.username!r}, last backup "
              f"{p.metadata.get('last_backup', 'unknown')})."]

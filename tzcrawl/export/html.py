@@ -18,7 +18,7 @@ from typing import Iterator
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tzcrawl import jsonio
+from tzcrawl import jsonio, registry
 
 from .output import Output
 from .source import Personality, clean
@@ -32,7 +32,9 @@ HEADINGS = {"knowledge": "Knowledge", "training": "Training", "user_data": "Your
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("tzcrawl.export", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(md=markdown, iso=iso, clean=clean, media_kind=media_kind)
+    memories = registry.get("memories")
+    env.filters.update(md=markdown, iso=iso, clean=clean, media_kind=media_kind,
+                       memory_time=memories.time_of, memory_text=memories.text_of)
     return env
 
 
@@ -119,7 +121,7 @@ class Archive:
     def _collection(self, p: Personality, folder: Path, base: dict, resource: str, prefix: str, kind: str,
                     shards: list[str]) -> int:
         """Write a collection's pages and search shards while it streams; returns how many records."""
-        time_field = "ts" if resource == "messages" else "created_at"
+        described = registry.get(resource)
         months: list[dict] = []
         total = 0
         for page in paged(p.records(resource)):
@@ -132,12 +134,14 @@ class Archive:
             rows = []
             for record in page.items:
                 total += 1
-                at = moment(record.get(time_field))
+                at = moment(described.time_of(record))
                 month = at.strftime("%Y-%m") if at else "unknown"
                 if not months or months[-1]["month"] != month:
                     months.append({"month": month, "page": name, "first_id": str(record.get("id")), "count": 0})
                 months[-1]["count"] += 1
-                text = " ".join(clean(record.get(k)) for k in ("message", "reply", "content") if record.get(k))
+                texts = (record.get("message"), record.get("reply")) if resource == "messages" else (
+                    described.text_of(record),)
+                text = " ".join(clean(t) for t in texts if t)
                 rows.append([str(record.get("id")), text])
             shard = f"{prefix}-{page.number:04d}.js"
             shards.append(shard)

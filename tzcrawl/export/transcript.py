@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from tzcrawl import registry
 from tzcrawl.fsutil import atomic_writer
 
 from .output import Output
@@ -78,10 +79,15 @@ def export(p: Personality, out: Output) -> dict:
     memories = 0
     with atomic_writer(folder / "memories.md") as fh:
         fh.write(f"# Memories of {p.name}\n\nOldest first; times are UTC.\n\n")
+        described = registry.get("memories")
         for m in p.records("memories"):
-            at = moment(m.get("created_at"))
+            at = moment(described.time_of(m))
             when = at.strftime("%Y-%m-%d %H:%M") if at else "unknown date"
             kind = f" ({clean(m.get('kind'))})" if m.get("kind") else ""
-            fh.write(f"- **{when}**{kind}: {_lines(m.get('content'))}\n")
+            meta = m.get("metadata") if isinstance(m.get("metadata"), dict) else {}
+            start, end = moment(meta.get("start_ts")), moment(meta.get("end_ts"))
+            span = f" (conversation {start:%Y-%m-%d %H:%M}–{end:%H:%M})" if start and end else ""
+            flag = " *[deleted on the service]*" if m.get("deleted") is True else ""
+            fh.write(f"- **{when}**{kind}{span}{flag}: {_lines(described.text_of(m))}\n")
             memories += 1
     return {"messages": count, "memories": memories}

@@ -169,6 +169,7 @@ class App:
         self.world.iso_share = new.iso_dates
         self.world.hostile_media = new.hostile_media_urls
         self.world.hostile_text = new.hostile_text
+        self.world.drift = new.drift
         self.world.set_ties(new.ts_ties)
         self.world.set_unsafe_usernames(new.unsafe_usernames)
 
@@ -276,6 +277,8 @@ class App:
         segments = rest.split("/")
         if len(segments) == 2 and segments[0] == "memory":
             return "memory", self._api(lambda q: self._memories(self._by_id(segments[1]), q))
+        if len(segments) == 2 and segments[0] == jargon and segments[1] != "username":
+            return "profile", self._api(lambda q: self.world.profile(self._by_id(segments[1])))
         if len(segments) >= 3 and segments[0] == jargon:
             tail = "/".join(segments[2:])
             answer = {

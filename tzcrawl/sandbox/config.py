@@ -20,6 +20,7 @@ KNOWLEDGE_SHAPES = ("single", "items", "array", "story", "knowledge")
 TRAINING_SHAPES = ("array", "single", "training", "items")
 ERROR_CODES = (500, 502, 503)
 SESSION_MODES = ("better-auth", "auth0", "appsession")
+RECORD_ERAS = ("2026", "2025")
 BOT_CHECKS = ("none", "cloudflare", "datadome")
 MEDIA_FAULTS = ("none", "404", "410", "500", "flaky", "429", "huge", "html", "redirect")
 
@@ -71,6 +72,8 @@ class Knobs:
                                    "challenge page) | datadome (200 HTML + x-datadome)", choices=BOT_CHECKS)
     bot_check_from: int = _knob(1, "the bot check answers from this service request on (counted from when set); "
                                    "the clearance cookie with its User-Agent passes")
+    drift: bool = _knob(False, "profiles change without notice: ltm_enabled is gone and user_prompt is called "
+                               "user_prompt_v2 (2026 records)")
     hostile_text: bool = _knob(False, "every personality's oldest message and memory hold HTML, script and "
                                       "javascript: links (for exporters: text is data, never markup)")
 
@@ -93,6 +96,9 @@ class SandboxConfig(Knobs):
     profile_path: str | None = _knob(None, "PROFILE_INFO_PRIVATE_PATH (default: {jargon}/username)")
     email: str = _knob("owner@example.com", "login e-mail")
     password: str = _knob("sandbox-password", "login password")
+    records: str = _knob("2026", "record shapes: 2026 (memories with metadata.created_at and result, 20 a page "
+                                 "with has_next; ~173-field profiles) | 2025 (the older clients' guess)",
+                         choices=RECORD_ERAS)
     session: str = _knob("better-auth", "the session cookie: better-auth (2026, HTTPS only) | auth0 (appSession.N "
                                         "chunks rotated on every answer) | appsession (2025)", choices=SESSION_MODES)
     chunks: int = _knob(2, "auth0 session: parts the cookie is split into")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from . import records
 from .config import KNOWLEDGE_SHAPES, TRAINING_SHAPES, SandboxConfig
 
 CHAT_MAX = 50  # the service's maximum chat batch; ties are placed on these edges
@@ -181,6 +182,8 @@ class World:
         self.iso_share = config.iso_dates  # the iso_dates knob, read while rendering memories
         self.hostile_media = config.hostile_media_urls  # likewise, read while rendering profiles
         self.hostile_text = config.hostile_text
+        self.drift = config.drift
+        self.today = config.records == "2026"  # the record shapes of today's service, else 2025's
         self.files_base = FILES_BASE
         rng = random.Random(f"owner:{config.seed}")
         self.owner_id = _uuid(rng)
@@ -218,16 +221,19 @@ class World:
             knowledge_shape=k_shape,
             training_shape=t_shape,
             pagination=spec.get("pagination"),
-            knowledge=[self._knowledge_entry(rng, start) for _ in range(n_knowledge)],
+            knowledge=[self._knowledge_entry(rng, start, pid) for _ in range(n_knowledge)],
             training=[self._training_entry(rng) for _ in range(n_training)],
             user={} if spec.get("user_empty", empty) else self._user(rng),
-            profile_extra=self._profile_extra(rng),
-            memories=Series(_timeline(rng, n_memories, start, 3600.0), lambda p, t: self._edited(i, self._memory(memory_base, p, t), p)),
+            profile_extra=self._profile_extra(rng, name, i),
+            memories=Series(_timeline(rng, n_memories, start, 3600.0),
+                            lambda p, t: self._edited(i, self._memory(memory_base, p, t, pid), p)),
             messages=Series(_timeline(rng, n_messages, start, 600.0), lambda p, t: self._message(message_base, p, t)),
             fixed_username="username" in spec,
         )
 
-    def _knowledge_entry(self, rng: random.Random, start: float) -> dict:
+    def _knowledge_entry(self, rng: random.Random, start: float, pid: str) -> dict:
+        if self.today:
+            return records.knowledge_entry(rng, uuid=_uuid, text=self.text, shape_id=pid, start=start)
         return {
             "id": _uuid(rng),
             "title": self.text(rng, 10, 60),
@@ -246,6 +252,8 @@ class World:
         }
 
     def _user(self, rng: random.Random) -> dict:
+        if self.today:
+            return records.personalization(rng, self.text)
         return {
             "nickname": rng.choice(("Sam", "Élo", "小明", "K")),
             "about_me": self.text(rng, 40, 400),
@@ -253,7 +261,12 @@ class World:
             "x_custom_fields": [{"key": "favourite_colour", "value": "bleu 💙"}],
         }
 
-    def _profile_extra(self, rng: random.Random) -> dict:
+    def _profile_extra(self, rng: random.Random, name: str, index: int) -> dict:
+        if self.today:
+            avatar_path = f"/avatars/{rng.getrandbits(32):08x}.png"
+            fields = records.profile_fields(rng, self.text, name=name, owner_id=self.owner_id,
+                                            avatar=FILES_BASE + avatar_path, files=FILES_BASE, index=index)
+            return {**fields, "avatar_path": avatar_path}
         return {
             "description": self.text(rng, 50, 500),
             "avatar_path": f"/avatars/{rng.getrandbits(32):08x}.png",
@@ -274,8 +287,14 @@ class World:
         edits = self.personalities[index].memory_edits if index < len(getattr(self, "personalities", [])) else {}
         return {**item, **edits[origin]} if origin in edits else item
 
-    def _memory(self, base: int, position: int, ts: float) -> dict:
+    def _memory(self, base: int, position: int, ts: float, pid: str) -> dict:
         rng = random.Random(base + position)
+        share = self.iso_share
+        iso_date = bool(share and (position * 2654435761 % 1000) < share * 1000)
+        if self.today:
+            return records.memory(rng, uuid=_uuid, text=self.text, shape_id=pid, owner_id=self.owner_id,
+                                  position=position, ts=ts, created_at=iso(ts, zulu=position % 2 == 0) if iso_date else ts,
+                                  result=HOSTILE_TEXT if self.hostile_text and position == 0 else None)
         item: dict[str, Any] = {
             "id": _uuid(rng),
             "created_at": ts,
@@ -284,8 +303,7 @@ class World:
             "importance": round(rng.random(), 3),
             "x_embedding": {"model": "emb-3", "dim": 768},
         }
-        share = self.iso_share
-        if share and (position * 2654435761 % 1000) < share * 1000:
+        if iso_date:
             item["created_at"] = iso(ts, zulu=position % 2 == 0)
         if self.hostile_text and position == 0:
             item["content"] = HOSTILE_TEXT
@@ -363,7 +381,7 @@ class World:
 
     def profile(self, p: Personality) -> dict:
         extra = {k: v for k, v in p.profile_extra.items() if k != "avatar_path"}
-        return {
+        profile = {
             "id": p.id,
             "name": p.name,
             "username": self.username(p),
@@ -372,6 +390,7 @@ class World:
             **extra,
             **self.profile_media(p),
         }
+        return records.drifted(profile) if self.today and self.drift else profile
 
     def profile_media(self, p: Personality) -> dict:
         """The profile's media fields, on the file host (the same URL twice, as the service does)."""
@@ -385,11 +404,18 @@ class World:
                 "voice_file": f"{files}/voices/{h}.ogg", "screenshots": shots}
 
     def memory_page(self, p: Personality, page: int, per_page: int, style: str) -> dict:
+        if self.today:
+            per_page = min(per_page, records.MEMORY_PAGE_MAX)  # whatever limit asks
         with self.lock:
             total = len(p.memories)
             hi = max(0, total - (page - 1) * per_page)
             items = p.memories.newest_first(hi, max(0, hi - per_page))
         pages = math.ceil(total / per_page)
+        if self.today and style == "pagination":  # as the service sends them now
+            pagination: dict[str, Any] = {"page": page, "total_pages": pages, "has_next": page < pages}
+            if p.index % 3 == 2:  # some answers give no page count
+                del pagination["total_pages"]
+            return {"memories" if p.index % 2 else "items": items, "pagination": pagination}
         if style == "camel":
             return {"items": items, "pagination": {"page": page, "totalPages": pages, "total": total, "perPage": per_page}}
         snake = {"page": page, "total_pages": pages, "total": total, "per_page": per_page}

@@ -15,15 +15,17 @@ from typing import Iterable
 _PASSWORD_FIELD = re.compile(rb"""<input[^>]+type\s*=\s*["']?password""", re.IGNORECASE)
 
 
-def _names(headers) -> Iterable[tuple[str, str]]:
-    """(lowercase name, first value) of a Scrapy ``Headers``, a dict or a list of pairs."""
+def _signs(headers) -> Iterable[tuple[str, str]]:
+    """(lowercase name, first value) of the bot-check headers among a Scrapy ``Headers``, a dict or a
+    list of pairs; other headers' values are never decoded (this runs on every answer)."""
     items = headers.items() if hasattr(headers, "items") else headers
     for name, value in items:
+        name = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
+        if name != "cf-mitigated" and not name.startswith(("x-datadome", "x-px")):
+            continue
         if isinstance(value, (list, tuple)):
             value = value[0] if value else b""
-        name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-        value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-        yield name.lower(), value
+        yield name, value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 def looks_like_login_page(body: bytes) -> bool:
@@ -31,12 +33,12 @@ def looks_like_login_page(body: bytes) -> bool:
 
 
 def is_html(content_type: str, body: bytes) -> bool:
-    return "html" in (content_type or "").lower() or body.lstrip()[:1] == b"<"
+    return "html" in (content_type or "").lower() or body[:512].lstrip()[:1] == b"<"  # no copy of a large body
 
 
 def bot_check(status: int, headers, content_type: str, body: bytes) -> str | None:
     """What was seen, in a few words, when the answer is a bot check; None otherwise."""
-    for name, value in _names(headers or {}):
+    for name, value in _signs(headers or {}):
         if name == "cf-mitigated":
             return f"Cloudflare's bot check (cf-mitigated: {value.strip()[:40]}, HTTP {status})"
         if name.startswith("x-datadome"):

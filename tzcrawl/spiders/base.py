@@ -29,7 +29,6 @@ from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
 from tzcrawl.media import MediaConfig
 from tzcrawl.pipelines import BackupPipeline
 from tzcrawl.store import BackupLocked
-from tzcrawl.store.timestamps import to_epoch
 from tzcrawl.walk import ANSWER, AUTH, BLOCKED, LOCKED, Walk, after_error, outcome_of
 
 PROFILE = registry.get("profile")
@@ -70,17 +69,6 @@ def step(method):
                 yield following
 
     return callback
-
-
-def history_timestamps(batch: list[dict]) -> dict[float, str]:
-    """Each message's ts on the common timeline → the ts as the service spelled it."""
-    raw = {}
-    for message in batch:
-        key = to_epoch(message.get("ts"))
-        if key is None:
-            raise api.BadAnswer(f"a message without a usable ts: {message.get('ts')!r}")
-        raw.setdefault(key, str(message.get("ts")))
-    return raw
 
 
 def full_read_due(last_full_read: str | None, every_days: float, now: datetime | None = None) -> bool:
@@ -258,8 +246,8 @@ class BackupSpider(scrapy.Spider):
         if resource is None:
             yield PersonalityEnd(walk.personality)  # ``step`` starts the next personality
             return
-        walk.begin(self._held(walk.username, resource))
-        yield self._request(walk, resource, 1 if resource.paging == "page" else None)
+        walk.begin(self._held(walk.username, resource), self.full)
+        yield self._request(walk, resource, walk.pager.first if walk.pager is not None else None)
 
     def _end(self, walk: Walk, outcome: Outcome):
         """End the current resource with ``outcome`` and go on."""
@@ -304,8 +292,8 @@ class BackupSpider(scrapy.Spider):
     # -- requests and answers --------------------------------------------------------------------
     def _request(self, walk: Walk, resource, position):
         """The request for ``resource`` at ``position`` (page number or before_ts), counted on the walk."""
-        callback = self.parse_profile if resource == PROFILE else {
-            "page": self.parse_memories, "before_ts": self.parse_history}.get(resource.paging, self.parse_document)
+        callback = (self.parse_profile if resource == PROFILE else
+                    self.parse_page if resource.collection else self.parse_document)
         walk.requests += 1
         url = self.endpoints.resource(resource, walk.personality, position)
         return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True,
@@ -345,6 +333,7 @@ class BackupSpider(scrapy.Spider):
             yield from self._answer_error(walk, exc, PROFILE, None)
             return
         walk.identify(payload)
+        walk.drift = PROFILE.missing_keys(payload)
         if walk.current == PROFILE:
             yield Document(walk.personality, PROFILE.name, payload, 1)
             yield from self._end(walk, Outcome.complete())
@@ -363,54 +352,24 @@ class BackupSpider(scrapy.Spider):
         yield from self._end(walk, Outcome.complete())
 
     @step
-    def parse_memories(self, response, walk: Walk, position: int):
+    def parse_page(self, response, walk: Walk, position):
+        """A page of the current collection: decode, let its pager decide, follow."""
+        pager = walk.pager_of(self.full)
         try:
-            result = api.memory_page(self._decode(response))
+            answer = self._decode(response)
+            if position == pager.first and walk.requests == 1:  # the first answer: has the service's shape drifted?
+                walk.drift = walk.current.missing_keys(answer)
+            step_ = pager.step(pager.read(answer), position)
         except ANSWER_ERRORS as exc:
             yield from self._answer_error(walk, exc, walk.current, position)
             return
-        if result.items:
-            yield Page(walk.personality, walk.current.name, result.items, result.total_pages)
-        walk.page_len = max(walk.page_len, len(result.items))
-        total, by_pages = (result.total, False) if result.total is not None else (result.total_pages, True)
-        restart = paging.rewalk_from(position, walk.page_len, walk.service_total, total, by_pages)
-        walk.saw_total(total, by_pages)
-        if restart is not None:
-            walk.rewalks += 1
-            if walk.rewalks > paging.MAX_REWALKS:
-                yield from self._end(walk, Outcome.failed(
-                    f"memories kept being deleted on the service while they were read ({paging.MAX_REWALKS} walks "
-                    f"again did not settle); run again later"))
-                return
-            self.logger.info("%s · memories: the service's total dropped while reading (memories deleted): walking "
-                             "again from page %d", walk.username, restart)
-            self.crawler.stats.inc_value("backup/memories/rewalks")
-            yield self._request(walk, walk.current, restart)
-            return
-        time_field, id_field = walk.current.time_field, walk.current.id_field
-        ids = {str(m.get(id_field)) for m in result.items if isinstance(m, dict)}
-        new_ids = len(ids - walk.seen_ids)
-        walk.seen_ids |= ids
-        decision = paging.next_memory_page(
-            position, result.items, result.total_pages, new_ids=new_ids, held=walk.held, full=self.full,
-            key=lambda m: to_epoch(m.get(time_field)) if isinstance(m, dict) else None,
-            ident=lambda m: str(m.get(id_field)) if isinstance(m, dict) else "None")
-        yield from self._follow(walk, decision, decision.value if isinstance(decision, paging.Next) else None)
-
-    @step
-    def parse_history(self, response, walk: Walk, position):
-        try:
-            batch = api.history_batch(self._decode(response))
-            raw_ts = history_timestamps(batch)
-        except ANSWER_ERRORS as exc:
-            yield from self._answer_error(walk, exc, walk.current, position)
-            return
-        if batch:
-            yield Page(walk.personality, walk.current.name, batch)
-        decision = paging.next_before_ts(
-            [to_epoch(m.get("ts")) for m in batch], limit=api.HISTORY_LIMIT, before_ts=to_epoch(position), held=walk.held, full=self.full)
-        # The next before_ts is sent exactly as the service spelled that message's ts.
-        yield from self._follow(walk, decision, raw_ts[decision.value] if isinstance(decision, paging.Next) else None)
+        if step_.records:
+            yield Page(walk.personality, walk.current.name, step_.records, step_.pages)
+        if step_.rewalk:
+            self.logger.info("%s · %s: %s", walk.username, walk.current.name, step_.rewalk)
+            self.crawler.stats.inc_value(f"backup/{walk.current.name}/rewalks")
+        yield from self._follow(walk, step_.decision,
+                                step_.decision.value if isinstance(step_.decision, paging.Next) else None)
 
     def _follow(self, walk: Walk, decision, position):
         """The next page of the current resource, or its end as the paging decision says."""

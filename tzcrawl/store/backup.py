@@ -208,14 +208,18 @@ class BackupStore(BackupView):
                 leftover.unlink(missing_ok=True)
 
     # -- writing ----------------------------------------------------------------------------
-    def save_document(self, personality: dict, resource: str, payload, count: int, requests: int) -> dict:
+    def save_document(self, personality: dict, resource: str, payload, count: int, requests: int,
+                      drift: tuple[str, ...] = ()) -> dict:
         """Replace a document (profile, knowledge, training, user_data) whole, atomically. When the new
-        answer differs from the saved one, the saved one is kept first under history/<resource>/."""
+        answer differs from the saved one, the saved one is kept first under history/<resource>/.
+        ``drift``: the keys today's service sends that this answer lacked (recorded in the metadata)."""
         registry.document(resource)
         with self._writing(personality) as username:
             path = self.path(username, resource)
             data = (jsonio.readable(payload, indent=2) + "\n").encode("utf-8")  # lone surrogates stay escapes
             figures = {"file": path.name, "total": count, "sha256": hashlib.sha256(data).hexdigest()}
+            if drift:
+                figures["drift"] = list(drift)
             kept = self._keep_previous(username, resource, path, payload)
             if kept is not None:
                 figures["previous_version"] = str(kept.relative_to(self.directory(username)))
@@ -330,7 +334,8 @@ class CollectionRun:
         self.store, self.personality, self.resource, self.name, self.workdir = (
             store, dict(personality), resource, name, workdir)
         described = registry.collection(resource)
-        self.time_field, self.id_field = described.time_field, described.id_field
+        self.time_field, self.id_field, self.when = described.time_field, described.id_field, described.when
+        self.flag_field = described.flag_field
         self.journal = Journal(workdir / "journal.jsonl")
         self.closed = False
 
@@ -342,7 +347,7 @@ class CollectionRun:
             raise TypeError(f"add() takes a page (a list of records), not a {type(records).__name__}")
         return self.journal.add(records)
 
-    def commit(self, requests: int, full: bool = False) -> dict:
+    def commit(self, requests: int, full: bool = False, drift: tuple[str, ...] = ()) -> dict:
         """Merge the staged records into the saved file and record the sync; returns the figures.
 
         ``full``: the walk read the whole collection, so saved records it did not fetch are gone from
@@ -362,7 +367,7 @@ class CollectionRun:
                     path if path.exists() else None,
                     read_journal(self.journal.path),
                     out,
-                    time_field=self.time_field,
+                    time_field=self.when,
                     id_field=self.id_field,
                     workdir=self.workdir,
                     chunk_size=store.chunk_size,
@@ -387,11 +392,15 @@ class CollectionRun:
             "newest_key": stats.newest_key,
             "newest_ids": stats.newest_ids,
             "oldest_key": stats.oldest_key,
-            f"newest_{self.time_field}": stats.field_of("newest", self.time_field),
-            f"oldest_{self.time_field}": stats.field_of("oldest", self.time_field),
+            f"newest_{self.time_field}": stats.field_of("newest", self.when),
+            f"oldest_{self.time_field}": stats.field_of("oldest", self.when),
         }
         if self.resource == "messages":
             figures["characters"] = stats.characters
+        if self.flag_field:  # records the service flags as deleted: kept (they are data) and counted
+            figures[self.flag_field] = count_flagged(path, self.flag_field)
+        if drift:
+            figures["drift"] = list(drift)
         if stats.changed:
             figures["changed"] = stats.changed
         if full:
@@ -455,3 +464,10 @@ def _username(personality: dict) -> str:
 
 
 __all__ = ["BackupStore", "BackupView", "BackupLocked", "BackupOwnerMismatch", "CollectionRun", "HeldState"]
+
+
+def count_flagged(path: Path, flag: str) -> int:
+    """Records of a saved collection whose ``flag`` is true (memories ``deleted`` on the service)."""
+    marker = f'"{flag}"'.encode()
+    return sum(1 for line, value in read_array(path)
+               if marker in line and isinstance(value, dict) and value.get(flag) is True)

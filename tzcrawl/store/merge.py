@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 from tzcrawl import jsonio
+from tzcrawl.registry import first_present
 
 from .jsonarray import ArrayWriter, read_array
 from .timestamps import MILLISECONDS_ABOVE, SortKey, id_text, sort_key, to_epoch
@@ -72,14 +73,14 @@ def conversation_chars(value) -> int:
     return sum(len(value[k]) for k in ("message", "reply") if isinstance(value.get(k), str))
 
 
-def describe(value, time_field: str, chars: bool = True, id_field: str = "id") -> tuple[SortKey, str, int]:
+def describe(value, time_field, chars: bool = True, id_field: str = "id") -> tuple[SortKey, str, int]:
     """(sort key, dedupe id, conversation characters) of a record: ``sort_key``, ``dedupe_id`` and
     ``conversation_chars`` in one pass, with fast paths for what the service sends (every record of
     a large history goes through here, sometimes twice)."""
     if type(value) is dict:
         raw = value.get(id_field)
         ident = raw if type(raw) is str else id_text(value, id_field)
-        stamp = value.get(time_field)
+        stamp = value.get(time_field) if type(time_field) is str else first_present(value, time_field)
         # Unix seconds as a float (what the service sends): used as is; anything else is read.
         seconds = stamp if type(stamp) is float and -MILLISECONDS_ABOVE <= stamp <= MILLISECONDS_ABOVE else to_epoch(stamp)
         key = (0, 0.0, ident) if seconds is None else (1, seconds, ident)
@@ -96,7 +97,7 @@ def describe(value, time_field: str, chars: bool = True, id_field: str = "id") -
 class Fields:
     """Which fields of a collection's records matter to the merge (from the resource registry)."""
 
-    time: str
+    time: str | tuple[str, ...]  # a top-level key, or the registry's paths (Resource.when)
     id: str = "id"
     chars: bool = True  # count conversation characters (messages)
 
@@ -290,10 +291,10 @@ class MergeStats:
         if ident:
             self.newest_ids.append(ident)
 
-    def field_of(self, which: str, time_field: str):
+    def field_of(self, which: str, time_field: str | tuple[str, ...]):
         """The timestamp as received (``oldest``/``newest`` record's ``time_field``)."""
         line = self.oldest_line if which == "oldest" else self.newest_line
-        return None if line is None else json.loads(line).get(time_field)
+        return None if line is None else first_present(json.loads(line), time_field)
 
 
 def merge_collection(
@@ -301,7 +302,7 @@ def merge_collection(
     fetched: Iterable[tuple[str, object]],
     out: IO[bytes],
     *,
-    time_field: str,
+    time_field: str | tuple[str, ...],
     workdir: Path,
     chunk_size: int = 10_000,
     index_limit: int = 100_000,
@@ -313,7 +314,8 @@ def merge_collection(
 
     ``fetched`` yields ``(line, record)`` in the order fetched; a ``JournalReader`` (which can also
     read ``backward``) lets a newest-first journal be merged without sorting it. Records are placed
-    by ``time_field`` and identified by ``id_field``; ``chars`` counts conversation characters. The
+    by ``time_field`` (a top-level key, or the registry's paths: ``Resource.when``) and identified by
+    ``id_field``; ``chars`` counts conversation characters. The
     saved copy of a record fetched again with other content goes to ``history``.
     """
     history = history if history is not None else History()

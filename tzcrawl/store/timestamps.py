@@ -11,6 +11,8 @@ import json
 import math
 from datetime import datetime, timezone
 
+from tzcrawl.registry import first_present
+
 # Seconds since 1970 pass 1e11 only in the year 5138; a number that large is milliseconds.
 MILLISECONDS_ABOVE = 1e11
 
@@ -73,9 +75,10 @@ def id_text(record, id_field: str = "id") -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def sort_key(record, field: str, id_field: str = "id") -> SortKey:
-    """Where ``record`` goes on the timeline of ``field`` (``created_at`` or ``ts``)."""
-    seconds = to_epoch(record.get(field)) if isinstance(record, dict) else None
+def sort_key(record, field, id_field: str = "id") -> SortKey:
+    """Where ``record`` goes on the timeline of ``field``: a top-level key (``ts``) or the registry's
+    paths (``Resource.when``: ``metadata.created_at``, then ``created_at``)."""
+    seconds = to_epoch(first_present(record, field)) if isinstance(record, dict) else None
     if seconds is None:
         return (0, 0.0, id_text(record, id_field))
     return (1, seconds, id_text(record, id_field))
