@@ -150,23 +150,16 @@ def walk_urls(sb: Sandbox) -> list[str]:
     for person in get(endpoints.personalities()):
         me = get(endpoints.resource(registry.get("profile"), person))
         for resource in registry.REGISTRY[1:]:
-            position = 1 if resource.paging == "page" else None
+            if not resource.collection:
+                get(endpoints.resource(resource, me))
+                continue
+            pager = paging.pager_for(resource, paging.Held(), True, to_epoch)  # tzcrawl's own, as in a full run
+            position = pager.first
             while True:
-                answer = get(endpoints.resource(resource, me, position))
-                if resource.paging == "page":
-                    result = api.memory_page(answer)
-                    decision = paging.next_memory_page(position, result.items, result.total_pages, new_ids=1,
-                                                       held=paging.Held(), full=True, key=lambda m: None)
-                elif resource.paging == "before_ts":
-                    raw = {to_epoch(m["ts"]): str(m["ts"]) for m in answer}
-                    decision = paging.next_before_ts([to_epoch(m["ts"]) for m in answer], limit=api.HISTORY_LIMIT,
-                                                     before_ts=to_epoch(position), held=paging.Held(), full=True)
-                    decision = paging.Next(raw[decision.value]) if isinstance(decision, paging.Next) else decision
-                else:
+                step = pager.step(pager.read(get(endpoints.resource(resource, me, position))), position)
+                if not isinstance(step.decision, paging.Next):
                     break
-                if not isinstance(decision, paging.Next):
-                    break
-                position = decision.value
+                position = step.decision.value
     conn.close()
     return urls
 
@@ -187,10 +180,12 @@ def worktree(rev: str | None):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None, session: str) -> None:
-    config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False, session=session)
+def bench_flat_out(repeats: int, memories: int, messages: int, base: Path | None, session: str,
+                   records: str) -> None:
+    config = SandboxConfig(personalities=1, memories=memories, messages=messages, empty_last=False, session=session,
+                           records=records)
     print(f"== flat out: 1 personality, {memories} memories, {messages} messages, delays off; session {session} "
-          f"({'https' if config.https else 'http'}) ==")
+          f"({'https' if config.https else 'http'}), {records} records ==")
     rows: dict[str, list[dict]] = {}
     with Sandbox(config, port=0, max_lifetime=3600) as sb, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -319,6 +314,8 @@ def main() -> None:
     parser.add_argument("--session", default="better-auth", choices=("better-auth", "auth0", "appsession"),
                         help="the sandbox's session (appsession: the 2025 service over plain http, which a "
                              "--compare-rev from before December 2026 needs)")
+    parser.add_argument("--records", default="2026", choices=("2026", "2025"),
+                        help="the sandbox's record shapes (2025: what a --compare-rev before December 2026 reads)")
     parser.add_argument("--compare-rev", help="also run tzcrawl as it was at this git revision, side by side")
     parser.add_argument("--memories", type=int, default=20_000)
     parser.add_argument("--messages", type=int, default=100_000)
@@ -334,7 +331,7 @@ def main() -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     with worktree(args.compare_rev) as base:
         if not args.skip_flat:
-            bench_flat_out(args.repeats, args.memories, args.messages, base, args.session)
+            bench_flat_out(args.repeats, args.memories, args.messages, base, args.session, args.records)
         if not args.skip_merge:
             bench_merge(args.repeats, args.merge_records, base)
     if not args.skip_rate:

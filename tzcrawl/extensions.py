@@ -10,7 +10,7 @@ from tzcrawl.config import cookie_file, lookup
 from tzcrawl.items import BLOCKED, FAILED
 from tzcrawl.session.botcheck import remedy
 from tzcrawl.outcome import EXIT_CODE_STAT, exit_status, outcome_line
-from tzcrawl.registry import COLLECTIONS, RESOURCES
+from tzcrawl.registry import COLLECTIONS, CONVERSATION, RESOURCES
 from tzcrawl.signals import resource_finished
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
                             + (f", {deleted} deleted upstream" if deleted else ""))
             else:
                 line.append(str(cell.get("total", 0)))
-        line.append(str(resources.get("messages", {}).get("characters", "-")))
+        line.append(str(resources.get(CONVERSATION, {}).get("characters", "-")))
         lines.append(line)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)

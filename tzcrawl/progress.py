@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
-from tzcrawl import config
+from tzcrawl import config, registry
 from tzcrawl.items import Document, Page, PersonalityEnd, ResourceDone
 from tzcrawl.store.timestamps import to_epoch
 
@@ -49,8 +49,9 @@ class Position:
         self.records += len(page.records)
         if page.pages:
             self.total_pages = page.pages
-        if self.resource == "messages":
-            stamps = [t for t in (to_epoch(r.get("ts")) for r in page.records if isinstance(r, dict)) if t is not None]
+        described = registry.get(self.resource)
+        if described.by_time:
+            stamps = [t for t in (to_epoch(described.time_of(r)) for r in page.records) if t is not None]
             if stamps:
                 self.newest = max(stamps) if self.newest is None else max(self.newest, max(stamps))
                 self.oldest = min(stamps) if self.oldest is None else min(self.oldest, min(stamps))
@@ -62,10 +63,10 @@ class Position:
     def text(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
         pace = f"{self.pages / elapsed * 60:.0f} pages/min"
-        if self.resource == "messages":
+        if registry.get(self.resource).by_time:
             reached = (datetime.fromtimestamp(self.oldest, timezone.utc).strftime("%Y-%m-%d")
                        if self.oldest is not None else "-")
-            where = f"{self.records} messages, back to {reached}"
+            where = f"{self.records} {self.resource}, back to {reached}"
         elif self.total_pages:
             where = f"page {self.pages} of {self.total_pages} ({self.records} {self.resource})"
         else:
@@ -79,7 +80,7 @@ def eta_seconds(resource: str, elapsed: float, pages: int, total_pages: int | No
     """Seconds left, from the pace so far; None when nothing says how much is left."""
     if elapsed <= 0 or pages <= 0:
         return None
-    if resource == "messages":
+    if registry.get(resource).by_time:
         if newest is None or oldest is None or created is None or newest <= oldest:
             return None
         covered_per_second = (newest - oldest) / elapsed  # how fast the walk moves back in time
@@ -191,7 +192,7 @@ class ProgressReport:
         if self._live is None:
             return
         text = position.text(time.monotonic())
-        total = position.total_pages if position.resource != "messages" else None
+        total = None if registry.get(position.resource).by_time else position.total_pages
         if key not in self._bars:
             self._bars[key] = self._live.add_task(text, total=total)
         self._live.update(self._bars[key], description=text, completed=position.pages, total=total)

@@ -64,10 +64,16 @@ class Resource:
     text_paths: tuple[str, ...] = ()
     expected_keys: tuple[str, ...] = ()
     flag_field: str | None = None  # a record's "deleted on the service" flag: such records are kept and counted
+    counts_chars: bool = False     # the summary counts its characters of conversation (message + reply)
 
     @property
     def collection(self) -> bool:
         return self.paging is not None
+
+    @property
+    def by_time(self) -> bool:
+        """Walked back in time (``before_ts``): progress is a date reached, not a page of a count."""
+        return self.paging == "before_ts"
 
     @property
     def when(self) -> str | tuple[str, ...]:
@@ -101,7 +107,7 @@ REGISTRY: tuple[Resource, ...] = (
              time_paths=("metadata.created_at", "created_at"), text_paths=("result", "content"),
              expected_keys=("items|memories", "pagination|meta"), flag_field="deleted"),
     Resource("messages", "{jargon}/{id}/chat/history", "_messages", paging="before_ts", time_field="ts",
-             time_paths=("ts",), text_paths=("reply", "message")),
+             time_paths=("ts",), text_paths=("reply", "message"), counts_chars=True),
     Resource("knowledge", "{jargon}/{id}/story", "_knowledge", entry_keys=("items", "story", "knowledge"),
              text_paths=("content", "text")),
     Resource("training", "{jargon}/{id}/training", "_training", entry_keys=("items", "training")),
@@ -111,6 +117,7 @@ REGISTRY: tuple[Resource, ...] = (
 BY_NAME: dict[str, Resource] = {r.name: r for r in REGISTRY}
 RESOURCES: tuple[str, ...] = tuple(BY_NAME)
 COLLECTIONS: tuple[str, ...] = tuple(r.name for r in REGISTRY if r.collection)
+CONVERSATION: str = next(r.name for r in REGISTRY if r.counts_chars)  # whose characters the summary counts
 DOCUMENTS: tuple[str, ...] = tuple(r.name for r in REGISTRY if not r.collection)
 
 

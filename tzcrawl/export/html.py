@@ -21,6 +21,50 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tzcrawl import jsonio, registry
 
 from .output import Output
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How the archive shows a collection: file prefix, search kind, page template, heading."""
+
+    prefix: str
+    kind: str
+    template: str
+    label: str
+
+
+# The profile page's sections: today's ~173 fields grouped as the service's dashboard does; the rest after.
+GROUPS = (
+    ("identity", "Identity", ("id", "name", "username", "avatar", "avatar_url", "tagline", "created_by", "user_id",
+                              "created_at", "birthday", "timezone")),
+    ("prompting", "Prompting", ("jailbreak", "user_prompt", "shape_settings", "error_message", "wack_message",
+                                "sleep_message")),
+    ("personality", "Personality", ("personality_",)),
+    ("model", "Model", ("engine_", "fallback_engine_model")),
+    ("memory", "Memory", ("stm_", "ltm_")),
+    ("voice", "Voice and image", ("voice_", "image_")),
+)
+
+
+def profile_groups(profile) -> list[dict]:
+    """The profile's fields in sections (a name ending in ``_`` is a prefix); everything else under "Other"."""
+    if not isinstance(profile, dict):
+        return [{"slug": "all", "title": "Profile", "fields": profile}]
+    left, groups = dict(profile), []
+    for slug, title, names in GROUPS:
+        fields = {k: left.pop(k) for k in list(left)
+                  if any(k.startswith(n) if n.endswith("_") else k == n for n in names)}
+        if fields:
+            groups.append({"slug": slug, "title": title, "fields": fields})
+    if left:
+        groups.append({"slug": "other", "title": "Other settings" if groups else "Profile", "fields": left})
+    return groups
+
+
+# The archive's pages per collection of the registry (what a page of records looks like is the exporter's).
+PAGES = {"messages": Shown("chat", "message", "chat_page.html", "Chat"),
+         "memories": Shown("memories", "memory", "memories_page.html", "Memories")}
+assert set(PAGES) == set(registry.COLLECTIONS), "every collection of the registry has pages in the archive"
 from .source import Personality, clean
 from .text import iso, markdown, media_kind, moment
 
@@ -99,10 +143,10 @@ class Archive:
             self.out.link(p.directory / path, folder / path)
         person = {"name": p.name, "documents": DOCUMENTS}
         base = {"root": "../", "person": person, "media_map": media}
-        counts = {"messages": 0, "memories": 0, "media": len(media)}
+        counts = {**{name: 0 for name in PAGES}, "media": len(media)}
         shards: list[str] = []
-        for resource, prefix, kind in (("messages", "chat", "message"), ("memories", "memories", "memory")):
-            counts[resource] = self._collection(p, folder, base, resource, prefix, kind, shards)
+        for resource in PAGES:
+            counts[resource] = self._collection(p, folder, base, resource, shards)
         for resource in DOCUMENTS:
             document = p.document(resource)
             count = p.total(resource) if document is not None else 0
@@ -114,20 +158,21 @@ class Archive:
         avatar = avatar_of(p.profile, media)
         last_backup = p.metadata.get("last_backup")
         self.out.write(folder / "index.html", self.render(
-            "profile.html", title=p.name, profile=p.profile, avatar=avatar, counts=counts, problems=p.problems,
-            **base))
+            "profile.html", title=p.name, profile=p.profile, profile_groups=profile_groups(p.profile), avatar=avatar,
+            counts=counts, problems=p.problems, **base))
         return {"name": p.name, "dir_name": p.dir_name, "avatar": avatar, "counts": counts, "last_backup": last_backup}
 
-    def _collection(self, p: Personality, folder: Path, base: dict, resource: str, prefix: str, kind: str,
-                    shards: list[str]) -> int:
+    def _collection(self, p: Personality, folder: Path, base: dict, resource: str, shards: list[str]) -> int:
         """Write a collection's pages and search shards while it streams; returns how many records."""
         described = registry.get(resource)
+        shown = PAGES[resource]
+        prefix, kind = shown.prefix, shown.kind
         months: list[dict] = []
         total = 0
         for page in paged(p.records(resource)):
             name = f"{prefix}-{page.number:04d}.html"
             pages = range(1, page.number + 2 if page.more else page.number + 1)
-            template = "chat_page.html" if resource == "messages" else "memories_page.html"
+            template = shown.template
             self.out.write(folder / name, self.render(
                 template, title=f"{prefix.capitalize()} {page.number} · {p.name}", items=page.items, pages=pages,
                 current=page.number, total=p.total(resource), **base))
@@ -139,15 +184,13 @@ class Archive:
                 if not months or months[-1]["month"] != month:
                     months.append({"month": month, "page": name, "first_id": str(record.get("id")), "count": 0})
                 months[-1]["count"] += 1
-                texts = (record.get("message"), record.get("reply")) if resource == "messages" else (
-                    described.text_of(record),)
-                text = " ".join(clean(t) for t in texts if t)
+                text = " ".join(clean(record.get(k)) for k in described.text_paths if record.get(k))
                 rows.append([str(record.get("id")), text])
             shard = f"{prefix}-{page.number:04d}.js"
             shards.append(shard)
             self.out.write(folder / "search" / shard,
                            f"tzSearch.add({jsonio.dumps(name)}, {jsonio.dumps(kind)}, {jsonio.dumps(rows)});\n")
-        label = "Chat" if resource == "messages" else "Memories"
+        label = shown.label
         self.out.write(folder / f"{prefix}.html", self.render(
             "collection_index.html", title=f"{label} · {p.name}", heading=label, kind=resource, months=months,
             total=total, page_size=PAGE_SIZE, **base))

@@ -20,18 +20,27 @@ _OPENERS: dict[str | None, urllib.request.OpenerDirector] = {None: urllib.reques
 _TRUSTED: dict[str, str] = {}  # "host:port" of an HTTPS sandbox → its CA file
 
 
-def trust(base_url: str, ca_file: str) -> None:
-    """Verify ``base_url``'s certificate against ``ca_file`` from now on (a sandbox registers itself)."""
-    _TRUSTED[urlsplit(base_url).netloc] = ca_file
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def trust(base_url: str, ca_file: str | None) -> None:
+    """Verify ``base_url``'s certificate against ``ca_file`` from now on (a sandbox registers itself, and
+    forgets itself with ``None`` when it stops: a later sandbox may get the same port)."""
+    if ca_file:
+        _TRUSTED[_origin(base_url)] = ca_file
+    else:
+        _TRUSTED.pop(_origin(base_url), None)
 
 
 def ca_for(base_url: str) -> str | None:
-    """The CA file a sandbox started in this process registered for ``base_url`` (None: plain http)."""
-    return _TRUSTED.get(urlsplit(base_url).netloc)
+    """The CA file a running sandbox of this process registered for ``base_url`` (None: plain http)."""
+    return _TRUSTED.get(_origin(base_url))
 
 
 def _opener(url: str, ca_file: str | None) -> urllib.request.OpenerDirector:
-    ca_file = ca_file or _TRUSTED.get(urlsplit(url).netloc)
+    ca_file = ca_file or ca_for(url)
     if ca_file not in _OPENERS:
         context = ssl.create_default_context(cafile=ca_file)
         _OPENERS[ca_file] = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))

@@ -189,6 +189,8 @@ class Sandbox:
             each.close_connections()
             each.server_close()
         self._file_servers = []
+        if self.ca_file:
+            trust(self.base_url, None)
         if self._tls_dir:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
         self.stopped.set()

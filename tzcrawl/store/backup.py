@@ -335,7 +335,7 @@ class CollectionRun:
             store, dict(personality), resource, name, workdir)
         described = registry.collection(resource)
         self.time_field, self.id_field, self.when = described.time_field, described.id_field, described.when
-        self.flag_field = described.flag_field
+        self.flag_field, self.counts_chars = described.flag_field, described.counts_chars
         self.journal = Journal(workdir / "journal.jsonl")
         self.closed = False
 
@@ -372,7 +372,7 @@ class CollectionRun:
                     workdir=self.workdir,
                     chunk_size=store.chunk_size,
                     index_limit=store.index_limit,
-                    chars=self.resource == "messages",
+                    chars=self.counts_chars,
                     history=history,
                 )
                 if history.lines:  # before the rename: a crash leaves a copy twice, never none
@@ -395,7 +395,7 @@ class CollectionRun:
             f"newest_{self.time_field}": stats.field_of("newest", self.when),
             f"oldest_{self.time_field}": stats.field_of("oldest", self.when),
         }
-        if self.resource == "messages":
+        if self.counts_chars:
             figures["characters"] = stats.characters
         if self.flag_field:  # records the service flags as deleted: kept (they are data) and counted
             figures[self.flag_field] = count_flagged(path, self.flag_field)
