@@ -273,3 +273,18 @@ def test_a_cookie_on_the_command_line_is_warned_about_once_and_never_echoed(sand
     warnings = [line for line in result.stderr.splitlines() if "-s SERVICE_COOKIE=... shows the cookie" in line]
     assert len(warnings) == 1 and warnings[0].startswith("tzcrawl: warning: ")
     assert sandbox.cookie not in result.stderr + result.stdout
+
+
+def test_an_answer_nested_too_deep_fails_its_resource_and_the_walk_goes_on(sandbox_factory, tmp_path):
+    sb = sandbox_factory(personalities=2, memories=20, messages=30, empty_last=False, deep_json="story")
+    out = tmp_path / "b"
+    result = crawl(sb, "all_personalities", out)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+    assert result.stderr.count("knowledge: FAILED (invalid JSON from ") == 2
+    assert "nested deeper than 1024 levels" in result.stderr
+    assert "0 of 2 personalities complete" in result.stderr  # both were asked for, both lack knowledge
+    for p in sb.personalities:  # everything else of both personalities was saved
+        assert_matches_sandbox(sb, out, p["username"], resources=("profile", "memories", "messages", "training",
+                                                                  "user_data"))
+        assert metadata(out, p["username"])["resources"]["knowledge"]["outcome"] == "failed"

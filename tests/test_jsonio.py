@@ -63,3 +63,11 @@ def test_a_torn_journal_says_where(tmp_path):
         list(read_journal(path).values())
     with pytest.raises(ValueError, match=r"j\.jsonl:2: torn last line"):
         list(read_journal(path))
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
+                                  "[" * 3000 + "]" * 3000])
+def test_json_nested_too_deep_is_a_value_error_not_a_recursion_error(data):
+    with pytest.raises(ValueError, match="nested deeper than 1024 levels"):
+        jsonio.loads(data)
+    assert jsonio.loads(b"[" * 500 + b"]" * 500) is not None  # deep but reasonable answers still decode

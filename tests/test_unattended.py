@@ -235,6 +235,8 @@ def test_on_a_terminal_progress_is_drawn_live_and_the_startup_lists_stay_quiet(s
     assert "pages/min" in shown and ("back to 20" in shown or "page " in shown)
     assert "Backup summary" in shown
     assert "Enabled downloader middlewares" not in shown and "Dumping Scrapy stats" not in shown
+    assert "Versions:" not in shown, "the versions table is a start-up list too"
+    assert "Warning" not in shown, "no deprecation warning on a normal run (DOWNLOAD_SLOTS takes jitter)"
     assert "progress · " not in shown, "no progress log lines when the display is live"
 
 

@@ -18,13 +18,21 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
 
 
+MAX_DEPTH = 1024  # orjson's nesting limit; the standard library would hit Python's recursion limit instead
+
+
 def loads(data: bytes | str):
-    """The JSON value in ``data``; ValueError (with the reason) when it is not strict JSON."""
+    """The JSON value in ``data``; ValueError (with the reason) when it is not strict JSON, or is nested
+    deeper than ``MAX_DEPTH`` levels (a hostile answer must fail its resource, never the whole walk)."""
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    return json.loads(data, parse_constant=_no_constant)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
 
 
 def dumps(value) -> str:

@@ -1,4 +1,4 @@
-"""Keep Scrapy's start-up lists (settings, add-ons, middlewares, extensions, pipelines) and its stats
+"""Keep Scrapy's start-up lists (versions, settings, add-ons, middlewares, extensions, pipelines) and its stats
 dump out of a normal run's console: they go to the log at DEBUG, so ``-s LOG_LEVEL=DEBUG`` still
 shows them to someone debugging. ``TZCRAWL_QUIET_STARTUP``: ``auto`` (quiet when stderr is a terminal
 and there is no ``LOG_FILE``: job logs keep them at INFO, where tools read the stats), ``yes``, ``no``.
@@ -12,6 +12,7 @@ import sys
 from tzcrawl import config
 
 NOISY = {
+    "scrapy.utils.log": ("Versions:",),
     "scrapy.crawler": ("Overridden settings",),
     "scrapy.addons": ("Enabled addons",),
     "scrapy.middleware": ("Enabled ",),

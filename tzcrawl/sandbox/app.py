@@ -26,6 +26,7 @@ from .sessions import APPSESSION, Sessions, cookie_pairs
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 MAX_BODY = 1 << 20
+DEEP = 100_000  # nesting levels of the deep_json knob's answers
 
 
 @dataclass
@@ -246,6 +247,8 @@ class App:
                 response = handler(query, headers, body)
             except BadRequest as exc:
                 response = error(400, str(exc))
+            if route == self.knobs.deep_json and response.status == 200:  # a hostile answer: too deep to decode
+                response = Response(200, b"[" * DEEP + b"]" * DEEP, [("Content-Type", JSON_TYPE)])
         response.delay = fault.delay
         return response
 

@@ -21,6 +21,7 @@ TRAINING_SHAPES = ("array", "single", "training", "items")
 ERROR_CODES = (500, 502, 503)
 SESSION_MODES = ("better-auth", "auth0", "appsession")
 RECORD_ERAS = ("2026", "2025")
+DEEP_ROUTES = ("story", "training", "user", "profile", "memory", "chat_history")
 BOT_CHECKS = ("none", "cloudflare", "datadome")
 MEDIA_FAULTS = ("none", "404", "410", "500", "flaky", "429", "huge", "html", "redirect")
 
@@ -72,6 +73,8 @@ class Knobs:
                                    "challenge page) | datadome (200 HTML + x-datadome)", choices=BOT_CHECKS)
     bot_check_from: int = _knob(1, "the bot check answers from this service request on (counted from when set); "
                                    "the clearance cookie with its User-Agent passes")
+    deep_json: str | None = _knob(None, "this API route (story, training, user, profile, memory, chat_history) "
+                                        "answers JSON nested 100,000 levels deep", choices=DEEP_ROUTES)
     drift: bool = _knob(False, "profiles change without notice: ltm_enabled is gone and user_prompt is called "
                                "user_prompt_v2 (2026 records)")
     hostile_text: bool = _knob(False, "every personality's oldest message and memory hold HTML, script and "
