@@ -220,6 +220,12 @@ def test_odd_url_forms_are_never_fetched_and_said_once(sandbox_factory, tmp_path
     for shown in ("'file:///etc/passwd'", "'javascript:alert(1)'", "'/relative/shot.png'"):
         assert result.stderr.count(shown) == 1 and "not an http(s) URL" in result.stderr
     assert result.stderr.count("a data: URL: its bytes are in the JSON already") == 1
+    # a URL with a user name and password: refused in one line that shows neither, never fetched
+    assert result.stderr.count("it carries a user name or password: refused") == 1
+    assert "s3cr3t-pass" not in result.stderr and "sandbox-user" not in result.stderr and "Traceback" not in result.stderr
+    assert "'http://***@127.0.0.2:" in result.stderr
+    assert not [path for path in sb.file_stats()["paths"] if path.endswith("-secret.png")]
+    assert sb.file_stats()["requests_with_credentials"] == 0
     assert sb.export(only(sb))["profile"]["screenshots"][-1]["url"].startswith("data:")
     assert_matches_sandbox(sb, out, only(sb))  # the data: URL is kept, in the profile JSON
 

@@ -171,3 +171,16 @@ def test_media_settings_are_checked():
                 {"BACKUP_MEDIA_CONCURRENCY": "0"}):
         with pytest.raises(ConfigError):
             MediaConfig.from_settings(bad)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:pass@files.example.com/a.png", "http://***@files.example.com/a.png"),
+    ("https://token@files.example.com/a.png?x=1", "https://***@files.example.com/a.png?x=1"),
+    ("https://:secret@files.example.com/", "https://***@files.example.com/"),
+    ("https://a@b:c@files.example.com/x", "https://***@files.example.com/x"),
+])
+def test_urls_with_credentials_are_refused_and_shown_without_them(url, shown):
+    assert refs.kind(url) == refs.CREDENTIALS
+    assert refs.redacted(url) == shown
+    assert refs.kind("https://files.example.com/a.png") == refs.FETCH
+    assert refs.redacted("https://files.example.com/a@b.png") == "https://files.example.com/a@b.png"

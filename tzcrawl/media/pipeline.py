@@ -264,8 +264,10 @@ class MediaFilesPipeline(FilesPipeline):
         if ref.url in state.said:
             return
         state.said.add(ref.url)
-        shown = ref.url if len(ref.url) <= 60 else ref.url[:57] + "..."
-        why = "a data: URL: its bytes are in the JSON already" if form == refs.INLINE else "not an http(s) URL"
+        shown = refs.redacted(ref.url)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        why = {refs.INLINE: "a data: URL: its bytes are in the JSON already",
+               refs.CREDENTIALS: "it carries a user name or password: refused"}.get(form, "not an http(s) URL")
         logger.info("%s: media field %s not fetched (%s): %r", state.personality.get("username"), ref.field, why, shown)
         self.crawler.stats.inc_value(f"backup/media/{form}")
 

@@ -4,7 +4,8 @@ A media field is named by its key, or by a dotted path of keys for nested ones (
 a ``url`` inside whatever ``screenshots`` holds; lists are looked through). A field matches wherever
 the record nests it, so knowledge wrapped as ``{"items": [...]}`` needs no special case.
 Only absolute http(s) URLs are fetched; a ``data:`` URL already holds its bytes in the JSON; any other
-form (``file:``, ``javascript:``, relative) is never fetched.
+form (``file:``, ``javascript:``, relative) is never fetched, nor is a URL carrying a user name or password
+(``http://user:pass@host/x.png``: shown only as ``http://***@host/x.png``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DEFAULT_FIELDS = (
     # knowledge, training and anything else that carries a file
     "image_url", "audio_url", "file_url", "media_url",
 )
-FETCH, INLINE, IGNORED = "fetch", "inline", "ignored"
+FETCH, INLINE, IGNORED, CREDENTIALS = "fetch", "inline", "ignored", "credentials"
 MAX_DEPTH = 64  # JSON nested deeper than this is not looked into (a hostile answer costs nothing)
 
 
@@ -44,18 +45,33 @@ def parse_fields(extra: str | list | tuple | None) -> tuple[tuple[str, ...], ...
 
 
 def kind(url: str) -> str:
-    """``fetch`` for an absolute http(s) URL, ``inline`` for ``data:``, ``ignored`` for anything else."""
+    """``fetch`` for an absolute http(s) URL, ``inline`` for ``data:``, ``credentials`` for one with a user
+    name or password in it (refused), ``ignored`` for anything else."""
     text = url.strip()
     lowered = text[:8].lower()
     if lowered.startswith("data:"):
         return INLINE
     if lowered.startswith(("http://", "https://")):
         try:
-            if urlsplit(text).hostname:
+            parts = urlsplit(text)
+            if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+                return CREDENTIALS
+            if parts.hostname:
                 return FETCH
         except ValueError:  # e.g. a bad IPv6 literal
             pass
     return IGNORED
+
+
+def redacted(url: str) -> str:
+    """``url`` with any user name and password replaced by ``***`` (what may be logged)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return f"{scheme}://{netloc}{slash}{path}"
 
 
 def refs(record, fields: tuple[tuple[str, ...], ...], id_field: str = "id") -> Iterator[Ref]:

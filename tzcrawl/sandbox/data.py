@@ -400,6 +400,8 @@ class World:
                  for k in (1, 2)]
         if self.hostile_media and p.index == 0:
             shots += [{"id": f"odd-{k}", "url": url, "caption": "odd"} for k, url in enumerate(HOSTILE_MEDIA_URLS)]
+            secret = files.replace("://", "://sandbox-user:s3cr3t-pass@", 1)  # a real file, behind credentials
+            shots.insert(-1, {"id": "odd-credentials", "url": f"{secret}/shots/{h}-secret.png", "caption": "odd"})
         return {"avatar_url": avatar, "avatar": avatar, "banner": f"{files}/banners/{h}.jpg",
                 "voice_file": f"{files}/voices/{h}.ogg", "screenshots": shots}
 
