@@ -1,15 +1,13 @@
 """The session cookie goes only to SERVICE_WEBSITE's exact origin (scheme, host, port), and an
 answer that a redirect brought from another origin is never saved as backup data.
 
-Real servers on a loopback address of their own: https on 443 (a self-signed certificate made
+Real servers on a loopback address of their own: https on 443 (a certificate of a CA made
 here) and plain http on 80, so the two differ only in scheme, as ``https://host`` and ``http://host``
 do on a real site.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import random
 import ssl
@@ -19,10 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import scrapy
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scrapy.utils.test import get_crawler
 
@@ -30,6 +24,7 @@ from crawlhelp import REPO, crawl_cmd
 from tzcrawl import api
 from tzcrawl.config import CookieSource, ServiceConfig
 from tzcrawl.middlewares import SessionCookieMiddleware
+from tzcrawl.sandbox.tls import make_certificates
 from tzcrawl.session.crawler import Session
 from tzcrawl.session.forms import BETTER_AUTH
 from tzcrawl.session.jar import Jar
@@ -78,22 +73,6 @@ def test_a_rotation_from_the_origin_updates_the_jar_and_one_from_elsewhere_does_
     assert request.headers.get("Cookie") == f"{BETTER_AUTH}=new".encode()
 
 
-def self_signed(ip: str, tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 class Site:
     """https://IP redirects API calls to http://IP (or, for ``same-origin``, to another https path);
     every server records the Cookie headers it received."""
@@ -136,8 +115,8 @@ class Site:
         except OSError as exc:
             pytest.fail(f"cannot listen on {self.ip}:80/443 (run as root, as CI does): {exc}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        cert_path, key_path = self_signed(self.ip, tmp_path)
-        self.ca_file = str(cert_path)
+        ca, cert_path, key_path = make_certificates(tmp_path, hosts=(self.ip,))  # the sandbox's own CA maker
+        self.ca_file = str(ca)
         context.load_cert_chain(cert_path, key_path)
         secure.socket = context.wrap_socket(secure.socket, server_side=True)
         for server in (plain, secure):

@@ -143,7 +143,7 @@ def test_rotation_updates_deletes_and_ignores_other_cookies():
     assert jar.merge(updates, 100.0) == ["appSession.0", "appSession.1", "appSession.2", "cf_clearance"]
     assert jar.header(True) == "appSession.0=b0; appSession.1=b1; cf_clearance=c2"
     assert jar.merge(updates[:2], 101.0) == []  # the same values again: nothing changed
-    assert jar.changed_at == 100.0
+    assert jar.cookies["appSession.0"].received == 100.0  # when each value came: the newest wins in the file
 
 
 def test_describe_never_holds_a_whole_value():

@@ -116,3 +116,26 @@ def test_a_bot_check_blocks_the_current_resource_and_every_one_after_it():
 def test_exit_status(flags, code):
     assert exit_status("finished", requested=2, complete=2, failed=0, errors=0, **flags) == code
     assert exit_status("finished", requested=2, complete=1, failed=1, errors=0) == EXIT_INCOMPLETE
+
+
+def test_a_rotating_session_rewrites_the_cookie_file_at_most_once_a_second(tmp_path, monkeypatch):
+    import scrapy
+    from scrapy.utils.test import get_crawler
+
+    from tzcrawl.session.crawler import Session
+    from tzcrawl.session.jar import load_jar, save_cookie_text
+
+    monkeypatch.delenv("SERVICE_COOKIE", raising=False)
+    path = save_cookie_text(tmp_path / "cookie.json", f"{BETTER_AUTH}=first")
+    crawler = get_crawler(scrapy.Spider, {"SERVICE_WEBSITE": "https://s.example", "TZCRAWL_COOKIE_FILE": str(path)})
+    session = Session.of(crawler)
+    assert Session.of(crawler) is session  # one per crawl
+    session.rotated([f"{BETTER_AUTH}=second; Secure; HttpOnly".encode()])
+    assert load_jar(path).cookies[BETTER_AUTH].value == "second"  # the first renewal is written at once
+    session.rotated([f"{BETTER_AUTH}=third; Secure; HttpOnly".encode()])
+    assert load_jar(path).cookies[BETTER_AUTH].value == "second", "a second write within the second waits"
+    assert session._timer is not None and session._timer.active()
+    session.rotated([b"_ga=tracking; Path=/"])  # not the session: nothing to write
+    session.close()  # the crawl's end writes what waited
+    assert load_jar(path).cookies[BETTER_AUTH].value == "third" and session._timer is None
+    assert crawler.stats.get_value("backup/session/rotations") == 2

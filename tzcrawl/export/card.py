@@ -51,18 +51,9 @@ EXAMPLE_FIELDS = ("typical_phrases", "example_prompts")
 TAG_FIELDS = ("search_tags_v2", "tags")
 
 
-def _get(record: dict, dotted: str):
-    value = record
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _first(profile: dict, candidates: tuple[str, ...], used: set[str]) -> str:
     for dotted in candidates:
-        value = _get(profile, dotted)
+        value = registry.first_present(profile, (dotted,))
         if isinstance(value, str) and value.strip():
             used.add(dotted)
             return clean(value)

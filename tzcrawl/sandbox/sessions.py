@@ -82,8 +82,11 @@ class Sessions:
                 for n, v in zip(self.names(), self.parts(token))]
 
     # -- life -----------------------------------------------------------------------------------
+    def _new_token(self) -> str:
+        return secrets.token_urlsafe(48 if self.mode != AUTH0 else 24 * self.chunks)  # Auth0's: large, split
+
     def mint(self) -> str:
-        token = secrets.token_urlsafe(48 if self.mode != AUTH0 else 24 * self.chunks)
+        token = self._new_token()
         with self.lock:
             self._by_token[token] = _Session(token, time.time() + self.ttl)
         return token
@@ -153,12 +156,9 @@ class Sessions:
             return True, self._rotate(session, grace)
 
     def _rotate(self, session: _Session, grace: int) -> list[str]:
-        new = secrets.token_urlsafe(48 if self.mode != AUTH0 else 24 * self.chunks)
+        new = self._new_token()
         session.superseded[session.token] = grace  # spent ones stay known: their refusals are counted
         session.token, session.answers = new, 0
         self._by_token[new] = session
-        for old in list(self._by_token):
-            if self._by_token[old] is session and old != new and old not in session.superseded:
-                del self._by_token[old]
         self.counts["rotations"] += 1
         return self.set_cookie_lines(new)

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from scrapy import Request
 
 from tzcrawl import api, config
-from tzcrawl.session.botcheck import bot_check, is_html, looks_like_login_page
 from tzcrawl.session.forms import parse_set_cookie
 from tzcrawl.session.jar import save_jar
 from tzcrawl.session.tls import tls_problem
@@ -39,24 +38,18 @@ class Check:
 
 
 def judge(status: int, headers, content_type: str, body: bytes, url: str) -> Check:
-    """The current-user call's answer → Check. Pure."""
-    seen = bot_check(status, headers, content_type, body)
-    if seen:
-        return Check(BLOCKED, seen)
-    if status in (401, 403):
-        return Check(REFUSED, f"HTTP {status} from {url}")
-    if 300 <= status < 400:
-        return Check(REFUSED, f"HTTP {status} redirect (to the login page) from {url}")
+    """The current-user call's answer → Check, read by ``api.decode`` like every other answer. Pure."""
     if status == 404:
         return Check(MISSING, f"HTTP 404 from {url}")
-    if not 200 <= status < 300:
+    if status == 429 or status >= 500:  # the service is busy or failing: no reason to log in again
         return Check(UNREACHABLE, f"{url} answered HTTP {status}")
-    if is_html(content_type, body):
-        return Check(REFUSED if looks_like_login_page(body) else UNREACHABLE,
-                     f"the login page instead of JSON from {url}")
     try:
-        payload = api.decode(status, content_type, body, url)
-    except (api.NotAuthenticated, api.BadAnswer, api.Blocked) as exc:
+        payload = api.decode(status, content_type, body, url, headers)
+    except api.Blocked as exc:
+        return Check(BLOCKED, str(exc))
+    except api.NotAuthenticated as exc:
+        return Check(REFUSED, str(exc))
+    except api.BadAnswer as exc:
         return Check(UNREACHABLE, str(exc))
     if isinstance(payload, dict) and any(payload.get(k) not in (None, "") for k in ("id", "uuid", "user_id", "email")):
         return Check(OK)

@@ -53,7 +53,6 @@ class Jar:
         self.bare = bare
         self.known, self.keep = known, keep
         self.site = site
-        self.changed_at = 0.0  # when a rotation last changed the jar (0: never this run)
 
     @classmethod
     def from_text(cls, text: str, *, known=SESSION_NAMES, keep=CLEARANCE_NAMES, received: float = 0.0,
@@ -119,8 +118,6 @@ class Jar:
             changed.append(update.name)
             if self.bare is not None and is_session(update.name, self.known):
                 self.bare = None  # the service named the session itself
-        if changed:
-            self.changed_at = now
         return changed
 
     # -- the file -------------------------------------------------------------------------------

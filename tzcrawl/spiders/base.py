@@ -169,7 +169,7 @@ class BackupSpider(scrapy.Spider):
         self.store = self._store()
         self.logger.info("Backing up to %s", self.store.root)
         if not await self._session_ok():
-            return  # nothing was touched; the report says "log in again" (exit 3)
+            return  # nothing was touched; the report says why: log in again (3), bot check (4), certificate (2)
         if self.bulk:
             yield self._get(self.endpoints.personalities("self"), self.parse_list)
             return
