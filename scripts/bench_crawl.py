@@ -118,6 +118,8 @@ def crawl_env(sb: Sandbox, out: Path, tree: Path) -> dict:
                TZCRAWL_COOKIE_FILE=str(out.parent / "none"), PYTHONPATH=str(tree))
     if sb.ca_file:  # today's service: HTTPS, verified against the sandbox's own CA
         env["TZCRAWL_CA_FILE"] = sb.ca_file
+    if sb.media_hosts:  # the file host is on loopback: listed, or its media are refused
+        env["BACKUP_MEDIA_PRIVATE_HOSTS"] = sb.media_hosts
     return env
 
 

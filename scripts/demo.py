@@ -70,7 +70,9 @@ def main() -> int:
             cookie_file = save_cookie_text(Path(tmp) / "cookie.json", info["cookie_header"], site=base)
             env = {k: v for k, v in os.environ.items() if k != "SERVICE_COOKIE"}
             env.update(SERVICE_WEBSITE=base, TZCRAWL_COOKIE_FILE=str(cookie_file), BACKUP_DIR=str(OUT),
-                       TZCRAWL_CA_FILE=info.get("ca_file") or "")
+                       TZCRAWL_CA_FILE=info.get("ca_file") or "",
+                       # the sandbox's file host is on loopback: media are fetched from it only when listed
+                       BACKUP_MEDIA_PRIVATE_HOSTS=info.get("media_hosts") or "")
             print(f"Session: {info['cookie_header'].split('=')[0]} in {cookie_file}; certificate: {info.get('ca_file')}")
 
             first = crawl(env)

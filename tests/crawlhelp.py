@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,8 @@ def crawl_env(sb, backup_dir, cookie: str | None = None, **extra) -> dict:
                BACKUP_DIR=str(backup_dir), TZCRAWL_COOKIE_FILE=str(Path(backup_dir).parent / "no-cookie-file"))
     if sb.ca_file:  # the sandbox's own CA: trusted as a user trusts a private one
         env["TZCRAWL_CA_FILE"] = sb.ca_file
+    if sb.media_hosts:  # its file host is on loopback: listed, as a user lists a NAS or a LAN host
+        env["BACKUP_MEDIA_PRIVATE_HOSTS"] = sb.media_hosts
     env.update(extra)
     return env
 
@@ -111,3 +114,11 @@ def read_terminal(fd: int, timeout: float = 120, answer=None) -> bytes:
         if typed:
             os.write(fd, typed)
     return output
+
+
+def unshare_works() -> bool:
+    """A private mount namespace is possible here (root, or user namespaces): tests mount a small tmpfs
+    in one to fill a disk."""
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode == 0

@@ -83,7 +83,7 @@ def test_a_new_url_is_failed_until_downloaded_and_keeps_its_first_source():
     assert first["status"] == manifest.OK and "error" not in first
     manifest.resolved(first, {"status": manifest.GONE, "error": "HTTP 404"})
     assert first["status"] == manifest.GONE and first["error"] == "HTTP 404"
-    assert manifest.counts(entries) == {"held": 0, "gone": 1, "failed": 0}
+    assert manifest.counts(entries) == {"held": 0, "gone": 1, "refused": 0, "failed": 0}
 
 
 def test_manifest_bytes_are_stable_and_load_back(tmp_path):

@@ -47,7 +47,7 @@ def test_command_serves_and_stops_on_sigterm(tmp_path):
         info = json.loads(ready.read_text())
         cookie, ca_file = info["cookie_header"], info["ca_file"]
         assert info == {"base_url": base, "cookie": info["cookie"], "cookie_header": cookie, "ca_file": ca_file,
-                        "files_url": files}
+                        "files_url": files, "media_hosts": "127.0.0.2,127.0.0.3"}
         assert banner["session"].startswith("better-auth") and cookie.startswith("__Secure-better-auth.session_token=")
         assert banner["certificate"].split()[0] == ca_file and Path(ca_file).read_text().startswith("-----BEGIN")
         assert stat.S_IMODE(ready.stat().st_mode) == 0o600

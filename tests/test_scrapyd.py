@@ -254,7 +254,8 @@ def test_scheduled_backup_on_a_real_scrapyd(sandbox_factory, scrapyd_factory, tm
     cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie_header, site=sb.base_url)
     backup_dir = tmp_path / "backup"
     server = scrapyd_factory(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path),
-                             BACKUP_DIR=str(backup_dir), TZCRAWL_CA_FILE=sb.ca_file)
+                             BACKUP_DIR=str(backup_dir), TZCRAWL_CA_FILE=sb.ca_file,
+                             BACKUP_MEDIA_PRIVATE_HOSTS=sb.media_hosts)
 
     leftovers_before = {name: (ROOT / name).exists() for name in DEPLOY_LEFTOVERS}
     deployed = ctl(server, "deploy", "--version", "r1")
@@ -322,7 +323,8 @@ def test_two_overlapping_scheduled_runs_keep_the_backup_whole(sandbox_factory, s
     cookie_path = save_cookie_file(tmp_path / "config" / "cookie.json", sb.cookie_header)
     backup_dir = tmp_path / "backup"
     server = scrapyd_factory(SERVICE_WEBSITE=sb.base_url, TZCRAWL_COOKIE_FILE=str(cookie_path),
-                             BACKUP_DIR=str(backup_dir), TZCRAWL_CA_FILE=sb.ca_file)
+                             BACKUP_DIR=str(backup_dir), TZCRAWL_CA_FILE=sb.ca_file,
+                             BACKUP_MEDIA_PRIVATE_HOSTS=sb.media_hosts)
     deployed = ctl(server, "deploy")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 

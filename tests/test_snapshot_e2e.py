@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from crawlhelp import unshare_works
 from test_snapshot_support import (Writer, clean_env, counts, leftovers, make_db, run_cli, snapshots,
                                    wait_for)
 
@@ -150,12 +151,7 @@ def test_unreadable_file_fails_cleanly(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _unshare_works() -> bool:
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
-    return shutil.which("unshare") is not None and probe.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace for a small tmpfs")
+@pytest.mark.skipif(not unshare_works(), reason="needs a private mount namespace for a small tmpfs")
 def test_disk_full_leaves_nothing(setup, tmp_path):
     code, db, dest, env = setup
     (code / "blob.bin").write_bytes(os.urandom(2_000_000))

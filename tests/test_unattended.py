@@ -42,6 +42,7 @@ def run(sb, backup, *args, cookie=None, spider="all_personalities", timeout=240,
                PYTHONPATH=str(TESTS), **env_extra)
     if sb.ca_file:
         env["TZCRAWL_CA_FILE"] = sb.ca_file
+    env["BACKUP_MEDIA_PRIVATE_HOSTS"] = sb.media_hosts
     cmd = [sys.executable, "-m", "scrapy", "crawl", spider, *args]
     for name, value in FAST.items():
         cmd += ["-s", f"{name}={value}"]

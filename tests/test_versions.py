@@ -11,7 +11,7 @@ import pytest
 
 from crawlhelp import assert_matches_sandbox, crawl, metadata, saved
 from tzcrawl.paging import rewalk_from
-from tzcrawl.spiders.base import full_read_due
+from tzcrawl.store.backup import full_read_due
 from tzcrawl.store import BackupStore, BackupView
 from tzcrawl.store.metadata import save as save_metadata
 

@@ -7,7 +7,7 @@ import logging
 from scrapy import signals
 
 from tzcrawl.config import cookie_file, lookup
-from tzcrawl.items import BLOCKED, FAILED
+from tzcrawl.items import BLOCKED, FAILED, Outcome
 from tzcrawl.session.botcheck import remedy
 from tzcrawl.outcome import EXIT_CODE_STAT, exit_status, outcome_line
 from tzcrawl.registry import COLLECTIONS, CONVERSATION, RESOURCES
@@ -20,10 +20,12 @@ MEDIA = "media"  # reported like a resource, from the media pipeline; not one of
 
 
 def media_cell(cell: dict) -> str:
-    """``held (+new)``, then how many are gone and how many failed, when any."""
+    """``held (+new)``, then how many are gone, refused (not a public address) and failed, when any."""
     text = f"{cell.get('total', 0)} (+{cell.get('new', 0)})"
     if cell.get("gone"):
         text += f", {cell['gone']} gone"
+    if cell.get("refused"):
+        text += f", {cell['refused']} refused"
     if cell.get("failed"):
         text += f", {cell['failed']} FAILED"
     return text
@@ -130,10 +132,28 @@ class BackupReport:
         if not outcome.ok:
             self.crawler.stats.inc_value("backup/media/personalities_failed")
         logger.log(logging.INFO if outcome.ok else logging.ERROR, "%s · media: %d held, %d new (%d bytes), %d gone, "
-                   "%d failed", username, figures.get("total", 0), figures.get("new", 0), figures.get("bytes", 0),
-                   figures.get("gone", 0), figures.get("failed", 0))
+                   "%d refused, %d failed%s", username, figures.get("total", 0), figures.get("new", 0),
+                   figures.get("bytes", 0), figures.get("gone", 0), figures.get("refused", 0), figures.get("failed", 0),
+                   "" if outcome.ok else f" ({outcome.reason})")
+
+    def unreported(self, spider, reason: str) -> None:
+        """Every planned resource gets an outcome, even when its walk never reached it or an error
+        dropped its end before the store saw it: the summary then counts every personality asked for."""
+        for walk in getattr(spider, "walks", ()):
+            cells = self.rows.get(walk.username, {})
+            for index, resource in enumerate(walk.planned):
+                if resource.name in cells:
+                    continue
+                if index >= walk.index:
+                    outcome = (Outcome.blocked("stopped by the site's bot protection") if reason == "blocked" else
+                               Outcome.skipped(f"not attempted: the crawl stopped before it got here ({reason})"))
+                else:
+                    outcome = Outcome.failed("its end never reached the store (see the errors above); "
+                                             "its files were left as they were")
+                self.resource_finished(walk.personality, resource.name, outcome, {})
 
     def spider_closed(self, spider, reason):
+        self.unreported(spider, reason)
         stats = self.crawler.stats
         complete_people = sum(1 for res in self.rows.values() if res and all(c["outcome"].ok for c in res.values()))
         stats.set_value("backup/personalities/complete", complete_people)

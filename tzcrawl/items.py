@@ -84,6 +84,11 @@ class ResourceDone:
     full_read: bool = False
     service_total: int | None = None
     drift: tuple[str, ...] = ()  # expected keys the service's first answer lacked this run
+    # Pages or documents the spider yielded for it: the store fails the resource when fewer arrived
+    # (an item pipeline before it raised and dropped one), instead of committing a hole.
+    items: int = field(default=0, compare=False)
+    # Set by the media pipeline: its manifest, saved, lists every media URL of this resource's records.
+    media_listed: bool = field(default=False, compare=False)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Downloader middlewares: the session cookie, waiting before retries, and pacing to the server's limit."""
+"""Downloader middlewares (the session cookie, waiting before retries, pacing to the server's limit) and
+the spider middleware that keeps a backup walk going past an exception (``WalkGuardMiddleware``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import time
 
 from scrapy import Request
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
-from scrapy.exceptions import NotConfigured
+from scrapy.exceptions import CloseSpider, NotConfigured
 
 from tzcrawl.api import origin
 from tzcrawl.session.botcheck import bot_check
-from tzcrawl.session.crawler import OWN_COOKIE, Session
+from tzcrawl.session.crawler import NO_COOKIE, OWN_COOKIE, Session
 from tzcrawl.pacing import MIN_SAMPLE, learn_interval, parse_retry_after, retry_wait
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ class SessionCookieMiddleware:
     hand the service's ``Set-Cookie`` rotations to the session's jar.
 
     Scheme, host and port must all match: not to another host (the media file host), not to the
-    same host over plain http after a redirect; ``__Secure-`` cookies never over http. Scrapy's
+    same host over plain http after a redirect; ``__Secure-`` cookies never over http; never with a
+    request whose meta has ``tzcrawl_no_cookie`` (every media download, the service's origin included). Scrapy's
     CookiesMiddleware is off (COOKIES_ENABLED = False): it would drop a header set here, and it would
     keep every cookie a site sets. A request whose meta has ``tzcrawl_own_cookie`` (the session check,
     the login's proof) carries the exact header to try. Sitting above the retry middleware, it sees
@@ -42,7 +44,7 @@ class SessionCookieMiddleware:
         return cls(Session.of(crawler))
 
     def process_request(self, request: Request):
-        if origin(request.url) != self.origin:
+        if request.meta.get(NO_COOKIE) or origin(request.url) != self.origin:
             request.headers.pop("Cookie", None)
             return None
         if request.meta.get(OWN_COOKIE):
@@ -55,7 +57,9 @@ class SessionCookieMiddleware:
         return None
 
     def process_response(self, request: Request, response):
-        if origin(response.url) == self.origin:
+        # An answer to a request sent without the session (a media file on the service's own origin)
+        # may set an anonymous session: it must never replace the user's.
+        if origin(response.url) == self.origin and not request.meta.get(NO_COOKIE):
             lines = response.headers.getlist(b"Set-Cookie")
             if lines:
                 self.session.rotated(lines)
@@ -146,3 +150,35 @@ class AdaptivePacingMiddleware:
             slot.delay = max(slot.delay if self.autothrottle else self.download_delay, self.interval)
         self.crawler.stats.set_value("backup/pacing/interval_ms", round(self.interval * 1000, 1))
         return response
+
+
+WENT_ON = "tzcrawl_went_on"  # request meta: a request of this answer's output reached the engine
+
+
+class WalkGuardMiddleware:
+    """Closest to the engine, so it sees what leaves every other spider middleware: an exception
+    raised while another middleware handles a backup callback's output would drop the walk's next
+    request and end the walk with no outcome for what was left. Here it fails the resource being
+    walked (``BackupSpider.after_unexpected``) and the walk goes on. Exceptions inside tzcrawl's own
+    callbacks are handled there already (``spiders.base.step``)."""
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    async def process_spider_output(self, response, result):
+        async for out in result:
+            if isinstance(out, Request):
+                response.meta[WENT_ON] = True
+            yield out
+
+    def process_spider_exception(self, response, exception):
+        recover = getattr(self.crawler.spider, "after_unexpected", None)
+        request = getattr(response, "request", None)
+        walk = request.cb_kwargs.get("walk") if request is not None else None
+        if isinstance(exception, CloseSpider) or recover is None or walk is None:
+            return None
+        return recover(walk, exception, went_on=bool(response.meta.get(WENT_ON)))

@@ -56,7 +56,11 @@ DOWNLOADER_MIDDLEWARES = {
     "tzcrawl.middlewares.BackoffRetryMiddleware": 550,
     # Above the retry middleware, so it sees a 429 before it is retried.
     "tzcrawl.middlewares.AdaptivePacingMiddleware": 560,
+    # Below the redirect middleware (600): the address every hop of a media download came from is checked.
+    "tzcrawl.media.addresses.MediaAddressMiddleware": 650,
 }
+# Closest to the engine: an exception in any spider middleware fails one resource, not the walk.
+SPIDER_MIDDLEWARES = {"tzcrawl.middlewares.WalkGuardMiddleware": 10}
 # Media first: it lists a resource's media in the manifest before the text commit, and finishes a
 # personality's downloads before BackupPipeline lets go of its lock.
 ITEM_PIPELINES = {"tzcrawl.media.pipeline.MediaFilesPipeline": 200, "tzcrawl.pipelines.BackupPipeline": 300}

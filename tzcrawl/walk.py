@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tzcrawl import paging
-from tzcrawl.items import Outcome, ResourceDone
+from tzcrawl.items import Document, Outcome, Page, ResourceDone
 from tzcrawl.registry import Resource
 from tzcrawl.store.timestamps import to_epoch
 
@@ -30,6 +30,8 @@ class Walk:
     deferred: bool = False                 # already sent behind the others once (lock held elsewhere)
     pager: object = None                   # the current collection's pager (paging.pager_for)
     drift: tuple[str, ...] = ()            # expected keys the current resource's first answer lacked
+    items: int = 0                         # pages or documents yielded for the current resource
+    stops: dict = field(default_factory=dict)  # resource → (paging.Held, why it reads in full): the store's, at the claim
 
     @property
     def username(self) -> str:
@@ -50,7 +52,7 @@ class Walk:
 
     def begin(self, held: paging.Held, full: bool = False) -> None:
         """Start the current resource afresh (a collection gets a new pager)."""
-        self.requests, self.held = 0, held
+        self.requests, self.items, self.held = 0, 0, held
         resource = self.current
         self.pager = paging.pager_for(resource, held, full, to_epoch) if resource.collection else None
 
@@ -66,10 +68,21 @@ class Walk:
         done = ResourceDone(self.personality, resource.name, outcome, self.requests,
                             full_read=outcome.ok and resource.collection and self.held.empty,
                             # memories added during the walk are the next run's: not counted as missing
-                            service_total=self.pager.total() if self.pager is not None else None, drift=self.drift)
+                            service_total=self.pager.total() if self.pager is not None else None, drift=self.drift,
+                            items=self.items)
         self.index += 1
-        self.requests, self.drift, self.pager = 0, (), None
+        self.requests, self.items, self.drift, self.pager = 0, 0, (), None
         return done
+
+    def page(self, records: list, pages: int | None) -> Page:
+        """A page of the current collection, counted (``ResourceDone.items``)."""
+        self.items += 1
+        return Page(self.personality, self.current.name, records, pages)
+
+    def document(self, payload, count: int) -> Document:
+        """The current resource's document, counted (``ResourceDone.items``)."""
+        self.items += 1
+        return Document(self.personality, self.current.name, payload, count)
 
     def end_all(self, current: Outcome, rest: Outcome) -> list[ResourceDone]:
         """The current resource ends with ``current``, every later one with ``rest``."""

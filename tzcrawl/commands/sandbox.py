@@ -77,7 +77,7 @@ class Command(ScrapyCommand):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-        parser.add_argument("--ready-file", metavar="PATH", help='write {"base_url", "cookie", "cookie_header", "ca_file", "files_url"} here (0600) once serving')
+        parser.add_argument("--ready-file", metavar="PATH", help='write {"base_url", "cookie", "cookie_header", "ca_file", "files_url", "media_hosts"} here (0600) once serving')
         parser.add_argument("--max-lifetime", type=float, default=None, metavar="SECONDS", help="stop by itself after this long")
         add_config_flags(parser)
 
@@ -99,13 +99,15 @@ class Command(ScrapyCommand):
             if opts.ready_file:  # the socket is listening already: a reader of this file can connect
                 atomic_write_text(opts.ready_file, json.dumps({
                     "base_url": sandbox.base_url, "cookie": sandbox.cookie, "cookie_header": sandbox.cookie_header,
-                    "ca_file": sandbox.ca_file, "files_url": sandbox.files_url}))
+                    "ca_file": sandbox.ca_file, "files_url": sandbox.files_url,
+                    "media_hosts": sandbox.media_hosts}))
             print(f"tzcrawl sandbox service: {sandbox.base_url}")
             print(f"base_url: {sandbox.base_url}")
             print(f"session: {config.session}  cookie: {sandbox.cookie_header}")
             if sandbox.ca_file:
                 print(f"certificate: {sandbox.ca_file}  (export TZCRAWL_CA_FILE={sandbox.ca_file})")
-            print(f"file host: {sandbox.files_url}  (media; it counts requests that carry a cookie)")
+            print(f"file host: {sandbox.files_url}  (media; it counts requests that carry a cookie; "
+                  f"export BACKUP_MEDIA_PRIVATE_HOSTS={sandbox.media_hosts} to let a backup fetch from it)")
             print(f"login: {config.email} / {config.password}")
             print(f"jargon: {config.jargon}  profile path: {config.profile_prefix}")
             print(f"totals: {json.dumps(sandbox.totals()['sum'])}")

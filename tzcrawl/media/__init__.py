@@ -1,7 +1,8 @@
 """Media: the files a backup's records point at (avatars, voice replies, attachments), brought home.
 
-``refs`` finds media URLs in records, ``manifest`` keeps ``<name>_media.json`` and decides what to
-fetch, ``pipeline`` downloads with Scrapy's FilesPipeline. ``MediaAddon`` gives the file host its own
+``refs`` finds media URLs in records, ``held`` in the records a backup already holds, ``manifest`` keeps
+``<name>_media.json`` and decides what to fetch, ``addresses`` refuses hosts that are not public,
+``pipeline`` downloads with Scrapy's FilesPipeline. ``MediaAddon`` gives the file host its own
 download slot; ``MediaConfig`` reads the ``BACKUP_MEDIA*`` settings once.
 """
 
@@ -23,16 +24,25 @@ class MediaConfig:
     max_size: int = 200 * 1024 * 1024
     timeout: float = 120.0
     concurrency: int = 4
+    private_hosts: frozenset = frozenset()  # BACKUP_MEDIA_PRIVATE_HOSTS: non-public hosts media may come from
+
+    @property
+    def private_hosts_key(self) -> str:
+        """The allowed private hosts as one string: a ``refused`` entry is tried again once it changes."""
+        return ",".join(sorted(self.private_hosts))
 
     @classmethod
     def from_settings(cls, settings) -> "MediaConfig":
+        from .addresses import parse_hosts  # addresses imports this module
+
         enabled = config.flag(config.lookup(settings, "BACKUP_MEDIA", "yes"), "BACKUP_MEDIA")
         fields = config.lookup(settings, "BACKUP_MEDIA_FIELDS", "")
         if isinstance(fields, (list, tuple)):
             fields = ",".join(map(str, fields))
         return cls(enabled=enabled, fields=str(fields), max_size=config.whole(settings, "BACKUP_MEDIA_MAX_SIZE", cls.max_size),
                    timeout=config.seconds(settings, "BACKUP_MEDIA_TIMEOUT", cls.timeout),
-                   concurrency=config.whole(settings, "BACKUP_MEDIA_CONCURRENCY", cls.concurrency))
+                   concurrency=config.whole(settings, "BACKUP_MEDIA_CONCURRENCY", cls.concurrency),
+                   private_hosts=parse_hosts(config.lookup(settings, "BACKUP_MEDIA_PRIVATE_HOSTS", "")))
 
 
 class MediaAddon:

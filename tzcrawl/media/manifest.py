@@ -2,8 +2,9 @@
 
 An entry is ``{"url", "path", "sha256", "size", "content_type", "status", "first_seen", "source"}``
 (plus ``error`` when not ``ok``). ``status`` is ``ok`` (the file is in ``media/``), ``gone`` (the
-service answered 404/410: retried only by a full run) or ``failed`` (anything else, retried every
-run). A URL is entered as ``failed`` ("not downloaded yet") as soon as a saved record refers to it, so
+service answered 404/410: retried only by a full run), ``refused`` (its host is not a public address:
+``refused_under`` records BACKUP_MEDIA_PRIVATE_HOSTS then, and it is tried again only once that
+changes) or ``failed`` (anything else, retried every run). A URL is entered as ``failed`` ("not downloaded yet") as soon as a saved record refers to it, so
 a run killed before its downloads finished leaves a manifest the next run completes; an entry only
 says ``ok`` after its file was written whole.
 """
@@ -16,7 +17,7 @@ from tzcrawl import jsonio
 from tzcrawl.fsutil import atomic_write_bytes, sha256_file
 from tzcrawl.store.backup import MEDIA_DIR
 
-OK, GONE, FAILED = "ok", "gone", "failed"
+OK, GONE, FAILED, REFUSED = "ok", "gone", "failed", "refused"
 NOT_YET = "not downloaded yet"
 
 
@@ -55,13 +56,16 @@ def note(entries: dict[str, dict], url: str, resource: str, source_id: str | Non
     return entry
 
 
-def wanted(entry: dict, *, full: bool, file_ok: bool) -> bool:
-    """Fetch this URL now? ``ok`` only when its file is missing or damaged; ``gone`` only on a full run."""
+def wanted(entry: dict, *, full: bool, file_ok: bool, allowed: str = "") -> bool:
+    """Fetch this URL now? ``ok`` only when its file is missing or damaged; ``gone`` only on a full run;
+    ``refused`` only when the allowed private hosts (``allowed``) are not those it was refused under."""
     status = entry.get("status")
     if status == OK:
         return not file_ok
     if status == GONE:
         return full
+    if status == REFUSED:
+        return entry.get("refused_under", "") != allowed
     return True
 
 
@@ -82,11 +86,11 @@ def file_ok(directory: Path, entry: dict) -> bool:
 
 
 def counts(entries: dict[str, dict]) -> dict[str, int]:
-    """How many entries are ok (held), gone and failed."""
-    out = {"held": 0, GONE: 0, FAILED: 0}
+    """How many entries are ok (held), gone, refused and failed."""
+    out = {"held": 0, GONE: 0, REFUSED: 0, FAILED: 0}
     for entry in entries.values():
         status = entry.get("status")
-        out["held" if status == OK else GONE if status == GONE else FAILED] += 1
+        out["held" if status == OK else status if status in (GONE, REFUSED) else FAILED] += 1
     return out
 
 
@@ -100,7 +104,11 @@ def resolved(entry: dict, result: dict) -> None:
         entry.pop("error", None)
     else:
         entry["error"] = result.get("error") or status
+    if status == REFUSED:
+        entry["refused_under"] = result.get("refused_under", "")
+    else:
+        entry.pop("refused_under", None)
 
 
-__all__ = ["OK", "GONE", "FAILED", "NOT_YET", "load", "dumps", "save", "note", "wanted", "file_ok", "counts",
+__all__ = ["OK", "GONE", "FAILED", "REFUSED", "NOT_YET", "load", "dumps", "save", "note", "wanted", "file_ok", "counts",
            "resolved"]

@@ -12,13 +12,20 @@ What FilesPipeline does differently here, and why:
   ``gone`` files wait for a full run (``media_to_download``);
 - files are written whole (temp, fsync, rename), 0600 in 0700 folders (``PrivateFilesStore``);
 - a 404/410 is ``gone``, an HTML page where a file was expected is refused (``media_downloaded``);
-- requests go to their own download slot, without cookie or referrer, bounded in size and time;
+- requests go to their own download slot, without cookie (whatever the origin, the service's own
+  included) or referrer, bounded in size and time; hosts that are not public are refused
+  (``addresses``) and ``refused`` in the manifest;
+- records saved earlier whose media the manifest may not list (a run with media off, a manifest
+  never written) are read back once (``held``): every media URL of every held record gets an entry;
+- a failed download is one line, never a traceback, and a cause on this side (disk full) one line
+  for all the files it stopped; nothing here ever drops an item: the text backup goes on;
 - its memory of results is per personality: a URL two personalities share lands in both folders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import mimetypes
@@ -36,13 +43,15 @@ from scrapy.pipelines.media import FileException
 
 from tzcrawl import registry
 from tzcrawl.config import BackupConfig
+from tzcrawl.session.crawler import NO_COOKIE
 from tzcrawl.fsutil import atomic_write_bytes, ensure_private_dir
 from tzcrawl.items import Document, Outcome, Page, PersonalityEnd, ResourceDone
 from tzcrawl.signals import resource_finished
 from tzcrawl.store import BackupView
 from tzcrawl.store.backup import MEDIA_DIR
 
-from . import MEDIA_SLOT, MediaConfig, manifest, refs
+from . import MEDIA_SLOT, MediaConfig, held, manifest, refs
+from .addresses import MediaRefused
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,10 @@ SAFE_EXT = re.compile(r"\.[a-z0-9]{1,8}")
 EXTENSIONS = {"image/jpeg": ".jpg", "audio/mp3": ".mp3", "audio/mpeg": ".mp3", "audio/ogg": ".ogg",
               "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif", "video/mp4": ".mp4"}
 UPTODATE, DOWNLOADED, LEFT = "uptodate", "downloaded", "left"  # results that need no download / did one / skipped
+# Errors of writing a file here (not of the download): said once for all the files they stop.
+LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ENOTDIR, errno.EISDIR}
+MEDIA_ERROR = "tzcrawl_media_error"  # request meta: why the download failed (see media_failed)
 
 
 class MediaGone(FileException):
@@ -57,7 +70,19 @@ class MediaGone(FileException):
 
 
 class MediaFailed(FileException):
-    """Anything else that kept a file from arriving whole; retried next run."""
+    """Anything else that kept a file from arriving whole; retried next run. ``local``: the cause is on
+    this side (the file could not be written), said once for every file it stops."""
+
+    def __init__(self, reason: str, local: bool = False):
+        super().__init__(reason)
+        self.local = local
+
+
+def cause(exc: BaseException) -> str:
+    """An exception in a few words: an OSError by its errno's text (one line per cause, not per file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
 
 
 def extension(url: str, content_type: str | None) -> str:
@@ -105,6 +130,9 @@ class PersonalityMedia:
     scheduled: set[str] = field(default_factory=set)
     tasks: set[asyncio.Future] = field(default_factory=set)
     said: set[str] = field(default_factory=set)  # ignored URLs already logged
+    unlisted: set[str] = field(default_factory=set)  # resources whose saved records' media may lack entries
+    problem: str | None = None  # what went wrong on this side (the media outcome fails with it)
+    causes: set[str] = field(default_factory=set)  # local causes already said
     new: int = 0
     bytes: int = 0
     changed: bool = False
@@ -133,6 +161,7 @@ class MediaFilesPipeline(FilesPipeline):
         self.view = BackupView(store_uri)
         self.people: dict[str, PersonalityMedia] = {}
         self._gate: asyncio.Semaphore | None = None
+        self._opening: asyncio.Lock | None = None
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -147,14 +176,17 @@ class MediaFilesPipeline(FilesPipeline):
 
     # -- the item flow ----------------------------------------------------------------------------
     async def process_item(self, item):
-        if isinstance(item, (Page, Document)):
-            await self._found(item)
-        elif isinstance(item, ResourceDone):
-            state = self.people.get(item.personality.get("username"))
-            if state is not None and state.changed:
-                await self._save(state)
-        elif isinstance(item, PersonalityEnd):
-            await self._finish(item.personality)
+        """Never raises: an item dropped here would never reach BackupPipeline (its text unsaved, its
+        resource without an outcome); what went wrong fails this personality's media instead."""
+        try:
+            if isinstance(item, (Page, Document)):
+                await self._found(item)
+            elif isinstance(item, ResourceDone):
+                await self._resource_done(item)
+            elif isinstance(item, PersonalityEnd):
+                await self._finish(item.personality)
+        except Exception as exc:
+            self._trouble(item.personality, exc)
         return item
 
     def close_spider(self):
@@ -165,48 +197,126 @@ class MediaFilesPipeline(FilesPipeline):
                 task.cancel()
         self.people.clear()
 
+    def _trouble(self, personality: dict, exc: BaseException, state: PersonalityMedia | None = None) -> None:
+        """Something on this side failed (a manifest that cannot be written, a bug): one line per cause
+        and personality; the personality's media outcome fails with it."""
+        username = personality.get("username") if isinstance(personality, dict) else None
+        state = state or self.people.get(username)
+        why = cause(exc)
+        self.crawler.stats.inc_value("backup/media/errors")
+        if state is not None:
+            state.problem = state.problem or why
+            if why in state.causes:
+                return
+            state.causes.add(why)
+        logger.error("%s: media: %s (the text backup goes on; what is missing is fetched next run)", username, why,
+                     exc_info=None if isinstance(exc, OSError) else exc)
+
     async def _found(self, item: Page | Document) -> None:
         state = await self._state(item.personality)
         records = item.records if isinstance(item, Page) else [item.payload]
         id_field = registry.get(item.resource).id_field
+        found = (ref for record in records for ref in refs.refs(record, self.fields, id_field))
+        self._start(state, self._note(state, item.resource, found))
+
+    def _note(self, state: PersonalityMedia, resource: str, found) -> list[Request]:
+        """Enter every fetchable reference in the manifest; the requests for those not scheduled yet."""
         seen, requests = now_utc(), []
-        for record in records:
-            for ref in refs.refs(record, self.fields, id_field):
-                form = refs.kind(ref.url)
-                if form != refs.FETCH:
-                    self._say_ignored(state, ref, form)
-                    continue
-                if ref.url not in state.entries:
-                    state.changed = True
-                manifest.note(state.entries, ref.url, item.resource, ref.source_id, seen)
-                if ref.url not in state.scheduled:
-                    state.scheduled.add(ref.url)
-                    requests.append(self._request(ref.url))
-        self._start(state, requests)
+        for ref in found:
+            form = refs.kind(ref.url)
+            if form != refs.FETCH:
+                self._say_ignored(state, ref, form)
+                continue
+            if ref.url not in state.entries:
+                state.changed = True
+            manifest.note(state.entries, ref.url, resource, ref.source_id, seen)
+            if ref.url not in state.scheduled:
+                state.scheduled.add(ref.url)
+                requests.append(self._request(ref.url))
+        return requests
+
+    async def _resource_done(self, item: ResourceDone) -> None:
+        """Save the manifest before the text commit, and tell the store whether it lists every media URL
+        of the resource's records (``media_listed``, kept in the metadata)."""
+        if not item.outcome.ok:
+            return
+        state = await self._state(item.personality)
+        if state.changed:
+            await self._save(state)
+        item.media_listed = item.resource not in state.unlisted
 
     async def _state(self, personality: dict) -> PersonalityMedia:
-        """This personality's media state; on first sight its manifest is read and every ``failed``
-        entry (and ``gone`` on a full run) is fetched again, referred to this run or not."""
+        """This personality's media state, opened on first sight (one at a time)."""
         username = personality["username"]
-        state = self.people.get(username)
-        if state is not None:
-            return state
+        if username not in self.people:
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:
+                if username not in self.people:
+                    self.people[username] = await self._open(personality)
+        return self.people[username]
+
+    async def _open(self, personality: dict) -> PersonalityMedia:
+        """Read the manifest; list the media of saved records it may lack; fetch every entry that is
+        not ``ok`` again (``failed``; ``gone`` on a full run; ``refused`` when the allowed hosts changed),
+        referred to this run or not."""
+        username = personality["username"]
         path = self.view.media_manifest_path(username)
         try:
             entries = await asyncio.to_thread(manifest.load, path)
+            listed = bool(entries) or path.exists()
         except ValueError as exc:
             aside = path.with_name(f"{path.name}.damaged-{now_utc().replace(':', '')}")
             path.rename(aside)
-            logger.error("%s: the media manifest was damaged (%s); kept as %s, rebuilt from this run",
-                         username, exc, aside.name)
-            entries = {}
-        state = self.people[username] = PersonalityMedia(
-            personality, self.view.directory(username), self.view.dir_name(username), path, entries)
-        retry = [url for url, e in entries.items() if e.get("status") == manifest.FAILED
-                 or (self.full and e.get("status") == manifest.GONE)]
+            logger.error("%s: the media manifest was damaged (%s); kept as %s, rebuilt from this run and the "
+                         "saved records", username, exc, aside.name)
+            entries, listed = {}, False
+        state = PersonalityMedia(personality, self.view.directory(username), self.view.dir_name(username), path,
+                                 entries)
+        resources = (await asyncio.to_thread(self.view.metadata, username)).get("resources") or {}
+        unlisted = [r.name for r in registry.REGISTRY
+                    if not (listed and isinstance(resources.get(r.name), dict) and resources[r.name].get("media_listed"))]
+        requests = await self._list_held(state, unlisted) if unlisted else []
+        allowed = self.media.private_hosts_key
+        retry = [url for url, e in entries.items() if url not in state.scheduled and e.get("status") != manifest.OK
+                 and manifest.wanted(e, full=self.full, file_ok=True, allowed=allowed)]
         state.scheduled.update(retry)
-        self._start(state, [self._request(url) for url in retry])
+        self._start(state, requests + [self._request(url) for url in retry])
         return state
+
+    async def _list_held(self, state: PersonalityMedia, names: list[str]) -> list[Request]:
+        """Enter the media of the saved records of ``names`` that the manifest lacks (read in a thread)."""
+        username = state.personality["username"]
+
+        def read() -> tuple[dict[str, tuple[str, refs.Ref]], dict[str, str]]:
+            found, failed = {}, {}
+            for name in names:
+                try:
+                    for url, ref in held.missing_from(state.entries, held.held_refs(
+                            self.view, username, name, self.fields)).items():
+                        found.setdefault(url, (name, ref))
+                except (OSError, ValueError) as exc:
+                    failed[name] = cause(exc)
+            return found, failed
+
+        found, failed = await asyncio.to_thread(read)
+        for name, why in failed.items():
+            logger.error("%s: the saved %s could not be read for its media (%s); tried again next run", username,
+                         name, why)
+        state.unlisted.update(failed)
+        requests = []
+        for name in names:
+            requests += self._note(state, name, (ref for resource, ref in found.values() if resource == name))
+        if found:
+            logger.info("%s: %d media files of records saved earlier were not in the manifest; fetching them",
+                        username, len(found))
+            self.crawler.stats.inc_value("backup/media/listed_from_saved", len(found))
+            try:
+                await self._save(state)
+            except Exception as exc:
+                state.unlisted.update(names)
+                self._trouble(state.personality, exc, state)
+        return requests
 
     def _start(self, state: PersonalityMedia, requests: list[Request]) -> None:
         """One background task per file, at most BACKUP_MEDIA_CONCURRENCY in the downloader at once:
@@ -221,20 +331,26 @@ class MediaFilesPipeline(FilesPipeline):
 
     async def _fetch(self, batch: Batch):
         async with self._gate:
-            return await super().process_item(batch)
+            try:
+                return await super().process_item(batch)
+            except Exception as exc:  # a bug of ours in the hooks: said once per cause, the file retried next run
+                self._trouble(batch.state.personality, exc, batch.state)
 
     @staticmethod
     def _task_done(state: PersonalityMedia):
         def done(task: asyncio.Future) -> None:
             state.tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                logger.error("Media downloads for %s stopped: %r", state.personality.get("username"), task.exception())
         return done
 
     async def _save(self, state: PersonalityMedia) -> None:
+        """Write the manifest (atomically); ``changed`` stays set when the write fails."""
         data = manifest.dumps(state.entries)  # serialized here: downloads change entries meanwhile
         state.changed = False
-        await asyncio.to_thread(self._write_manifest, state.directory, state.manifest_path, data)
+        try:
+            await asyncio.to_thread(self._write_manifest, state.directory, state.manifest_path, data)
+        except BaseException:
+            state.changed = True
+            raise
 
     @staticmethod
     def _write_manifest(directory: Path, path: Path, data: bytes) -> None:
@@ -249,14 +365,20 @@ class MediaFilesPipeline(FilesPipeline):
             await asyncio.gather(*list(state.tasks), return_exceptions=True)
         self.spiderinfo.downloaded.clear()  # results are per personality: each folder gets its own copy
         if state.changed:
-            await self._save(state)
+            try:
+                await self._save(state)
+            except Exception as exc:
+                self._trouble(personality, exc, state)
         counts = manifest.counts(state.entries)
         outcome = Outcome.complete()
-        if counts[manifest.FAILED]:
+        if state.problem:
+            outcome = Outcome.failed(f"{state.problem}; {counts[manifest.FAILED]} media files not held, fetched "
+                                     f"next run")
+        elif counts[manifest.FAILED]:
             outcome = Outcome.failed(f"{counts[manifest.FAILED]} media files could not be downloaded "
                                      f"(retried next run)")
         figures = {"total": counts["held"], "new": state.new, "gone": counts[manifest.GONE],
-                   "failed": counts[manifest.FAILED], "bytes": state.bytes}
+                   "refused": counts[manifest.REFUSED], "failed": counts[manifest.FAILED], "bytes": state.bytes}
         self.crawler.signals.send_catch_log(resource_finished, personality=personality, resource="media",
                                             outcome=outcome, figures=figures)
 
@@ -272,9 +394,10 @@ class MediaFilesPipeline(FilesPipeline):
         self.crawler.stats.inc_value(f"backup/media/{form}")
 
     def _request(self, url: str) -> Request:
-        """A media request: its own slot, no cookie (not the API's origin), no referrer, bounded."""
+        """A media request: its own slot, never a cookie (whatever its origin), no referrer, bounded."""
         return Request(url, callback=NO_CALLBACK, meta={
             "download_slot": MEDIA_SLOT,
+            NO_COOKIE: True,
             "download_maxsize": self.media.max_size,
             "download_warnsize": self.media.max_size,
             "download_timeout": self.media.timeout,
@@ -288,23 +411,28 @@ class MediaFilesPipeline(FilesPipeline):
         return item.requests
 
     async def media_to_download(self, request, info, *, item: Batch = None):
-        """A result without downloading: the file held and whole, or gone and not a full run."""
+        """A result without downloading: the file held and whole, or gone (refused) and not to be asked again."""
         entry = item.state.entries[request.url]
-        held = entry.get("status") == manifest.OK and await asyncio.to_thread(manifest.file_ok, item.state.directory,
-                                                                               entry)
-        if manifest.wanted(entry, full=self.full, file_ok=held):
+        held_ok = entry.get("status") == manifest.OK and await asyncio.to_thread(manifest.file_ok,
+                                                                                item.state.directory, entry)
+        if manifest.wanted(entry, full=self.full, file_ok=held_ok, allowed=self.media.private_hosts_key):
             return None
         return {"url": request.url, "path": entry.get("path"), "checksum": entry.get("sha256"),
-                "status": UPTODATE if held else LEFT}
+                "status": UPTODATE if held_ok else LEFT}
 
     def media_failed(self, failure, request, info):
-        """Every error of a download ends here, ours from ``media_downloaded`` included."""
-        if isinstance(failure.value, (MediaGone, MediaFailed)):
-            raise failure.value
-        reason = str(failure.value) or failure.type.__name__
-        if "max size" in reason or "maxsize" in reason:
-            reason = f"larger than BACKUP_MEDIA_MAX_SIZE ({self.media.max_size} bytes)"
-        raise MediaFailed(reason)
+        """Every error of a download ends here, ours from ``media_downloaded`` included. The reason goes
+        on the request and ``item_completed`` records it: raising here would make Scrapy log a
+        traceback for every failed file."""
+        error = failure.value
+        if not isinstance(error, (MediaGone, MediaFailed, MediaRefused)):
+            reason = str(error) or failure.type.__name__
+            if "max size" in reason or "maxsize" in reason:
+                reason = f"larger than BACKUP_MEDIA_MAX_SIZE ({self.media.max_size} bytes)"
+            local = isinstance(error, OSError) and error.errno in LOCAL_ERRNOS
+            error = MediaFailed(f"cannot write it: {cause(error)}" if local else reason, local=local)
+        request.meta[MEDIA_ERROR] = error
+        return None
 
     async def media_downloaded(self, response, request, info, *, item: Batch = None):
         status = response.status
@@ -344,6 +472,10 @@ class MediaFilesPipeline(FilesPipeline):
         stats = self.crawler.stats
         for request, (ok, value) in zip(item.requests, results):
             entry = state.entries[request.url]
+            if ok and value is None:  # media_failed recorded why on the request
+                ok, value = False, request.meta.get(MEDIA_ERROR) or MediaFailed("no result")
+            elif not ok:
+                value = value.value
             if ok and value["status"] in (UPTODATE, LEFT):
                 stats.inc_value(f"backup/media/{value['status']}")
                 continue
@@ -355,15 +487,32 @@ class MediaFilesPipeline(FilesPipeline):
                 stats.inc_value("backup/media/downloaded")
                 stats.inc_value("backup/media/bytes", value["size"])
             else:
-                error = value.value
-                status = manifest.GONE if isinstance(error, MediaGone) else manifest.FAILED
-                manifest.resolved(entry, {"status": status, "error": str(error) or type(error).__name__})
-                stats.inc_value(f"backup/media/{status}")
-                level = logging.INFO if status == manifest.GONE else logging.WARNING
-                logger.log(level, "%s: media %s %s: %s", state.personality.get("username"), request.url,
-                           "is gone" if status == manifest.GONE else "failed (retried next run)", entry["error"])
+                self._failed(state, request.url, entry, value)
             state.changed = True
         return item
+
+    def _failed(self, state: PersonalityMedia, url: str, entry: dict, error: BaseException) -> None:
+        """Record a file that did not come: gone, refused, or failed (one line each; a local cause once)."""
+        status = (manifest.GONE if isinstance(error, MediaGone) else
+                  manifest.REFUSED if isinstance(error, MediaRefused) else manifest.FAILED)
+        manifest.resolved(entry, {"status": status, "error": str(error) or type(error).__name__,
+                                  "refused_under": self.media.private_hosts_key})
+        self.crawler.stats.inc_value(f"backup/media/{status}")
+        username = state.personality.get("username")
+        if getattr(error, "local", False):
+            why = str(error).removeprefix("cannot write it: ")
+            state.problem = state.problem or f"media files cannot be written: {why}"
+            if why not in state.causes:
+                state.causes.add(why)
+                logger.error("%s: media files cannot be written to %s: %s (this and every other file it stops are "
+                             "fetched again next run)", username, state.directory / MEDIA_DIR, why)
+            return
+        shown = refs.redacted(url)
+        if status == manifest.REFUSED:
+            logger.warning("%s: media %s refused: %s", username, shown, entry["error"])
+        else:
+            logger.log(logging.INFO if status == manifest.GONE else logging.WARNING, "%s: media %s %s: %s", username,
+                       shown, "is gone" if status == manifest.GONE else "failed (retried next run)", entry["error"])
 
 
 class _Body:

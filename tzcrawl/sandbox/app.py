@@ -169,6 +169,7 @@ class App:
             self._bot_from = self._service_requests  # counted from when the knob is set
         self.world.iso_share = new.iso_dates
         self.world.hostile_media = new.hostile_media_urls
+        self.world.extra_media = [u.strip() for u in new.extra_media_urls.split(",") if u.strip()]
         self.world.hostile_text = new.hostile_text
         self.world.drift = new.drift
         self.world.set_ties(new.ts_ties)

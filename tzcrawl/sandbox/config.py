@@ -64,6 +64,8 @@ class Knobs:
     media_latency: float = _knob(0.0, "seconds the file host waits before answering")
     hostile_media_urls: bool = _knob(False, "the first personality's screenshots include file:, javascript:, "
                                             "relative and data: URLs")
+    extra_media_urls: str = _knob("", "comma-separated URLs the first personality's screenshots also point at "
+                                      "(this machine's other services, the API's own origin...)")
     rotate_every: int | None = _knob(200, "better-auth session: a new cookie value every N authenticated answers "
                                           "(auth0 rotates on every answer; appsession never)")
     rotate_values: bool = _knob(False, "better-auth rotation sends a new value (the old one superseded) instead of "

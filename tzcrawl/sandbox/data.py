@@ -181,6 +181,7 @@ class World:
         self.text = Text(config.seed)
         self.iso_share = config.iso_dates  # the iso_dates knob, read while rendering memories
         self.hostile_media = config.hostile_media_urls  # likewise, read while rendering profiles
+        self.extra_media = [u.strip() for u in config.extra_media_urls.split(",") if u.strip()]
         self.hostile_text = config.hostile_text
         self.drift = config.drift
         self.today = config.records == "2026"  # the record shapes of today's service, else 2025's
@@ -402,6 +403,8 @@ class World:
             shots += [{"id": f"odd-{k}", "url": url, "caption": "odd"} for k, url in enumerate(HOSTILE_MEDIA_URLS)]
             secret = files.replace("://", "://sandbox-user:s3cr3t-pass@", 1)  # a real file, behind credentials
             shots.insert(-1, {"id": "odd-credentials", "url": f"{secret}/shots/{h}-secret.png", "caption": "odd"})
+        if p.index == 0:
+            shots += [{"id": f"extra-{k}", "url": url, "caption": "extra"} for k, url in enumerate(self.extra_media)]
         return {"avatar_url": avatar, "avatar": avatar, "banner": f"{files}/banners/{h}.jpg",
                 "voice_file": f"{files}/voices/{h}.ogg", "screenshots": shots}
 

@@ -225,6 +225,12 @@ class Sandbox:
             return None
         return f"http://{FILES_HOST}:{self._file_servers[0].server_address[1]}"
 
+    @property
+    def media_hosts(self) -> str:
+        """The file host and its mirror, as BACKUP_MEDIA_PRIVATE_HOSTS lists them: loopback addresses a
+        backup refuses to fetch media from unless told (empty without a file host)."""
+        return f"{FILES_HOST},{MIRROR_HOST}" if self._file_servers else ""
+
     def file_stats(self) -> dict:
         """Requests the file host (and mirror) answered, and how many carried a cookie or credentials."""
         return self.app.files.stats()

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 OK, REFUSED, BLOCKED, TLS, UNREACHABLE, MISSING = "ok", "refused", "blocked", "tls", "unreachable", "missing"
 SAVE_EVERY = 1.0  # seconds: a rotating session rewrites the cookie file at most this often
 OWN_COOKIE = "tzcrawl_own_cookie"  # request meta: the request carries the exact Cookie header to try
+NO_COOKIE = "tzcrawl_no_cookie"  # request meta: never a cookie, whatever the origin (media downloads)
 
 
 @dataclass(frozen=True)

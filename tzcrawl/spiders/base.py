@@ -16,7 +16,6 @@ import asyncio
 import functools
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
 import scrapy
 from scrapy.exceptions import CloseSpider
@@ -25,10 +24,9 @@ from tzcrawl import api, config, paging, registry
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
 from tzcrawl.session.crawler import BLOCKED as SESSION_BLOCKED, OK, TLS, UNREACHABLE, Session
 from tzcrawl.session.tls import ca_file
-from tzcrawl.items import Document, Outcome, Page, PersonalityEnd
+from tzcrawl.items import Outcome, PersonalityEnd
 from tzcrawl.media import MediaConfig
 from tzcrawl.pipelines import BackupPipeline
-from tzcrawl.store import BackupLocked
 from tzcrawl.walk import ANSWER, AUTH, BLOCKED, LOCKED, Walk, after_error, outcome_of
 
 PROFILE = registry.get("profile")
@@ -48,22 +46,34 @@ class RecoverSession:
 
 def step(method):
     """Turn a callback written as a plain generator into Scrapy's async callback: when it has
-    ended a personality (yielded ``PersonalityEnd``), the next personality is claimed and started."""
+    ended a personality (yielded ``PersonalityEnd``), the next personality is claimed and started.
+
+    An exception the callback did not expect (a bug of ours, an answer no rule foresaw, a disk error)
+    does not end the walk: ``after_unexpected`` fails the resource being walked and goes on."""
 
     @functools.wraps(method)
     async def callback(self, *args, **kwargs):
-        ended = False
-        for out in method(self, *args, **kwargs):  # a CloseSpider raised here stops before the next
-            if isinstance(out, RecoverSession):
-                if await self.session.recover(out.reason):  # the same page again, nothing done is redone
-                    yield self._request(out.walk, out.resource, out.position)
+        ended = went_on = False
+        try:
+            for out in method(self, *args, **kwargs):  # a CloseSpider raised here stops before the next
+                if isinstance(out, RecoverSession):
+                    if await self.session.recover(out.reason):  # the same page again, nothing done is redone
+                        went_on = True
+                        yield self._request(out.walk, out.resource, out.position)
+                        continue
+                    for following in self._error(out.walk, AUTH, out.reason):
+                        ended = ended or isinstance(following, PersonalityEnd)
+                        yield following
                     continue
-                for following in self._error(out.walk, AUTH, out.reason):
-                    ended = ended or isinstance(following, PersonalityEnd)
-                    yield following
-                continue
-            ended = ended or isinstance(out, PersonalityEnd)
-            yield out
+                ended = ended or isinstance(out, PersonalityEnd)
+                went_on = went_on or isinstance(out, scrapy.Request)
+                yield out
+        except CloseSpider:
+            raise
+        except Exception as exc:
+            async for out in self.after_unexpected(walk_of(args, kwargs), exc, went_on=went_on or ended):
+                yield out
+            return
         if ended:
             async for following in self._next_personality():
                 yield following
@@ -71,18 +81,12 @@ def step(method):
     return callback
 
 
-def full_read_due(last_full_read: str | None, every_days: float, now: datetime | None = None) -> bool:
-    """A collection is read in full again when its last full read is older than ``every_days``
-    (0: never forced) or unknown."""
-    if not every_days:
-        return False
-    try:
-        last = datetime.fromisoformat(str(last_full_read).replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    if last.tzinfo is None:
-        last = last.replace(tzinfo=timezone.utc)
-    return (now or datetime.now(timezone.utc)) - last > timedelta(days=every_days)
+def walk_of(args: tuple, kwargs: dict):
+    """The walk a callback (``walk=`` keyword) or errback (the failure's request) was working on."""
+    if "walk" in kwargs:
+        return kwargs["walk"]
+    request = getattr(args[0], "request", None) if args else None
+    return request.cb_kwargs.get("walk") if request is not None else None
 
 
 def split_names(value: str | None) -> list[str]:
@@ -105,6 +109,7 @@ class BackupSpider(scrapy.Spider):
         self.full = bool(config.flag(full, "-a full="))
         self.media_arg = config.flag(media, "-a media=")  # None: BACKUP_MEDIA decides
         self.queue: deque[Walk] = deque()
+        self.walks: list[Walk] = []
         self.planned = tuple(r for r in registry.REGISTRY if r.name in self.resources)
 
     @classmethod
@@ -203,6 +208,7 @@ class BackupSpider(scrapy.Spider):
 
     async def _plan(self, personalities: list[dict]):
         self.queue = deque(Walk(p, self.planned) for p in personalities)
+        self.walks = list(self.queue)  # the plan, for the report: every resource of it gets an outcome
         stats = self.crawler.stats
         stats.set_value("backup/personalities/requested", len(self.queue))
         stats.set_value("backup/resources/requested", len(self.queue) * len(self.planned))
@@ -220,7 +226,14 @@ class BackupSpider(scrapy.Spider):
             await asyncio.sleep(self.backup.personality_delay)  # the polite pause between personalities
         while self.queue:
             walk = self.queue.popleft()
-            if not self.store.try_claim(walk.username):
+            try:
+                claimed = await self.store.try_claim_async(walk.username)
+            except Exception as exc:  # an unwritable backup folder, a hostile name the layout refuses...
+                self.logger.error("Skipping %s: cannot take its lock: %s", walk.username, exc)
+                for out in self._error(walk, LOCKED, f"not backed up: cannot take its lock: {exc}"):
+                    yield out
+                continue
+            if not claimed:
                 if self.queue and not walk.deferred:
                     walk.deferred = True
                     self.queue.append(walk)
@@ -232,13 +245,54 @@ class BackupSpider(scrapy.Spider):
                         self.logger.warning("%s is being backed up by another run; waiting up to %gs "
                                             "(BACKUP_LOCK_TIMEOUT)", walk.username, self.backup.lock_timeout)
                     await self.store.claim_async(walk.username, self.backup.lock_timeout)
-                except BackupLocked as exc:
+                except Exception as exc:  # BackupLocked names the holder; anything else, the cause
                     self.logger.error("Skipping %s: %s", walk.username, exc)
                     for out in self._error(walk, LOCKED, f"not backed up: {exc}"):
                         yield out
                     continue
+            try:  # what the backup holds, read once now that the personality is ours, off the event loop
+                walk.stops = await self.store.stop_points(walk.username, [r.name for r in walk.planned if r.collection],
+                                                          self.full, self.backup.full_every)
+            except Exception as exc:
+                self.logger.error("Skipping %s: cannot read what its backup holds: %s", walk.username, exc)
+                for out in self._error(walk, ANSWER, f"cannot read what the backup holds: {exc}"):
+                    yield out
+                continue
             yield self._request(walk, PROFILE, None)
             return
+
+    async def after_unexpected(self, walk: Walk | None, exc: Exception, went_on: bool):
+        """An exception nothing foresaw: logged with its traceback, the resource being walked fails
+        with its reason and the walk goes on (the next resource, or the next personality). When the
+        walk had already gone on (its next request was out), only the error is counted."""
+        resource = walk.current.name if walk is not None and walk.current is not None else None
+        where = f"{walk.username} · {resource}" if resource else (walk.username if walk else "the crawl")
+        self.logger.error("Unexpected error in %s: %s: %s", where, type(exc).__name__, exc, exc_info=exc)
+        self.crawler.stats.inc_value("backup/errors/unexpected")
+        if walk is None or went_on:
+            self.crawler.stats.inc_value("backup/errors")
+            return
+        ended = False
+        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+        for _ in range(len(walk.planned) + 1):  # each pass ends at least one resource
+            try:
+                if walk.current is not None:
+                    for out in self._error(walk, ANSWER, reason):
+                        ended = ended or isinstance(out, PersonalityEnd)
+                        yield out
+                elif not ended:  # the personality was over when it happened
+                    ended = True
+                    yield PersonalityEnd(walk.personality)
+                break
+            except CloseSpider:
+                raise
+            except Exception as again:  # starting the next resource failed too: that one fails, and so on
+                self.logger.error("Unexpected error in %s: %s: %s", walk.username, type(again).__name__, again,
+                                  exc_info=again)
+                reason = f"unexpected error: {type(again).__name__}: {again}"
+        if ended:
+            async for out in self._next_personality():
+                yield out
 
     def _continue(self, walk: Walk):
         """The current resource's first request; at the end of the plan, the personality's end."""
@@ -246,7 +300,7 @@ class BackupSpider(scrapy.Spider):
         if resource is None:
             yield PersonalityEnd(walk.personality)  # ``step`` starts the next personality
             return
-        walk.begin(self._held(walk.username, resource), self.full)
+        walk.begin(self._held(walk, resource), self.full)
         yield self._request(walk, resource, walk.pager.first if walk.pager is not None else None)
 
     def _end(self, walk: Walk, outcome: Outcome):
@@ -275,19 +329,16 @@ class BackupSpider(scrapy.Spider):
             return
         yield from self._error(walk, BLOCKED if isinstance(exc, api.Blocked) else ANSWER, str(exc))
 
-    def _held(self, username: str, resource) -> paging.Held:
-        """Where an incremental walk may stop; empty (read everything) on a full run, when the last run
-        found records missing, or when the last full read is older than BACKUP_FULL_EVERY days."""
-        if self.full or not resource.collection:
+    def _held(self, walk: Walk, resource) -> paging.Held:
+        """Where an incremental walk may stop (read by the store at the claim: ``stop_points``); empty
+        (read everything) on a full run, when the last run found records missing, or when the last full
+        read is older than BACKUP_FULL_EVERY days."""
+        if not resource.collection:
             return paging.Held()
-        state = self.store.held(username, resource.name)
-        if not state.incremental or state.shortfall or full_read_due(state.last_full_read, self.backup.full_every):
-            if state.incremental:
-                self.logger.info("%s · %s: reading in full (%s)", username, resource.name,
-                                 "the last run found records missing" if state.shortfall else
-                                 f"no full read in the last {self.backup.full_every:g} days (BACKUP_FULL_EVERY)")
-            return paging.Held()
-        return paging.Held(state.newest_key, frozenset(state.newest_ids))
+        held, full_because = walk.stops.get(resource.name, (paging.Held(), None))
+        if full_because:
+            self.logger.info("%s · %s: reading in full (%s)", walk.username, resource.name, full_because)
+        return held
 
     # -- requests and answers --------------------------------------------------------------------
     def _request(self, walk: Walk, resource, position):
@@ -335,7 +386,7 @@ class BackupSpider(scrapy.Spider):
         walk.identify(payload)
         walk.drift = PROFILE.missing_keys(payload)
         if walk.current == PROFILE:
-            yield Document(walk.personality, PROFILE.name, payload, 1)
+            yield walk.document(payload, 1)
             yield from self._end(walk, Outcome.complete())
         else:
             yield from self._continue(walk)
@@ -348,7 +399,7 @@ class BackupSpider(scrapy.Spider):
         except ANSWER_ERRORS as exc:
             yield from self._answer_error(walk, exc)
             return
-        yield Document(walk.personality, walk.current.name, payload, count)
+        yield walk.document(payload, count)
         yield from self._end(walk, Outcome.complete())
 
     @step
@@ -364,7 +415,7 @@ class BackupSpider(scrapy.Spider):
             yield from self._answer_error(walk, exc, walk.current, position)
             return
         if step_.records:
-            yield Page(walk.personality, walk.current.name, step_.records, step_.pages)
+            yield walk.page(step_.records, step_.pages)
         if step_.rewalk:
             self.logger.info("%s · %s: %s", walk.username, walk.current.name, step_.rewalk)
             self.crawler.stats.inc_value(f"backup/{walk.current.name}/rewalks")

@@ -22,17 +22,18 @@ documents are replaced whole. Every write is atomic (fsutil), under the personal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import shutil
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tzcrawl import jsonio, registry
+from tzcrawl import jsonio, paging, registry
 from tzcrawl.fsutil import append_lines, atomic_write_bytes, atomic_writer, ensure_private_dir
 
 from . import metadata as meta
@@ -69,6 +70,32 @@ class HeldState:
     def incremental(self) -> bool:
         """True when an incremental run can stop at ``newest_key``; else fetch everything."""
         return self.exists and self.newest_key is not None
+
+    def stop_at(self, full_every: float, now: datetime | None = None) -> tuple[paging.Held, str | None]:
+        """Where an incremental walk may stop (the pager's ``Held``), and why it must read in full
+        instead when the backup holds the collection: the last run found records missing, or the last
+        full read is older than ``full_every`` days (BACKUP_FULL_EVERY)."""
+        if not self.incremental:
+            return paging.Held(), None
+        if self.shortfall:
+            return paging.Held(), "the last run found records missing"
+        if full_read_due(self.last_full_read, full_every, now):
+            return paging.Held(), f"no full read in the last {full_every:g} days (BACKUP_FULL_EVERY)"
+        return paging.Held(self.newest_key, frozenset(self.newest_ids)), None
+
+
+def full_read_due(last_full_read: str | None, every_days: float, now: datetime | None = None) -> bool:
+    """A collection is read in full again when its last full read is older than ``every_days``
+    (0: never forced) or unknown."""
+    if not every_days:
+        return False
+    try:
+        last = datetime.fromisoformat(str(last_full_read).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=timezone.utc)
+    return (now or datetime.now(timezone.utc)) - last > timedelta(days=every_days)
 
 
 class BackupView:
@@ -183,12 +210,29 @@ class BackupStore(BackupView):
         return True
 
     async def claim_async(self, username: str, timeout: float) -> None:
-        """``claim`` for the event loop: waits for another run without blocking downloads."""
+        """``claim`` for the event loop: waits for another run without blocking downloads; the
+        leftovers of a stopped run are removed in a worker thread."""
         name = self.dir_name(username)
         first = not self.locks.holds(name)
         await self.locks.wait_acquire(name, timeout)
         if first:
-            self._discard_stale(username)
+            await asyncio.to_thread(self._discard_stale, username)
+
+    async def try_claim_async(self, username: str) -> bool:
+        """``try_claim`` in a worker thread (it may create the lock folder and remove leftovers)."""
+        return await asyncio.to_thread(self.try_claim, username)
+
+    async def stop_points(self, username: str, resources, full: bool, full_every: float
+                          ) -> dict[str, tuple[paging.Held, str | None]]:
+        """For each collection in ``resources``: where its incremental walk may stop, and why it reads in
+        full when it must (``HeldState.stop_at``); read once, at the claim, in a worker thread."""
+        def read() -> dict[str, tuple[paging.Held, str | None]]:
+            out = {}
+            for name in resources:
+                out[name] = (paging.Held(), None) if full else self.held(username, name).stop_at(full_every)
+            return out
+
+        return await asyncio.to_thread(read)
 
     def holds(self, username: str) -> bool:
         return self.locks.holds(self.dir_name(username))
@@ -209,15 +253,18 @@ class BackupStore(BackupView):
 
     # -- writing ----------------------------------------------------------------------------
     def save_document(self, personality: dict, resource: str, payload, count: int, requests: int,
-                      drift: tuple[str, ...] = ()) -> dict:
+                      drift: tuple[str, ...] = (), media_listed: bool = False) -> dict:
         """Replace a document (profile, knowledge, training, user_data) whole, atomically. When the new
         answer differs from the saved one, the saved one is kept first under history/<resource>/.
-        ``drift``: the keys today's service sends that this answer lacked (recorded in the metadata)."""
+        ``drift``: the keys today's service sends that this answer lacked (recorded in the metadata);
+        ``media_listed``: the media manifest lists every media URL in it (else the next run with media
+        reads it back for them)."""
         registry.document(resource)
         with self._writing(personality) as username:
             path = self.path(username, resource)
             data = (jsonio.readable(payload, indent=2) + "\n").encode("utf-8")  # lone surrogates stay escapes
-            figures = {"file": path.name, "total": count, "sha256": hashlib.sha256(data).hexdigest()}
+            figures = {"file": path.name, "total": count, "sha256": hashlib.sha256(data).hexdigest(),
+                       "media_listed": bool(media_listed)}
             if drift:
                 figures["drift"] = list(drift)
             kept = self._keep_previous(username, resource, path, payload)
@@ -347,12 +394,13 @@ class CollectionRun:
             raise TypeError(f"add() takes a page (a list of records), not a {type(records).__name__}")
         return self.journal.add(records)
 
-    def commit(self, requests: int, full: bool = False, drift: tuple[str, ...] = ()) -> dict:
+    def commit(self, requests: int, full: bool = False, drift: tuple[str, ...] = (), media_listed: bool = False) -> dict:
         """Merge the staged records into the saved file and record the sync; returns the figures.
 
         ``full``: the walk read the whole collection, so saved records it did not fetch are gone from
         the service (``deleted_upstream``; they stay in the backup). The saved copy of a record the
-        service changed is appended to history/<resource>.jsonl before the file is replaced."""
+        service changed is appended to history/<resource>.jsonl before the file is replaced.
+        ``media_listed``: the media manifest lists every media URL of the records (see save_document)."""
         if self.closed:
             raise RuntimeError(f"the {self.resource} run for {self.name!r} is already closed")
         self.journal.close()
@@ -394,6 +442,7 @@ class CollectionRun:
             "oldest_key": stats.oldest_key,
             f"newest_{self.time_field}": stats.field_of("newest", self.when),
             f"oldest_{self.time_field}": stats.field_of("oldest", self.when),
+            "media_listed": bool(media_listed),
         }
         if self.counts_chars:
             figures["characters"] = stats.characters
