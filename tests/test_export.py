@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from crawlhelp import REPO, crawl
+from crawlhelp import REPO, crawl, crawl_env, unshare_works
 from tzcrawl.export import card, transcript
 from tzcrawl.export.text import markdown
 from tzcrawl.store import BackupStore, BackupView
@@ -315,3 +316,37 @@ def test_no_backup_dir_or_an_output_inside_it_exit_2(tmp_path):
     (tmp_path / "backup").mkdir()
     inside = export(tmp_path / "backup", tmp_path / "backup" / "export")
     assert inside.returncode == 2 and "inside BACKUP_DIR" in inside.stderr
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None, stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs a private mount namespace for a small tmpfs")
+def test_an_export_that_fills_the_disk_leaves_the_previous_export_whole(sandbox_factory, tmp_path):
+    sb = sandbox_factory(personalities=2, memories=20, messages=150, attachments=0.3)
+    backup, small, before, after = (tmp_path / n for n in ("backup", "small", "before", "after"))
+    assert crawl(sb, "all_personalities", backup).returncode == 0
+    for p in sb.personalities:
+        sb.add(p["username"], messages=300)
+    small.mkdir()
+    scrapy = f"'{sys.executable}' -m scrapy"
+    env = {**crawl_env(sb, backup), "PATH": "/usr/bin:/bin"}
+    # export once; a crawl brings new messages and media; the disk is filled up to 64 KB; export again
+    script = (f'set -u; mount -t tmpfs -o size=64m tmpfs "{small}" || exit 9; '
+              f'{scrapy} export -a out="{small}" >/dev/null 2>&1 || exit 8; cp -a "{small}/." "{before}/"; '
+              f'{scrapy} crawl all_personalities -s DOWNLOAD_DELAY=0 -s AUTOTHROTTLE_ENABLED=False '
+              f'-s BACKUP_PERSONALITY_DELAY=0 >/dev/null 2>&1 || exit 7; '
+              f'avail=$(df -B1 --output=avail "{small}" | tail -1); '
+              f'head -c $((avail - 65536)) /dev/zero > "{small}/.filler"; '
+              f'{scrapy} export -a out="{small}"; rc=$?; rm -f "{small}/.filler"; cp -a "{small}/." "{after}/"; '
+              f'exit $rc')
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "No space left on device" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert _tree(after) == _tree(before), "the previous export is there, byte for byte, modes included"
+    index = (after / "index.html").read_text()
+    assert "No backed-up personality yet" not in index
+    assert all(f">{p['name']}<" in index or p["name"] in index for p in sb.personalities)

@@ -2,8 +2,9 @@
 
 For each personality: every data file parses; collections hold one record per id, in time order;
 counts equal the metadata's totals; each file's sha256 equals the one recorded at its last commit
-(older backups have none yet: a note, not damage); every ``ok`` media file is there, whole; no temp
-or staging files are left; files are 0600 and folders 0700. Each problem names the file and, where it
+(older backups have none yet: a note, not damage); every ``ok`` media file is there, whole; every
+media URL of every saved record is in the media manifest and held (else INCOMPLETE: the next crawl
+fetches it); no temp or staging files are left; files are 0600 and folders 0700. Each problem names the file and, where it
 can, the record. Nothing is changed. The online comparison (``-a online=1``) is the ``verify_online``
 spider; both report through ``Check``.
 """
@@ -11,13 +12,15 @@ spider; both report through ``Check``.
 from __future__ import annotations
 
 import json
+import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tzcrawl import api, registry
 from tzcrawl.fsutil import sha256_file
-from tzcrawl.media import manifest
+from tzcrawl.media import manifest, refs
+from tzcrawl.media.held import held_refs
 from tzcrawl.store import BackupView
 from tzcrawl.store.backup import MEDIA_DIR, STAGING
 from tzcrawl.store.jsonarray import CorruptCollectionError, read_array
@@ -25,7 +28,7 @@ from tzcrawl.store.merge import dedupe_id
 from tzcrawl.store.metadata import METADATA_NAME
 from tzcrawl.store.timestamps import sort_key
 
-OK, NOTE, DAMAGED = "ok", "note", "DAMAGED"
+OK, NOTE, INCOMPLETE, DAMAGED = "ok", "note", "INCOMPLETE", "DAMAGED"
 
 
 @dataclass
@@ -40,6 +43,12 @@ class Check:
         self.status = DAMAGED
         self.details.append(detail)
 
+    def incomplete(self, detail: str) -> None:
+        """Whole, but something the backup should hold is not there yet (media not downloaded)."""
+        if self.status in (OK, NOTE):
+            self.status = INCOMPLETE
+        self.details.append(detail)
+
     def note(self, detail: str) -> None:
         if self.status == OK:
             self.status = NOTE
@@ -51,14 +60,20 @@ class Verdict:
     username: str
     dir_name: str
     checks: list[Check] = field(default_factory=list)
+    said: str = ""  # how it was checked, when not plainly (being backed up now)
 
     @property
     def damaged(self) -> bool:
         return any(c.status == DAMAGED for c in self.checks)
 
+    @property
+    def incomplete(self) -> bool:
+        return not self.damaged and any(c.status == INCOMPLETE for c in self.checks)
+
     def table(self) -> str:
         width = max((len(c.what) for c in self.checks), default=8)
-        lines = [f"{self.username} ({self.dir_name}): {'DAMAGED' if self.damaged else 'ok'}"]
+        state = DAMAGED if self.damaged else INCOMPLETE if self.incomplete else OK
+        lines = [f"{self.username} ({self.dir_name}): {state}{'  (' + self.said + ')' if self.said else ''}"]
         for check in self.checks:
             detail = "; ".join(check.details)
             lines.append(f"  {check.what.ljust(width)}  {check.status}{'  ' + detail if detail else ''}")
@@ -129,10 +144,19 @@ def check_resource(view: BackupView, username: str, resource: registry.Resource,
     return check
 
 
-def check_media(view: BackupView, username: str) -> Check | None:
+def check_media(view: BackupView, username: str, fields=None) -> Check | None:
+    """Every ``ok`` file whole; every media URL of the saved records listed and held (INCOMPLETE when not)."""
     path = view.media_manifest_path(username)
     media_dir = view.media_dir(username)
-    if not path.exists() and not media_dir.exists():
+    referred: dict[str, str] = {}  # URL → "resource id" of the first saved record that refers to it
+    for resource in registry.REGISTRY:
+        try:
+            for ref in held_refs(view, username, resource.name, fields or refs.parse_fields(None)):
+                if refs.kind(ref.url) == refs.FETCH:
+                    referred.setdefault(ref.url, f"{resource.name} {ref.source_id or ''}".strip())
+        except (OSError, ValueError):
+            pass  # that file's own check says it is damaged
+    if not path.exists() and not media_dir.exists() and not referred:
         return None
     check = Check("media")
     try:
@@ -155,29 +179,61 @@ def check_media(view: BackupView, username: str) -> Check | None:
         for file in media_dir.iterdir():
             if not file.name.startswith(".") and f"{MEDIA_DIR}/{file.name}" not in listed:
                 check.note(f"{MEDIA_DIR}/{file.name} is not in the manifest (a download a stopped run did not list)")
+    unlisted = [url for url in referred if url not in entries]
+    if unlisted:
+        check.incomplete(f"{len(unlisted)} media URLs of saved records are not in the manifest (first: "
+                         f"{referred[unlisted[0]]}: {refs.redacted(unlisted[0])}); the next crawl fetches them")
+    waiting = [url for url in referred if entries.get(url, {}).get("status") == manifest.FAILED]
+    if waiting:
+        check.incomplete(f"{len(waiting)} media files of saved records are not downloaded yet (first: "
+                         f"{refs.redacted(waiting[0])}: {entries[waiting[0]].get('error')}); the next crawl tries "
+                         f"again")
     counts = manifest.counts(entries)
-    check.details.insert(0, f"{held} files held, {counts['gone']} gone, {counts['failed']} failed")
+    refused = f", {counts['refused']} refused (not a public address)" if counts["refused"] else ""
+    check.details.insert(0, f"{held} files held, {counts['gone']} gone, {counts['failed']} failed{refused}")
     return check
 
 
-def check_leftovers_and_modes(view: BackupView, username: str) -> Check:
+def tree(directory: Path) -> list[Path]:
+    """``directory`` and everything under it (symbolic links not followed); folders a running crawl
+    removes while they are listed are passed over."""
+    out = [directory]
+    for root, dirs, files in os.walk(directory, onerror=lambda exc: None):
+        out += [Path(root) / name for name in (*dirs, *files)]
+    return out
+
+
+def check_leftovers_and_modes(view: BackupView, username: str, live: bool = False) -> Check:
+    """Temp files and staging a stopped run left (while a crawl runs, they are its own: not checked),
+    symbolic links, and modes (0600 files, 0700 folders)."""
     check = Check("files")
     directory = view.directory(username)
-    for leftover in [*directory.glob(".*.tmp"), *(directory / MEDIA_DIR).glob(".*.tmp"), directory / STAGING]:
-        if leftover.exists():
-            check.damaged(f"{leftover.relative_to(directory)} is a leftover of a stopped run (the next crawl removes it)")
-    for path in [directory, *directory.rglob("*")]:
-        if path.is_symlink():
-            check.damaged(f"{path.relative_to(view.root)} is a symbolic link")
-            continue
-        mode = stat.S_IMODE(path.stat().st_mode)
+    if not live:
+        for leftover in [*directory.glob(".*.tmp"), *(directory / MEDIA_DIR).glob(".*.tmp"), directory / STAGING]:
+            if leftover.exists():
+                check.damaged(f"{leftover.relative_to(directory)} is a leftover of a stopped run (the next crawl "
+                              f"removes it)")
+    for path in tree(directory):
+        if live and (STAGING in path.relative_to(directory).parts or path.name.endswith(".tmp")):
+            continue  # the running crawl's, appearing and vanishing as it goes
+        try:
+            if path.is_symlink():
+                check.damaged(f"{path.relative_to(view.root)} is a symbolic link")
+                continue
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue  # removed meanwhile by the running crawl
         wanted = 0o700 if path.is_dir() else 0o600
         if mode != wanted:
             check.damaged(f"{path.relative_to(view.root)} has mode {mode:04o}, not {wanted:04o}")
     return check
 
 
-def verify_personality(view: BackupView, username: str) -> Verdict:
+def verify_personality(view: BackupView, username: str, fields=None, files: BackupView | None = None,
+                       live: bool = False) -> Verdict:
+    """Check the data in ``view`` (a committed state: ``store.committed``) and the folder itself in
+    ``files`` (the backup; default ``view``). ``fields``: the media fields (``refs.parse_fields``);
+    ``live``: a crawl is backing the personality up (its temp and staging files are not leftovers)."""
     verdict = Verdict(username, view.dir_name(username))
     metadata_path = view.metadata_path(username)
     try:
@@ -193,10 +249,10 @@ def verify_personality(view: BackupView, username: str) -> Verdict:
     for resource in registry.REGISTRY:
         entry = resources.get(resource.name, {})
         verdict.checks.append(check_resource(view, username, resource, entry if isinstance(entry, dict) else {}))
-    media = check_media(view, username)
+    media = check_media(view, username, fields)
     if media is not None:
         verdict.checks.append(media)
-    verdict.checks.append(check_leftovers_and_modes(view, username))
+    verdict.checks.append(check_leftovers_and_modes(files or view, username, live))
     return verdict
 
 
@@ -216,4 +272,4 @@ def backed_up(view: BackupView) -> list[str]:
     return names
 
 
-__all__ = ["Check", "Verdict", "verify_personality", "backed_up", "OK", "NOTE", "DAMAGED"]
+__all__ = ["Check", "Verdict", "verify_personality", "backed_up", "OK", "NOTE", "INCOMPLETE", "DAMAGED"]

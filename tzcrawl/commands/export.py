@@ -20,7 +20,7 @@ from tzcrawl.export import FORMATS, run
 from tzcrawl.outcome import EXIT_CONFIG
 from tzcrawl.spiders.base import split_names
 
-ARGUMENTS = ("personality", "format", "out")
+ARGUMENTS = ("personality", "format", "out", "wait")
 
 
 def parse_formats(raw: str | None) -> list[str]:
@@ -37,14 +37,14 @@ class Command(ScrapyCommand):
     default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
-        return "[-a personality=NAME[,NAME...]] [-a format=html,md,card,st] [-a out=DIR]"
+        return "[-a personality=NAME[,NAME...]] [-a format=html,md,card,st] [-a out=DIR] [-a wait=SECONDS]"
 
     def short_desc(self) -> str:
         return "Export the backup: an offline HTML archive, Markdown transcripts, character cards, SillyTavern chats"
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        add_arguments_option(parser, "personality=NAME[,NAME...] | format=html,md,card,st | out=DIR")
+        add_arguments_option(parser, "personality=NAME[,NAME...] | format=html,md,card,st | out=DIR | wait=SECONDS")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         try:
@@ -52,6 +52,7 @@ class Command(ScrapyCommand):
                 raise ConfigError(f"export takes no positional arguments (got {' '.join(args)}); use -a NAME=VALUE")
             arguments = parse_arguments(opts.arguments, ARGUMENTS)
             formats = parse_formats(arguments.get("format"))
+            wait = config.seconds({"-a wait": arguments.get("wait")}, "-a wait", 0.0)
             backup_dir = BackupConfig.from_settings(self.settings).backup_dir.expanduser()
             if not backup_dir.is_dir():
                 raise ConfigError(f"BACKUP_DIR {str(backup_dir)!r} does not exist: nothing to export")
@@ -63,7 +64,7 @@ class Command(ScrapyCommand):
             except ConfigError:
                 website = "the service"
             report = run(backup_dir, out, formats, split_names(arguments.get("personality")) or None, website,
-                         say=lambda line: print(line, flush=True))
+                         say=lambda line: print(line, flush=True), wait=wait)
         except ConfigError as exc:
             print(f"tzcrawl: {exc}", file=sys.stderr)
             self.exitcode = EXIT_CONFIG

@@ -15,27 +15,29 @@ from scrapy.commands import ScrapyCommand
 from tzcrawl import config
 from tzcrawl.commands import add_arguments_option, parse_arguments
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
+from tzcrawl.media import MediaConfig, refs
 from tzcrawl.outcome import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK
 from tzcrawl.spiders.base import split_names
 from tzcrawl.spiders.verify import VerifyOnlineSpider
 from tzcrawl.store import BackupView
+from tzcrawl.store.committed import BackupBusy, committed
 from tzcrawl.verify import backed_up, verify_personality
 
-ARGUMENTS = ("personality", "online")
+ARGUMENTS = ("personality", "online", "wait")
 
 
 class Command(ScrapyCommand):
     requires_project = True
 
     def syntax(self) -> str:
-        return "[-a personality=NAME[,NAME...]] [-a online=1]"
+        return "[-a personality=NAME[,NAME...]] [-a online=1] [-a wait=SECONDS]"
 
     def short_desc(self) -> str:
         return "Check the backup: every file whole and consistent (offline), or against the service (online=1)"
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        add_arguments_option(parser, "personality=NAME[,NAME...] | online=1")
+        add_arguments_option(parser, "personality=NAME[,NAME...] | online=1 | wait=SECONDS")
 
     def process_options(self, args, opts):
         super().process_options(args, opts)
@@ -49,6 +51,8 @@ class Command(ScrapyCommand):
             arguments = parse_arguments(opts.arguments, ARGUMENTS)
             online = bool(config.flag(arguments.get("online"), "-a online="))
             backup_dir = BackupConfig.from_settings(self.settings).backup_dir.expanduser()
+            fields = refs.parse_fields(MediaConfig.from_settings(self.settings).fields)
+            wait = config.seconds({"-a wait": arguments.get("wait")}, "-a wait", 0.0)
             if not backup_dir.is_dir():
                 raise ConfigError(f"BACKUP_DIR {str(backup_dir)!r} does not exist: nothing to verify")
             if online:
@@ -60,17 +64,28 @@ class Command(ScrapyCommand):
             return
         view = BackupView(backup_dir)
         names = split_names(arguments.get("personality")) or backed_up(view)
-        damaged = 0
+        damaged = incomplete = 0
         for username in names:
             if not view.metadata_path(username).is_file():
                 print(f"{username}: DAMAGED  no backup of this personality in {view.root}")
                 damaged += 1
                 continue
-            verdict = verify_personality(view, username)
+            try:
+                with committed(view, username, wait) as state:
+                    verdict = verify_personality(state.view, username, fields, files=view, live=state.live)
+            except BackupBusy as exc:
+                print(f"{username}: not checked  {exc}")
+                damaged += 1
+                continue
+            if state.live:
+                holder = f"process {state.holder}" if state.holder else "another run"
+                verdict.said = f"being backed up now by {holder}: checked its last committed state"
             print(verdict.table())
             damaged += verdict.damaged
-        print(f"verified: {len(names) - damaged} ok, {damaged} damaged")
-        self.exitcode = EXIT_INCOMPLETE if damaged else EXIT_OK
+            incomplete += verdict.incomplete
+        print(f"verified: {len(names) - damaged - incomplete} ok, {damaged} damaged"
+              + (f", {incomplete} incomplete (media not held yet)" if incomplete else ""))
+        self.exitcode = EXIT_INCOMPLETE if damaged or incomplete else EXIT_OK
         if online and names:
             self.exitcode = max(self.exitcode, self._online(view, names))
 

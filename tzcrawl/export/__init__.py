@@ -2,6 +2,8 @@
 
 Formats: ``html`` (a browsable archive), ``md`` (transcripts), ``card`` (Character Card V3 JSON and
 PNG), ``st`` (a SillyTavern chat file). Reads only ``BACKUP_DIR``; writes only the output folder.
+Each personality is read as one consistent state (``store.committed``): while a crawl is backing it
+up, its last committed state, and the export says so.
 A personality and format whose inputs did not change since the last export (file names, sizes and
 modification times, in ``.tzcrawl-export.json``) is skipped without rendering anything.
 """
@@ -16,6 +18,7 @@ from typing import Callable
 
 from tzcrawl.outcome import EXIT_INCOMPLETE, EXIT_OK
 from tzcrawl.store import BackupView
+from tzcrawl.store.committed import BackupBusy, committed
 
 from . import card, sillytavern, transcript
 from .html import Archive
@@ -40,8 +43,9 @@ class Report:
 
 
 def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | None, website: str,
-        say: Callable[[str], None] = print) -> Report:
-    """Export ``names`` (default: every personality in the backup) in ``formats``; one line per step."""
+        say: Callable[[str], None] = print, wait: float = 0.0) -> Report:
+    """Export ``names`` (default: every personality in the backup) in ``formats``; one line per step.
+    ``wait``: seconds to wait for a running crawl's lock before exporting its last committed state."""
     view = BackupView(backup_dir)
     out = Output(out_dir)
     report = Report()
@@ -56,36 +60,24 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
         "card": lambda p: card.export(p, out, website),
         "st": lambda p: sillytavern.export(p, out),
     }
-    for p in found:
-        inputs = p.inputs()
-        for fmt in formats:
-            fingerprint = out.fingerprint(fmt, inputs)
-            marker = out.root / p.dir_name / MARKER[fmt].format(p.dir_name)
-            if out.unchanged(p.dir_name, fmt, fingerprint) and marker.is_file():
-                say(f"export · {p.name} · {fmt}: unchanged")
-                continue
-            started = time.perf_counter()
-            before = len(p.problems)
-            try:
-                summary = exporters[fmt](p)
-            except Exception as exc:  # one personality's failure never stops the others
-                logger.exception("exporting %s as %s failed", p.username, fmt)
-                p.problems.append(f"{fmt}: failed ({exc.__class__.__name__}: {exc})")
-                summary = {}
-            seconds = time.perf_counter() - started
-            shown = summary.get("counts", summary)
-            figures = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()
-                                if isinstance(v, int) and not isinstance(v, bool))
-            problems = list(dict.fromkeys(p.problems[before:]))
-            if problems:
-                out.forget(p.dir_name, fmt)  # done again next time
-                if p.username not in report.failed:
-                    report.failed.append(p.username)
-                say(f"export · {p.name} · {fmt}: INCOMPLETE ({figures}; {seconds:.1f} s): " + "; ".join(problems))
-            else:
-                out.record(p.dir_name, fmt, fingerprint, summary if fmt == "html" else {})
-                say(f"export · {p.name} · {fmt}: done ({figures}; {seconds:.1f} s)")
-    for p in found:  # the index shows each one's last backup, which changes even when nothing else did
+    exported = []
+    for listed in found:
+        try:
+            with committed(view, listed.username, wait) as state:
+                p = Personality(state.view, listed.username, state.view.directory(listed.username),
+                                state.view.metadata(listed.username))
+                if state.live:
+                    holder = f"process {state.holder}" if state.holder else "another run"
+                    say(f"export · {p.name}: being backed up now by {holder}; exporting its last committed state "
+                        f"(backup of {p.metadata.get('last_backup') or 'unknown time'})")
+                with out.staged(p.dir_name) as stage:
+                    if _export(p, formats, exporters, out, report, say):
+                        stage.keep()
+                        exported.append(p)  # a failed one keeps its previous pages, and their date
+        except BackupBusy as exc:
+            report.failed.append(listed.username)
+            say(f"export · {listed.username}: not exported: {exc}")
+    for p in exported:  # the index shows each one's last backup, which changes even when nothing else did
         if isinstance(out.state.get(p.dir_name, {}).get("html"), dict):
             out.state[p.dir_name]["html"]["last_backup"] = p.metadata.get("last_backup")
     if "html" in formats:
@@ -95,6 +87,46 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
         report.index = archive.index(people)
     out.save_state()
     return report
+
+
+def _export(p: Personality, formats: list[str], exporters: dict, out: Output, report: Report,
+            say: Callable[[str], None]) -> bool:
+    """One personality in each format: skipped when its inputs did not change, else rendered. False
+    when a format failed (raised: a full disk, a bug): the personality's new folder is then dropped,
+    its previous export kept."""
+    ok = True
+    inputs = p.inputs()
+    for fmt in formats:
+        fingerprint = out.fingerprint(fmt, inputs)
+        marker = out.root / p.dir_name / MARKER[fmt].format(p.dir_name)
+        if out.unchanged(p.dir_name, fmt, fingerprint) and marker.is_file():
+            say(f"export · {p.name} · {fmt}: unchanged")
+            continue
+        started = time.perf_counter()
+        before = len(p.problems)
+        try:
+            summary = exporters[fmt](p)
+        except Exception as exc:  # one personality's failure never stops the others
+            # a full disk is said in the line below; a bug gets its traceback
+            logger.log(logging.DEBUG if isinstance(exc, OSError) else logging.ERROR, "exporting %s as %s failed",
+                       p.username, fmt, exc_info=exc)
+            p.problems.append(f"{fmt}: failed ({exc.__class__.__name__}: {exc})")
+            ok = False  # what it wrote is dropped; a torn source file instead exports what is there
+            summary = {}
+        seconds = time.perf_counter() - started
+        shown = summary.get("counts", summary)
+        figures = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()
+                            if isinstance(v, int) and not isinstance(v, bool))
+        problems = list(dict.fromkeys(p.problems[before:]))
+        if problems:
+            out.forget(p.dir_name, fmt)  # done again next time
+            if p.username not in report.failed:
+                report.failed.append(p.username)
+            say(f"export · {p.name} · {fmt}: INCOMPLETE ({figures}; {seconds:.1f} s): " + "; ".join(problems))
+        else:
+            out.record(p.dir_name, fmt, fingerprint, summary if fmt == "html" else {})
+            say(f"export · {p.name} · {fmt}: done ({figures}; {seconds:.1f} s)")
+    return ok
 
 
 __all__ = ["FORMATS", "Report", "run"]

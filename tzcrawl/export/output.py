@@ -1,18 +1,24 @@
 """Where exports go: private files (0600 in 0700 folders, like the backup: they hold the same
 conversations), written atomically and only when their bytes changed, plus the export state that
 lets an unchanged backup be skipped without rendering anything.
+
+A personality's folder is written anew beside the old one (``staged``: the old files hard-linked
+into ``.<name>.new``, changed ones replaced there) and swapped in only when every format succeeded:
+a failed export (a full disk, a bug) leaves the previous export whole, and the index keeps listing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from tzcrawl import jsonio
-from tzcrawl.fsutil import atomic_write_bytes, ensure_private_dir
+from tzcrawl.fsutil import atomic_write_bytes, atomic_writer, ensure_private_dir
 
 STATE_NAME = ".tzcrawl-export.json"
 EXPORT_VERSION = 1  # bump when the output of a format changes: every export is then redone
@@ -28,9 +34,47 @@ class Output:
                 self.state = {}
         except (OSError, ValueError):
             self.state = {}
+        self._stages: dict[str, Path] = {}
 
     def folder(self, *parts: str) -> Path:
+        """A folder of the export; a personality's folder being staged (``staged``) is its new copy."""
+        stage = self._stages.get(parts[0]) if parts else None
+        if stage is not None:
+            return ensure_private_dir(stage.joinpath(*parts[1:]))
         return ensure_private_dir(self.root.joinpath(*parts))
+
+    @contextlib.contextmanager
+    def staged(self, dir_name: str) -> Iterator["Stage"]:
+        """Write ``dir_name``'s folder anew beside the old one; ``Stage.keep()`` swaps it in at the end,
+        else (a failure, an exception) the new copy is dropped and the old folder and its state stay."""
+        final, stage = self.root / dir_name, self.root / f".{dir_name}.new"
+        old = self.root / f".{dir_name}.old"
+        if old.is_dir() and not final.exists():  # a swap a crash interrupted: the old one comes back
+            os.rename(old, final)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        link_tree(final, stage) if final.is_dir() else ensure_private_dir(stage)
+        before = json.loads(json.dumps(self.state.get(dir_name))) if dir_name in self.state else None
+        handle = Stage()
+        self._stages[dir_name] = stage
+        try:
+            yield handle
+        except BaseException:
+            handle.kept = False
+            raise
+        finally:
+            del self._stages[dir_name]
+            if handle.kept:
+                if final.exists():
+                    os.rename(final, old)
+                os.rename(stage, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                shutil.rmtree(stage, ignore_errors=True)
+                if before is None:
+                    self.state.pop(dir_name, None)
+                else:
+                    self.state[dir_name] = before
 
     def write(self, path: Path, data: bytes | str) -> bool:
         """Replace ``path`` atomically when its bytes differ; True when it was written."""
@@ -46,17 +90,26 @@ class Output:
         return True
 
     def link(self, source: Path, target: Path) -> None:
-        """``target`` holds ``source``'s bytes: a hard link (no extra space), a copy across filesystems."""
-        if target.exists():
-            if os.path.samefile(source, target):
-                return
-            target.unlink()
+        """``target`` holds ``source``'s bytes: a hard link (no extra space), a copy across filesystems;
+        either is made under a temporary name and renamed over ``target`` (never a torn copy)."""
+        if target.exists() and os.path.samefile(source, target):
+            return
         ensure_private_dir(target.parent)
+        temp = target.with_name(f".{target.name[:40]}.{os.getpid()}.link.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
         try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
-            target.chmod(0o600)
+            os.link(source, temp)
+        except OSError:  # another filesystem: a copy, written whole
+            with open(source, "rb") as src, atomic_writer(target, binary=True) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            return
+        try:
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
 
     # -- what was exported from what ------------------------------------------------------------
     @staticmethod
@@ -74,3 +127,24 @@ class Output:
 
     def save_state(self) -> None:
         atomic_write_bytes(self.state_path, jsonio.readable(self.state, indent=1).encode("utf-8"))
+
+
+class Stage:
+    """A personality's folder being written anew: ``keep()`` once every format succeeded."""
+
+    kept = False
+
+    def keep(self) -> None:
+        self.kept = True
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """``target`` a copy of the folder ``source`` made of hard links (0700 folders; no bytes copied)."""
+    ensure_private_dir(target)
+    for root, dirs, files in os.walk(source):
+        here = target / Path(root).relative_to(source)
+        for name in dirs:
+            ensure_private_dir(here / name)
+        for name in files:
+            if not name.endswith(".tmp"):
+                os.link(Path(root) / name, here / name)
