@@ -8,6 +8,9 @@ import io
 import json
 import re
 import stat
+import struct
+import zlib
+from datetime import datetime, timezone
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +60,24 @@ def card_chunks(png: bytes) -> dict:
     with Image.open(io.BytesIO(png)) as image:
         image.load()
         return dict(image.text)
+
+
+def png_text_chunks(png: bytes) -> dict[str, str]:
+    """The PNG's tEXt chunks, read chunk by chunk with struct (no image library): length, type, data,
+    CRC-32 checked; the signature and the IEND end checked too."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    out, at, kind = {}, 8, b""
+    while kind != b"IEND":
+        length, kind = struct.unpack(">I4s", png[at:at + 8])
+        body = png[at + 8:at + 8 + length]
+        (crc,) = struct.unpack(">I", png[at + 8 + length:at + 12 + length])
+        assert zlib.crc32(kind + body) == crc, kind
+        if kind == b"tEXt":
+            key, _, text = body.partition(b"\0")
+            out[key.decode("latin-1")] = text.decode("latin-1")
+        at += 12 + length
+    assert at == len(png)
+    return out
 
 
 def check_fields(data: dict, required: dict) -> None:
@@ -150,6 +171,9 @@ def test_the_card_follows_both_specs_and_survives_an_independent_reader(crawled,
                                                                                 "chara_card_v2", "2.0")
     check_fields(v3["data"], V3_DATA)
     check_fields(v2["data"], V2_DATA)
+    assert png_text_chunks(raw) == chunks, "the same chunks, read without Pillow"
+    for field in ("name", "description", "personality", "scenario", "first_mes", "mes_example"):
+        assert v2[field] == v2["data"][field] == v3["data"][field], field  # V1 readers see the character
     for book, v3_book in ((v3["data"]["character_book"], True), (v2["data"]["character_book"], False)):
         assert isinstance(book["extensions"], dict) and book["entries"]
         for entry in book["entries"]:
@@ -215,11 +239,51 @@ def test_sillytavern_chat(crawled, tmp_path):
     assert len(rows) == expected
     for row in rows:
         assert set(row) >= {"name", "is_user", "send_date", "mes"}
-        assert re.fullmatch(r"[A-Z][a-z]+ \d{1,2}, \d{4} \d{1,2}:\d\d(am|pm)", row["send_date"])
+    # Every send_date, read as SillyTavern reads its humanized form (its timestampToMoment: a UTC time to
+    # the millisecond), is the message's ts: user line and reply share their message's time.
+    times = [ST_DATE(row["send_date"]) for row in rows]
+    wanted = [round(float(m["ts"]) * 1000) for m in messages
+              for _ in range(bool(m["message"] or m["attachment_url"]) + bool(m["reply"] or m["voice_reply_url"]))]
+    assert times == wanted
+    assert ST_DATE(header["create_date"]) == wanted[0]
     regenerated = next(m for m in messages if m["regenerated_replies"])
     row = next(r for r in rows if not r["is_user"] and r["extra"]["tzcrawl"]["id"] == regenerated["id"])
     assert row["swipes"] == [regenerated["reply"], *regenerated["regenerated_replies"]] and row["swipe_id"] == 0
     assert any(r["is_user"] and r["extra"].get("image", "").startswith("media/") for r in rows)
+
+
+def test_a_card_with_nothing_for_its_book_has_no_book(tmp_path):
+    backup = tmp_path / "backup"
+    store = BackupStore(backup)
+    profile = {"id": "p1", "username": "quiet", "name": "Quiet One", "user_prompt": "Calm.", "jailbreak": "Be kind."}
+    store.save_document({"id": "p1", "username": "quiet", "name": "Quiet One"}, "profile", profile, 1, 1)
+    result = export(backup, tmp_path / "out", "-a", "format=card")
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "out" / BackupView(backup).dir_name("quiet")
+    chunks = png_text_chunks((folder / "quiet.card.png").read_bytes())
+    v3, v2 = (json.loads(base64.b64decode(chunks[k])) for k in ("ccv3", "chara"))
+    assert "character_book" not in v3["data"] and "character_book" not in v2["data"]
+    assert "character_book" not in json.loads((folder / "quiet.card.json").read_text())["data"]
+    assert v2["name"] == v2["data"]["name"] == "Quiet One" and v2["data"]["system_prompt"] == "Be kind."
+
+
+def ST_DATE(text: str) -> int:  # noqa: N802  (SillyTavern's pattern, read independently: UTC, ms)
+    match = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2}) @(\d{1,2})h (\d{1,2})m (\d{1,2})s (\d{1,3})ms", text)
+    assert match, text
+    year, month, day, hour, minute, second, ms = map(int, match.groups())
+    at = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    return int(at.timestamp()) * 1000 + ms
+
+
+def test_sillytavern_dates_do_not_depend_on_the_machines_time_zone(crawled, tmp_path):
+    sb, backup = crawled
+    files = {}
+    for zone in ("UTC", "Asia/Tokyo"):
+        out = tmp_path / zone.replace("/", "-")
+        result = export(backup, out, "-a", "format=st", env_extra={"TZ": zone})
+        assert result.returncode == 0, result.stdout + result.stderr
+        files[zone] = {p.name: p.read_bytes() for p in out.rglob("*.chat.jsonl")}
+    assert files["UTC"] == files["Asia/Tokyo"] and len(files["UTC"]) == 2
 
 
 # -- bad input ---------------------------------------------------------------------------------------
@@ -350,3 +414,64 @@ def test_an_export_that_fills_the_disk_leaves_the_previous_export_whole(sandbox_
     index = (after / "index.html").read_text()
     assert "No backed-up personality yet" not in index
     assert all(f">{p['name']}<" in index or p["name"] in index for p in sb.personalities)
+
+
+HOSTILE_BLOCKS = [
+    "Here is the code:\n```python\ndef cut_off(",  # a reply cut off inside a code block
+    "A title line\n---\nand more",
+    "Another\n===",
+    "# Not a second title\n## nor this",
+    "| a | b |\n|---|---|\n| 1 | 2 |",
+    "<div>\n<script>alert(1)</script>\n</div>",
+    "    indented four\n\n    after a blank line",
+    "1. one\n2) two\n- three\n+ four\n* five\n> quoted\n~~~\n***",
+    "**You** (00:00): a speaker line inside a message\n**Echo** (00:01): and another",
+    "trailing backslash \\\n\n\n",
+]
+
+
+def test_transcripts_hold_every_text_inside_its_own_block(tmp_path):
+    from markdown_it import MarkdownIt
+
+    backup, out = tmp_path / "backup", tmp_path / "out"
+    store = BackupStore(backup)
+    who = {"id": "p1", "username": "echo", "name": "Echo"}
+    store.save_document(who, "profile", {**who, "user_prompt": "x"}, 1, 1)
+    messages = [{"id": f"m{i}", "ts": 1_700_000_000 + 60 * i, "message": text, "reply": HOSTILE_BLOCKS[-1 - i]}
+                for i, text in enumerate(HOSTILE_BLOCKS)]
+    memories = [{"id": f"k{i}", "created_at": 1_700_000_000 + i, "content": text} for i, text in enumerate(HOSTILE_BLOCKS)]
+    for resource, records in (("messages", messages), ("memories", memories)):
+        run = store.begin(who, resource)
+        run.add(records)
+        run.commit(1)
+    result = export(backup, out, "-a", "format=md")
+    assert result.returncode == 0, result.stdout + result.stderr
+    md = MarkdownIt("commonmark")
+
+    def held_texts(path: Path, top: str) -> list[str]:
+        """The text of every top-level paragraph (or list item) whose first child is ``top``'s strong."""
+        tokens, found = md.parse(path.read_text()), []
+        for i, token in enumerate(tokens):
+            kids = [c for c in token.children or [] if c.type != "text" or c.content]
+            if token.type == "inline" and tokens[i - 1].type == "paragraph_open" and kids \
+                    and kids[0].type == "strong_open" and tokens[i - 1].level == top:
+                found.append("".join(c.content if c.type in ("text", "code_inline", "html_inline") else "\n"
+                                     for c in kids if c.type in ("text", "code_inline", "html_inline", "hardbreak",
+                                                                 "softbreak")))
+        return found
+
+    def lines(text: str) -> list[str]:  # inline emphasis is the service's Markdown, rendered: its stars compared out
+        return [line.replace("*", "").strip() for line in text.splitlines() if line.strip()]
+
+    folder = out / BackupView(backup).dir_name("echo")
+    tokens = md.parse((folder / "chat.md").read_text())
+    assert [t.tag for t in tokens if t.type == "heading_open"] == ["h1", "h2"], "one title, one day heading"
+    said = held_texts(folder / "chat.md", 0)
+    assert len(said) == 2 * len(messages), "every message and reply is one paragraph of its own"
+    for paragraph, text in zip(said, [t for m in messages for t in (m["message"], m["reply"])]):
+        body = paragraph.split("): ", 1)[1] if "): " in paragraph else paragraph
+        assert lines(body) == lines(text), (body, text)  # the text whole, as text
+    items = held_texts(folder / "memories.md", 2)  # list item paragraphs
+    assert [t.type for t in md.parse((folder / "memories.md").read_text())].count("list_item_open") == len(memories)
+    for item, memory in zip(items, memories):
+        assert lines(item.split(": ", 1)[1]) == lines(memory["content"])

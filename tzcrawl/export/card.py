@@ -157,7 +157,6 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
     data.update({
         "tags": tags, "creator": "", "character_version": "", "post_history_instructions": "",
         "alternate_greetings": [], "group_only_greetings": [], "creator_notes": " ".join(notes),
-        "character_book": {"name": f"{p.name}: knowledge and memories", "extensions": {}, "entries": entries},
         "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}],
         "creation_date": int(created.timestamp()) if created else 0,
         "modification_date": int(datetime.now(timezone.utc).timestamp()),
@@ -166,19 +165,26 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
                                    "user_data": p.document("user_data"), "training": p.document("training"),
                                    "memories_in_side_file": left_out}},
     })
+    if entries:  # an empty book makes card apps offer to import an empty lorebook
+        data["character_book"] = {"name": f"{p.name}: knowledge and memories", "extensions": {}, "entries": entries}
     return {"spec": "chara_card_v3", "spec_version": "3.0", "data": data}, left_out
 
 
+V1_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
+
+
 def v2_of(v3: dict) -> dict:
-    """The V2 copy for the ``chara`` chunk: V2's fields only, the backfill warning in creator_notes."""
+    """The V2 copy for the ``chara`` chunk: V2's fields only, the backfill warning in creator_notes, and
+    the V1 fields at the top level too, as SillyTavern writes them (readers that know only V1 read those)."""
     data = {k: v for k, v in v3["data"].items()
             if k not in ("assets", "group_only_greetings", "creation_date", "modification_date", "nickname", "source",
                          "creator_notes_multilingual")}
     data["creator_notes"] = f"{V2_NOTE}\n\n{data['creator_notes']}"
-    book = dict(data["character_book"])
-    book["entries"] = [{k: v for k, v in e.items() if k != "use_regex"} for e in book["entries"]]
-    data["character_book"] = book
-    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": data}
+    if "character_book" in data:
+        book = dict(data["character_book"])
+        book["entries"] = [{k: v for k, v in e.items() if k != "use_regex"} for e in book["entries"]]
+        data["character_book"] = book
+    return {**{k: data[k] for k in V1_FIELDS}, "spec": "chara_card_v2", "spec_version": "2.0", "data": data}
 
 
 def portrait(p: Personality) -> bytes:
@@ -225,4 +231,5 @@ def export(p: Personality, out: Output, website: str) -> dict:
     v2 = v2_of(v3)
     out.write(folder / f"{p.dir_name}.card.json", jsonio.readable(v3, indent=2) + "\n")
     out.write(folder / f"{p.dir_name}.card.png", with_cards(portrait(p), v3, v2))
-    return {"book_entries": len(v3["data"]["character_book"]["entries"]), "memories_in_side_file": left_out}
+    return {"book_entries": len(v3["data"].get("character_book", {}).get("entries", [])),
+            "memories_in_side_file": left_out}

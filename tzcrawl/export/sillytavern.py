@@ -1,35 +1,51 @@
 """A SillyTavern chat file (``st``): ``<name>.chat.jsonl``, streamed.
 
 The first line is the chat header; then, per message, one line for what you wrote and one for the
-reply, with ``name``, ``is_user``, ``send_date`` (SillyTavern's own "March 14, 2025 2:03pm", UTC) and
-``mes``; regenerated replies are the reply's ``swipes``. An image attachment is the user line's
+reply, with ``name``, ``is_user``, ``send_date`` and ``mes``; regenerated replies are the reply's
+``swipes``. Dates are SillyTavern's own humanized form ``2023-7-22 @04h 53m 24s 8ms``, which every
+version from 1.6.0 reads as UTC to the millisecond (its "July 22, 2023 4:53am" is read as the
+browser's local time to the minute, and ISO 8601 is refused by its parser from 1.12.4 on); the
+header's ``create_date`` is the first message's. An image attachment is the user line's
 ``extra.image`` (SillyTavern shows it); other media are listed under ``extra.tzcrawl``.
 """
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime, timezone
+
 from tzcrawl import jsonio
 from tzcrawl.fsutil import atomic_writer
+from tzcrawl.store.timestamps import to_epoch
 
 from .output import Output
 from .source import Personality, clean
-from .text import media_kind, moment
+from .text import media_kind
 
 USER = "You"
 
 
 def send_date(ts) -> str:
-    at = moment(ts)
-    if at is None:
+    """``ts`` (Unix seconds, ms, ISO 8601) in SillyTavern's humanized UTC form, to the millisecond."""
+    epoch = to_epoch(ts)
+    if epoch is None:
         return ""
-    return f"{at:%B} {at.day}, {at.year} {at.hour % 12 or 12}:{at:%M}{'am' if at.hour < 12 else 'pm'}"
+    ms = round(epoch * 1000)
+    try:
+        at = datetime.fromtimestamp(ms // 1000, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    return f"{at.year:04d}-{at.month}-{at.day} @{at.hour:02d}h {at.minute:02d}m {at.second:02d}s {ms % 1000}ms"
 
 
 def lines(p: Personality, media: dict[str, str]):
-    """The file's lines (JSON text), header first."""
-    yield {"user_name": USER, "character_name": p.name, "create_date": "", "chat_metadata": {"tzcrawl": {
-        "username": p.username, "exported_from": "tzcrawl backup"}}}
-    for m in p.records("messages"):
+    """The file's lines (JSON text), header first (its ``create_date``: the first message's time)."""
+    messages = p.records("messages")
+    first = next(messages, None)
+    yield {"user_name": USER, "character_name": p.name,
+           "create_date": send_date(first.get("ts")) if first else "",
+           "chat_metadata": {"tzcrawl": {"username": p.username, "exported_from": "tzcrawl backup"}}}
+    for m in itertools.chain([first] if first else [], messages):
         date = send_date(m.get("ts"))
         attachment = m.get("attachment_url")
         if m.get("message") or attachment:

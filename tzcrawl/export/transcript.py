@@ -2,12 +2,16 @@
 
 Day headings and times are UTC, so the same backup gives the same bytes on every machine.
 Attachments and voice replies link to the export's ``media/`` copies (the original URL when the
-backup has no copy). Text is written as the service stored it: Markdown already.
+backup has no copy). Text is written as the service stored it, Markdown already, but held inside
+its own paragraph (``held``): no line of it can open or close a block outside it (an unclosed code
+fence, a ``---`` or ``===`` underline, a ``# `` line, a list, a quote, an HTML block, a blank line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import string
 from typing import Iterator
 
 from tzcrawl import registry
@@ -29,9 +33,43 @@ def _media_line(label: str, url, media: dict[str, str]) -> str | None:
     return f"{mark}[{label}{'' if local else ' (remote)'}](<{target}>)"
 
 
+LEADING_DIGITS = re.compile(r"(\d+)([.)])")
+
+
+def _inert(line: str) -> str:
+    """``line`` as a paragraph's continuation line that cannot start a block: its first character, when
+    ASCII punctuation, is backslash-escaped (``\\#``, ``\\```, ``\\-``, ``\\>``, ``\\<``, ``\\=``...), as is
+    the ``.``/``)`` of a leading number (``1\\.``). The escape renders as the character itself."""
+    body = line.lstrip(" \t")
+    if not body:
+        return "\\"  # a blank line would end the paragraph; a lone backslash is a line break
+    indent = line[:len(line) - len(body)]
+    if body[0] in string.punctuation:
+        return f"{indent}\\{body}"
+    number = LEADING_DIGITS.match(body)
+    if number:
+        return f"{indent}{number.group(1)}\\{body[number.end(1):]}"
+    return line
+
+
+def held(text, indent: str = "") -> str:
+    """Text as the rest of one paragraph (after a speaker or date prefix): every line after the first
+    made inert (``_inert``) and joined by hard line breaks; ``indent`` keeps list items' lines inside."""
+    lines = clean(text).splitlines() or [""]
+    while len(lines) > 1 and not lines[-1].strip():  # trailing blank lines say nothing (a lone \\ would show)
+        lines.pop()
+    out, blank = lines[0], False
+    for line in lines[1:]:
+        inert = _inert(line)
+        # each line ends in a hard break: two spaces, or the lone backslash that stands for a blank line
+        out += ("\n" if blank else "  \n") + indent + inert
+        blank = inert == "\\" and not line.strip()
+    return out
+
+
 def _lines(text) -> str:
-    """A message as Markdown lines under its speaker line (two spaces keep line breaks)."""
-    return "  \n".join(clean(text).splitlines())
+    """A message's text under its speaker line, held in that paragraph."""
+    return held(text)
 
 
 def chat_blocks(p: Personality, media: dict[str, str]) -> Iterator[tuple[str, str]]:
@@ -88,6 +126,6 @@ def export(p: Personality, out: Output) -> dict:
             start, end = moment(meta.get("start_ts")), moment(meta.get("end_ts"))
             span = f" (conversation {start:%Y-%m-%d %H:%M}–{end:%H:%M})" if start and end else ""
             flag = " *[deleted on the service]*" if m.get("deleted") is True else ""
-            fh.write(f"- **{when}**{kind}{span}{flag}: {_lines(described.text_of(m))}\n")
+            fh.write(f"- **{when}**{kind}{span}{flag}: {held(described.text_of(m), '  ')}\n")
             memories += 1
     return {"messages": count, "memories": memories}
