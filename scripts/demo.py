@@ -3,8 +3,10 @@
 Starts `scrapy sandbox` in the background (small generated dataset, loopback only), runs
 `scrapy crawl all_personalities` against it, lets the sandbox "write" 10 new memories and 10 new
 messages, runs again to show how few requests an incremental run needs (and that no media file is
-fetched twice), then stops the sandbox and exports the backup (`scrapy export`: an offline HTML
-archive, Markdown transcripts, character cards, SillyTavern chats). The backup, media files included,
+fetched twice), then stops the sandbox and proves the backup complete (`scrapy sandbox --from-backup` serves it as
+the service; a crawl of that into an empty folder must give back every data and media file byte for
+byte), and exports it (`scrapy export`: an offline HTML archive, Markdown transcripts, character
+cards, SillyTavern chats). The backup, media files included,
 lands in demo-data/personalities/, the export in demo-data/export/; the last line is the archive's
 file:// address.
 """
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from tzcrawl.sandbox.client import call, post_json, trust
+from tzcrawl.sandbox.frombackup import round_trip_difference
 from tzcrawl.session.jar import save_cookie_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,21 +48,66 @@ def crawl(env: dict) -> int:
     return subprocess.run([*SCRAPY, "crawl", "all_personalities", *FAST], cwd=ROOT, env=env).returncode
 
 
+def start_sandbox(ready: Path, *extra: str) -> subprocess.Popen | None:
+    """``scrapy sandbox`` in the background, once its ready file is written (None: it did not start)."""
+    proc = subprocess.Popen([*SCRAPY, "sandbox", "--ready-file", str(ready), "--max-lifetime", "600", *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_sandbox(proc)
+            print(proc.stdout.read() if proc.stdout else "", file=sys.stderr)
+            return None
+        time.sleep(0.1)
+    return proc
+
+
+def stop_sandbox(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def prove(tmp: Path) -> int:
+    """The round trip: the backup served as the service, crawled into an empty folder, the same files."""
+    print(f"\n$ scrapy sandbox --from-backup {OUT.relative_to(ROOT)}   (and a crawl of it into an empty folder)",
+          flush=True)
+    ready, again = tmp / "ready-backup.json", tmp / "again"
+    proc = start_sandbox(ready, "--from-backup", str(OUT))
+    if proc is None:
+        print("demo: the backup could not be served", file=sys.stderr)
+        return 1
+    try:
+        info = json.loads(ready.read_text())
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICE_", "TZCRAWL_", "BACKUP_"))}
+        env.update(SERVICE_WEBSITE=info["base_url"], SERVICE_COOKIE=info["cookie_header"], BACKUP_DIR=str(again),
+                   TZCRAWL_CA_FILE=info.get("ca_file") or "", BACKUP_MEDIA_PRIVATE_HOSTS=info.get("media_hosts") or "",
+                   TZCRAWL_COOKIE_FILE=str(tmp / "no-cookie-file"))
+        code = subprocess.run([*SCRAPY, "crawl", "all_personalities", *FAST, "-s", "LOG_LEVEL=WARNING"], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    finally:
+        stop_sandbox(proc)
+    files, difference = round_trip_difference(OUT, again)
+    if code or difference:
+        print(f"Round trip FAILED (crawl exit {code}): {difference}")
+        return 1
+    print(f"Round trip: the backup served as the service and crawled again gives back the same {files} files "
+          f"(data and media), byte for byte.")
+    return 0
+
+
 def main() -> int:
     if OUT.exists():  # the demo's own scratch backup: start fresh so the first run is a full one
         shutil.rmtree(OUT)
     with tempfile.TemporaryDirectory(prefix="tzcrawl-demo-") as tmp:
         ready = Path(tmp) / "ready.json"
-        sandbox = subprocess.Popen([*SCRAPY, "sandbox", "--ready-file", str(ready), "--max-lifetime", "600"],
-                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sandbox = start_sandbox(ready)
+        if sandbox is None:
+            print("demo: the sandbox service did not start", file=sys.stderr)
+            return 1
         try:
-            deadline = time.monotonic() + 60
-            while not ready.exists():
-                if sandbox.poll() is not None or time.monotonic() > deadline:
-                    print(sandbox.stdout.read() if sandbox.stdout else "", file=sys.stderr)
-                    print("demo: the sandbox service did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
             info = json.loads(ready.read_text())
             base = info["base_url"]
             if info.get("ca_file"):  # today's service speaks HTTPS; the sandbox's own CA vouches for it
@@ -96,16 +144,13 @@ def main() -> int:
             print(f"\nBackup written to {OUT}/ — one folder per personality, plain JSON, and {held} media "
                   f"files in their media/ folders (listed in <name>_media.json).")
         finally:
-            sandbox.send_signal(signal.SIGTERM)
-            try:
-                sandbox.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sandbox.kill()
+            stop_sandbox(sandbox)
+        proved = prove(Path(tmp))
     print(f"\n$ scrapy export   (offline: reads {OUT.relative_to(ROOT)}, writes {EXPORT.relative_to(ROOT)})",
           flush=True)
     exported = subprocess.run([*SCRAPY, "export", "-a", f"out={EXPORT}"], cwd=ROOT,
                               env={**os.environ, "BACKUP_DIR": str(OUT)}).returncode
-    return first or second or exported
+    return first or second or proved or exported
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from scrapy.exceptions import UsageError
 
 from tzcrawl.fsutil import atomic_write_text
 from tzcrawl.sandbox import Sandbox, SandboxConfig
+from tzcrawl.sandbox.frombackup import BackupWorld, files_port
+from tzcrawl.sandbox.server import FILES_HOST
 from tzcrawl.sandbox.config import coerce_knobs, KNOB_NAMES
 
 _TYPES = {"float": float, "int": int, "str": str}
@@ -79,7 +81,21 @@ class Command(ScrapyCommand):
         parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
         parser.add_argument("--ready-file", metavar="PATH", help='write {"base_url", "cookie", "cookie_header", "ca_file", "files_url", "media_hosts"} here (0600) once serving')
         parser.add_argument("--max-lifetime", type=float, default=None, metavar="SECONDS", help="stop by itself after this long")
+        parser.add_argument("--from-backup", metavar="DIR", default=None,
+                            help="serve this backup (a BACKUP_DIR) as the service, read-only, instead of generated data")
         add_config_flags(parser)
+
+    @staticmethod
+    def _start(config, opts, world, port: int) -> Sandbox:
+        """The sandbox; a served backup's file host on the port its media URLs name, else a free one."""
+        try:
+            return Sandbox(config, port=opts.port, max_lifetime=opts.max_lifetime, world=world, files_port=port).start()
+        except OSError:
+            if not port:
+                raise
+            print(f"sandbox: the backup's media URLs name port {port} on {FILES_HOST}, which is taken; the file "
+                  f"host listens on another (tools must map the host)", file=sys.stderr)
+            return Sandbox(config, port=opts.port, max_lifetime=opts.max_lifetime, world=world).start()
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if args:
@@ -88,8 +104,17 @@ class Command(ScrapyCommand):
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
+        world, port = None, 0
+        if opts.from_backup:
+            try:
+                world = BackupWorld(opts.from_backup)
+            except OSError as exc:
+                print(f"sandbox: cannot serve {opts.from_backup}: {exc}", file=sys.stderr)
+                self.exitcode = 2
+                return
+            port = files_port(world, FILES_HOST)
         try:
-            sandbox = Sandbox(config, port=opts.port, max_lifetime=opts.max_lifetime).start()
+            sandbox = self._start(config, opts, world, port)
         except OSError as exc:  # the port is taken (or not ours to use)
             print(f"sandbox: cannot listen on 127.0.0.1:{opts.port}: {exc.strerror or exc}; "
                   "pick another --port, or leave it out for a free one", file=sys.stderr)
@@ -110,6 +135,9 @@ class Command(ScrapyCommand):
                   f"export BACKUP_MEDIA_PRIVATE_HOSTS={sandbox.media_hosts} to let a backup fetch from it)")
             print(f"login: {config.email} / {config.password}")
             print(f"jargon: {config.jargon}  profile path: {config.profile_prefix}")
+            if world is not None:
+                print(f"serving the backup {world.view.root}: {len(world.personalities)} personalities, "
+                      f"{len(world.media)} media files, read-only")
             print(f"totals: {json.dumps(sandbox.totals()['sum'])}")
             print("serving until SIGINT/SIGTERM" + (f" or {opts.max_lifetime:g} s" if opts.max_lifetime else ""))
             sys.stdout.flush()

@@ -94,7 +94,7 @@ class MediaAddressMiddleware:
     def from_crawler(cls, crawler):
         media = MediaConfig.from_settings(crawler.settings)
         if not media.enabled:
-            raise NotConfigured("media are off (BACKUP_MEDIA = False)")
+            raise NotConfigured  # the media pipeline says media are off, once
         return cls(media.private_hosts)
 
     @staticmethod

@@ -85,12 +85,14 @@ class BadRequest(Exception):
 class App:
     """State (data, knobs, cookies, counters) and request handling of one sandbox."""
 
-    def __init__(self, config: SandboxConfig, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: SandboxConfig, clock: Callable[[], float] = time.monotonic, world=None):
+        """``world``: what the service holds; generated from ``config`` unless given (a backup served
+        as the service: ``frombackup.BackupWorld``)."""
         self.config = config
         self.clock = clock
         self.lock = threading.RLock()
         self.knobs: Knobs = config.knobs()
-        self.world = World(config)
+        self.world = world if world is not None else World(config)
         self.dice = FaultDice(config.seed)
         self.bucket: TokenBucket | None = None
         self.sessions = Sessions(config.session, config.chunks, config.cookie_ttl, config.https)

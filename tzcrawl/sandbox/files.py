@@ -79,6 +79,13 @@ class FileHost:
         ext = path[path.rfind("."):].lower() if "." in path.rsplit("/", 1)[-1] else ""
         if method != "GET":
             return error(405, "method not allowed")
+        saved = getattr(self.app.world, "media", None)
+        if saved is not None:  # a backup served as the service: its saved files, by their URLs' paths
+            found = saved.get(path)
+            if found is None:
+                return error(404, "no such file in the backup")
+            file, content_type = found
+            return Response(200, file.read_bytes(), [("Content-Type", content_type or "application/octet-stream")])
         if ext not in media.CONTENT_TYPES:
             return error(404, "no such file")
         knobs = self.app.knobs

@@ -132,11 +132,14 @@ class Sandbox:
     """A running imitation of the service: ``with Sandbox(SandboxConfig(...), port=0) as sb: ...``."""
 
     def __init__(self, config: SandboxConfig | None = None, port: int = 0, max_lifetime: float | None = None,
-                 files: bool = True, **kwargs: Any):
+                 files: bool = True, world=None, files_port: int = 0, **kwargs: Any):
+        """``world``: a backup to serve (``frombackup.BackupWorld``) instead of generated data;
+        ``files_port``: the file host's port (0: a free one; a served backup's media URLs name theirs)."""
         if config is not None and kwargs:
             raise TypeError("give either a SandboxConfig or keyword arguments, not both")
         self.config = config or SandboxConfig(**kwargs)
-        self.app = App(self.config)
+        self.app = App(self.config, world=world)
+        self.files_port = files_port
         self.port = port
         self.max_lifetime = max_lifetime
         self.cookie = self.app.mint_cookie()
@@ -165,10 +168,15 @@ class Sandbox:
         self._thread = _serve(self._server, f"sandbox:{self.port}")
         if self.files:
             host = self.app.files
-            for address in (FILES_HOST, MIRROR_HOST):
-                server = _Server((address, 0), host.handler(address, mirror=address == MIRROR_HOST))
-                self._file_servers.append(server)
-                _serve(server, f"sandbox-files:{address}")
+            try:
+                for address in (FILES_HOST, MIRROR_HOST):
+                    port = self.files_port if address == FILES_HOST else 0
+                    server = _Server((address, port), host.handler(address, mirror=address == MIRROR_HOST))
+                    self._file_servers.append(server)
+                    _serve(server, f"sandbox-files:{address}")
+            except OSError:  # the file host's port is taken: nothing of this sandbox keeps running
+                self.stop()
+                raise
             self.app.world.files_base = self.files_url
             host.mirror_base = f"http://{MIRROR_HOST}:{self._file_servers[1].server_address[1]}"
         if self.max_lifetime:
