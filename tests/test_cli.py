@@ -26,6 +26,7 @@ def test_help_and_version_say_what_it_is(tmp_path):
     env = {"PATH": "/usr/bin:/bin"}
     shown = tzcrawl("--help", cwd=tmp_path, env=env)
     assert shown.returncode == 0 and "crawl all_personalities" in shown.stdout and "snapshot" in shown.stdout
+    assert "doctor" in shown.stdout
     assert "4 blocked by the site's bot protection" in shown.stdout
     assert tzcrawl("--version", cwd=tmp_path, env=env).stdout.strip() == f"tzcrawl {__version__}"
     listed = tzcrawl("list", cwd=tmp_path, env=env)

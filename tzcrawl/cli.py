@@ -29,6 +29,7 @@ Back up
   login                              log in with a browser and keep the session cookie
 
 Check and use a backup
+  doctor                             what would stop a backup, before one is tried (one request)
   verify [-a online=1]               is every file whole, and (online) is anything missing?
   export [-a format=html,md,card,st] an offline archive, transcripts, character cards, SillyTavern chats
   sandbox [--from-backup DIR]        the bundled imitation of the service, or a backup served as it
