@@ -44,7 +44,19 @@ configuration, 3 log in again, 4 blocked by the site's bot protection.
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def unsupported(platform: str = sys.platform) -> str | None:
+    """Why this platform cannot run tzcrawl yet, in one line; None where it can (Linux, macOS)."""
+    if platform.startswith(("win", "cygwin", "msys")):
+        return ("tzcrawl does not run on Windows yet: its locks (flock) and private file modes (0600/0700) work "
+                "differently there; use WSL (Linux) instead")
+    return None
+
+
+def main(argv: list[str] | None = None, platform: str = sys.platform) -> int:
+    why = unsupported(platform)
+    if why:
+        print(f"tzcrawl: {why}", file=sys.stderr)
+        return 2
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(HELP, end="")

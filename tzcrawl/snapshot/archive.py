@@ -47,15 +47,15 @@ class TarStats:
 FORMAT_VERSION = 1  # part of the code tree's fingerprint: bump when the same tree would archive differently
 
 
-def busy_cores(interval: float = 0.1) -> float:
+def busy_cores(interval: float = 0.1, proc: str = "/proc", loadavg=getattr(os, "getloadavg", None)) -> float:
     """How many of the machine's cores other processes keep busy right now: /proc/stat sampled over
     ``interval``, less this process's own use (the database copy running beside the archive is ours).
     The 1-minute load average lags (it still counts the last snapshot's compression): it is only the
-    fallback where /proc is missing."""
+    fallback where /proc is missing (macOS); with neither, 0."""
     def sample() -> tuple[int, int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
+        with open(f"{proc}/stat", encoding="ascii") as fh:
             values = [int(v) for v in fh.readline().split()[1:]]
-        with open("/proc/self/stat", encoding="ascii") as fh:
+        with open(f"{proc}/self/stat", encoding="ascii") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         own = int(fields[11]) + int(fields[12])  # utime + stime, in the same clock ticks
         return sum(values), values[3] + (values[4] if len(values) > 4 else 0), own
@@ -66,7 +66,7 @@ def busy_cores(interval: float = 0.1) -> float:
         total2, idle2, own2 = sample()
     except (OSError, ValueError, IndexError):
         try:
-            return os.getloadavg()[0]
+            return loadavg()[0] if loadavg is not None else 0.0
         except OSError:
             return 0.0
     cpus = os.cpu_count() or 1
@@ -75,10 +75,12 @@ def busy_cores(interval: float = 0.1) -> float:
     return max(0.0, busy) * cpus
 
 
-def free_cores(cores: int | None = None, load: float | None = None) -> int:
-    """Cores of this process not busy right now (``busy_cores``), at least 1."""
+def free_cores(cores: int | None = None, load: float | None = None,
+               affinity=getattr(os, "sched_getaffinity", None)) -> int:
+    """Cores of this process not busy right now (``busy_cores``), at least 1. Where the process's CPU
+    affinity cannot be asked (macOS), every core counts."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
     if load is None:
         load = busy_cores()
     return max(1, min(cores, round(cores - load + 0.25)))

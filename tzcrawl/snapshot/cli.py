@@ -271,7 +271,13 @@ COMMANDS = {"create": cmd_create, "boot": cmd_create, "watch": cmd_watch, "list"
             "prune": cmd_prune, "verify": cmd_verify, "restore": cmd_restore}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, platform: str = sys.platform) -> int:
+    from tzcrawl.cli import unsupported
+
+    why = unsupported(platform)
+    if why:
+        print(f"snapshot: {why}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     if args.command != "watch" and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_stopped)
