@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from crawlhelp import REPO, crawl, crawl_env
+from crawlhelp import REPO, crawl, crawl_env, unshare_works
 from tzcrawl.media import manifest
 from tzcrawl.store import BackupView
 from tzcrawl.store.metadata import save as save_metadata
@@ -173,3 +173,19 @@ def test_no_backup_dir_or_no_cookie_exit_2(backed, tmp_path):
     assert result.returncode == 2 and "SERVICE_WEBSITE" in result.stderr
     named = verify(None, backup, "-a", "personality=nobody")
     assert named.returncode == 1 and "nobody: DAMAGED  no backup of this personality" in named.stdout
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs a private mount namespace for a read-only bind mount")
+def test_a_read_only_backup_verifies_and_exports(backed, tmp_path):
+    sb, backup, view = backed
+    out = tmp_path / "export"
+    scrapy = f"'{sys.executable}' -m scrapy"
+    script = (f'mount --bind "{backup}" "{backup}" && mount -o remount,ro,bind "{backup}" || exit 9; '
+              f'touch "{backup}/probe" 2>/dev/null && exit 8; '
+              f'{scrapy} verify; v=$?; {scrapy} export -a out="{out}" -a format=md >/dev/null; e=$?; '
+              f'echo "RESULT $v $e"')
+    env = {"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert "RESULT 0 0" in result.stdout, result.stdout + result.stderr
+    assert "verified: 2 ok, 0 damaged" in result.stdout and list(out.rglob("chat.md"))

@@ -147,4 +147,8 @@ def link_tree(source: Path, target: Path) -> None:
             ensure_private_dir(here / name)
         for name in files:
             if not name.endswith(".tmp"):
-                os.link(Path(root) / name, here / name)
+                try:
+                    os.link(Path(root) / name, here / name)
+                except OSError:  # no hard links on this filesystem: a copy (0600)
+                    shutil.copyfile(Path(root) / name, here / name)
+                    (here / name).chmod(0o600)

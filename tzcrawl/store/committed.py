@@ -50,8 +50,14 @@ class Committed:
 
 @contextlib.contextmanager
 def committed(view: BackupView, username: str, wait: float = 0.0, attempts: int = ATTEMPTS) -> Iterator[Committed]:
-    """The last committed state of ``username`` (see the module's text); BackupBusy when none could be had."""
-    views = ensure_private_dir(view.root / LOCKS_DIR / VIEWS)
+    """The last committed state of ``username`` (see the module's text); BackupBusy when none could be had.
+    A backup that cannot be written (a read-only mount, a restored copy) has no running crawl to fear:
+    it is read as it is."""
+    try:
+        views = ensure_private_dir(view.root / LOCKS_DIR / VIEWS)
+    except OSError:
+        yield Committed(view, False)
+        return
     _remove_stale(views)
     locks = Locks(view.root)
     name = view.dir_name(username)
@@ -110,12 +116,18 @@ def link(view: BackupView, username: str, folder: Path, check: bool) -> bool:
 
 
 def _link(path: Path, folder: Path) -> Path | None:
-    """``path`` linked into ``folder`` under its own name; None when it does not exist (not saved yet)."""
+    """``path`` linked into ``folder`` under its own name (copied where the filesystem has no hard
+    links: FAT, exFAT, some network shares); None when it does not exist (not saved yet)."""
     target = folder / path.name
     try:
         os.link(path, target)
     except FileNotFoundError:
         return None
+    except OSError:
+        try:
+            shutil.copyfile(path, target)
+        except FileNotFoundError:
+            return None
     return target
 
 
