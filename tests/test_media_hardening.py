@@ -101,6 +101,20 @@ def test_media_of_records_saved_by_a_text_only_run_come_home_on_the_next_run(san
     assert set(entries(out, name)) == urls and {e["status"] for e in entries(out, name).values()} == {"ok"}
 
 
+def test_saved_records_are_read_back_once_even_by_runs_that_do_not_save_them(sandbox_factory, tmp_path):
+    sb = sandbox_factory(**SMALL)
+    out, name = tmp_path / "b", only(sb)
+    assert run(sb, out, "-a", "media=0").returncode == 0
+    env = crawl_env(sb, out)
+    memories_only = crawl_cmd("memories", "-a", f"personality={name}")  # never commits messages or the profile
+    first = subprocess.run(memories_only, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "'backup/media/saved_read': 6" in first.stderr and set(entries(out, name)) == media_urls(sb, name)
+    assert all(r["media_listed"] for r in metadata(out, name)["resources"].values())
+    again = subprocess.run(memories_only, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert again.returncode == 0 and "backup/media/saved_read" not in again.stderr, "not read back a second time"
+
+
 def test_a_text_only_run_after_a_media_run_leaves_the_next_one_to_list_what_it_added(sandbox_factory, tmp_path):
     sb = sandbox_factory(**SMALL)
     out, name = tmp_path / "b", only(sb)

@@ -162,6 +162,7 @@ class MediaFilesPipeline(FilesPipeline):
         self.people: dict[str, PersonalityMedia] = {}
         self._gate: asyncio.Semaphore | None = None
         self._opening: asyncio.Lock | None = None
+        self.backup_store = None  # the crawl's one BackupStore (BackupPipeline's), found at open_spider
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -188,6 +189,13 @@ class MediaFilesPipeline(FilesPipeline):
         except Exception as exc:
             self._trouble(item.personality, exc)
         return item
+
+    def open_spider(self, spider=None):
+        super().open_spider()
+        from tzcrawl.pipelines import BackupPipeline  # pipelines imports the items this module handles
+
+        backup = self.crawler.get_item_pipeline(BackupPipeline)
+        self.backup_store = backup.store if backup is not None else None  # (self.store is FilesPipeline's)
 
     def close_spider(self):
         """A crawl that stopped mid-personality: its downloads are dropped (the manifest saved at the
@@ -300,6 +308,7 @@ class MediaFilesPipeline(FilesPipeline):
             return found, failed
 
         found, failed = await asyncio.to_thread(read)
+        self.crawler.stats.inc_value("backup/media/saved_read", len(names))
         for name, why in failed.items():
             logger.error("%s: the saved %s could not be read for its media (%s); tried again next run", username,
                          name, why)
@@ -315,6 +324,13 @@ class MediaFilesPipeline(FilesPipeline):
                 await self._save(state)
             except Exception as exc:
                 state.unlisted.update(names)
+                self._trouble(state.personality, exc, state)
+                return requests
+        listed = [name for name in names if name not in failed and self.view.path(username, name).exists()]
+        if listed and self.backup_store is not None:  # read back once: not again, even by a run that does not save them
+            try:
+                await asyncio.to_thread(self.backup_store.mark_media_listed, state.personality, listed)
+            except Exception as exc:
                 self._trouble(state.personality, exc, state)
         return requests
 

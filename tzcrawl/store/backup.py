@@ -309,6 +309,12 @@ class BackupStore(BackupView):
         with self._writing(personality):
             self._record(personality, resource, meta.record_failure, error, requests)
 
+    def mark_media_listed(self, personality: dict, resources: list[str]) -> None:
+        """The media manifest lists every media URL of these saved resources (``media_listed``)."""
+        with self._writing(personality):
+            for resource in resources:
+                self._record(personality, resource, meta.record_media_listed)
+
     def record_shortfall(self, personality: dict, resource: str, missing: int, service_total: int) -> None:
         """Note that the service counted ``missing`` more records than the backup holds: the next run
         reads this collection in full."""

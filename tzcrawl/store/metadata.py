@@ -99,6 +99,16 @@ def record_failure(
     return updated
 
 
+def record_media_listed(metadata: dict, personality: dict, dir_name: str, resource: str, now: datetime) -> dict:
+    """Metadata after the media manifest was found to list every media URL of the saved ``resource``
+    (read back by a run with media): it is not read back again until a run without media changes it."""
+    updated = _base(metadata, personality, dir_name)
+    entry = updated["resources"].get(resource)
+    if isinstance(entry, dict):
+        entry["media_listed"] = True
+    return updated
+
+
 def record_shortfall(
     metadata: dict, personality: dict, dir_name: str, resource: str, missing: int, service_total: int, now: datetime
 ) -> dict:
