@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from crawlhelp import REPO, crawl, crawl_cmd, crawl_env, metadata
@@ -44,7 +45,7 @@ def test_verify_and_export_beside_a_running_crawl(sandbox_factory, tmp_path):
     assert crawl(sb, "all_personalities", backup).returncode == 0
     name = sb.personalities[0]["username"]
     sb.add(name, memories=10, messages=400)
-    sb.set_knobs(latency=0.4)  # the new messages take ~8 slow pages: the crawl is mid-walk for seconds
+    sb.set_knobs(hold_chat_after=1)  # the crawl stops mid-history, after one page: held by order, not by time
     staging = BackupView(backup).directory(name) / ".staging" / "messages"
     proc = start_slow_crawl(sb, backup)
     try:
@@ -60,9 +61,17 @@ def test_verify_and_export_beside_a_running_crawl(sandbox_factory, tmp_path):
         assert f"being backed up now by process {proc.pid}; exporting its last committed state" in now.stdout
         assert "md: done (messages 200, memories 40;" in now.stdout, "as last committed: not the staged messages"
 
-        waited = export(backup, tmp_path / "waited", "-a", "format=md", "-a", "wait=120")
+        waiting = subprocess.Popen([sys.executable, "-m", "scrapy", "export", "-a", f"out={tmp_path / 'waited'}",
+                                    "-a", "format=md", "-a", "wait=120"], cwd=REPO, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin"})
+        said = waiting.stdout.readline()
+        assert f"being backed up now by process {proc.pid}; waiting up to 120 s" in said, said
+        sb.set_knobs(hold_chat_after=None)  # only now does the crawl go on
+        out, err = waiting.communicate(timeout=120)
+        waited = subprocess.CompletedProcess(waiting.args, waiting.returncode, said + out, err)
         assert waited.returncode == 0, waited.stdout + waited.stderr
-        assert "being backed up now" not in waited.stdout
+        assert "exporting its last committed state" not in waited.stdout
         assert "md: done (messages 600, memories 40;" in waited.stdout, "it waited for the crawl's messages"
     finally:
         stop(proc)
@@ -78,14 +87,21 @@ def test_verify_waits_for_the_crawl_when_asked(sandbox_factory, tmp_path):
     assert crawl(sb, "all_personalities", backup).returncode == 0
     name = sb.personalities[0]["username"]
     sb.add(name, messages=200)
-    sb.set_knobs(latency=0.3)
+    sb.set_knobs(hold_chat_after=1)
     staging = BackupView(backup).directory(name) / ".staging" / "messages"
     proc = start_slow_crawl(sb, backup)
     try:
         wait_until(staging.exists, proc)
-        checked = verify(None, backup, "-a", "wait=120")
+        verifying = subprocess.Popen([sys.executable, "-m", "scrapy", "verify", "-a", "wait=120"], cwd=REPO,
+                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env={"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin"})
+        said = verifying.stdout.readline()
+        assert f"being backed up now by process {proc.pid}; waiting up to 120 s" in said, said
+        sb.set_knobs(hold_chat_after=None)
+        out, err = verifying.communicate(timeout=120)
+        checked = subprocess.CompletedProcess(verifying.args, verifying.returncode, said + out, err)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert "being backed up now" not in checked.stdout
+        assert "checked its last committed state" not in checked.stdout
         assert "260 records" in checked.stdout, "it waited for the crawl to let go: its messages are in"
     finally:
         stop(proc)

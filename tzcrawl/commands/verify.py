@@ -71,7 +71,9 @@ class Command(ScrapyCommand):
                 damaged += 1
                 continue
             try:
-                with committed(view, username, wait) as state:
+                with committed(view, username, wait, waiting=lambda pid: print(
+                        f"{username}: being backed up now by {f'process {pid}' if pid else 'another run'}; "
+                        f"waiting up to {wait:g} s for it to finish", flush=True)) as state:
                     verdict = verify_personality(state.view, username, fields, files=view, live=state.live)
             except BackupBusy as exc:
                 print(f"{username}: not checked  {exc}")

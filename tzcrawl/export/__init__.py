@@ -63,7 +63,10 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
     exported = []
     for listed in found:
         try:
-            with committed(view, listed.username, wait) as state:
+            with committed(view, listed.username, wait, waiting=lambda pid: say(
+                    f"export · {listed.username}: being backed up now by "
+                    f"{f'process {pid}' if pid else 'another run'}; waiting up to {wait:g} s for it to finish")) \
+                    as state:
                 p = Personality(state.view, listed.username, state.view.directory(listed.username),
                                 state.view.metadata(listed.username))
                 if state.live:

@@ -82,6 +82,9 @@ class BadRequest(Exception):
     pass
 
 
+HOLD_MAX = 60.0  # seconds a held request waits at most (hold_chat_after)
+
+
 class App:
     """State (data, knobs, cookies, counters) and request handling of one sandbox."""
 
@@ -99,6 +102,8 @@ class App:
         self.clearance = secrets.token_urlsafe(32)
         self._service_requests = 0
         self._bot_from = 0
+        self._chat_requests = 0
+        self._released = threading.Event()  # hold_chat_after: set when the hold is lifted
         self._api_requests = 0
         self._deletions_from = 0
         from .files import FileHost  # the file host reads this app's knobs and config
@@ -169,6 +174,9 @@ class App:
             self.sessions.reset_uses()
         if "bot_check" in changes or "bot_check_from" in changes:
             self._bot_from = self._service_requests  # counted from when the knob is set
+        if "hold_chat_after" in changes:
+            self._chat_requests = 0  # counted from when the knob is set
+            (self._released.set if new.hold_chat_after is None else self._released.clear)()
         self.world.iso_share = new.iso_dates
         self.world.hostile_media = new.hostile_media_urls
         self.world.extra_media = [u.strip() for u in new.extra_media_urls.split(",") if u.strip()]
@@ -236,6 +244,12 @@ class App:
         blocked = self._bot_check(headers)
         if blocked is not None:
             return blocked
+        if route == "chat_history" and self.knobs.hold_chat_after is not None:
+            with self.lock:
+                self._chat_requests += 1
+                held = self._chat_requests > self.knobs.hold_chat_after
+            if held:  # until the test lifts the hold; bounded, so a forgotten hold never hangs a server
+                self._released.wait(HOLD_MAX)
         fault = self.dice.roll(self.knobs)
         if fault.drop:
             return Response(0, drop=True, delay=fault.delay)

@@ -64,6 +64,8 @@ class Knobs:
     media_latency: float = _knob(0.0, "seconds the file host waits before answering")
     hostile_media_urls: bool = _knob(False, "the first personality's screenshots include file:, javascript:, "
                                             "relative and data: URLs")
+    hold_chat_after: int | None = _knob(None, "chat-history requests after this many wait until the knob is "
+                                              "cleared (at most HOLD_MAX seconds): a crawl held mid-walk, by order")
     extra_media_urls: str = _knob("", "comma-separated URLs the first personality's screenshots also point at "
                                       "(this machine's other services, the API's own origin...)")
     rotate_every: int | None = _knob(200, "better-auth session: a new cookie value every N authenticated answers "

@@ -191,6 +191,7 @@ class Sandbox:
             return
         if self._timer is not None:
             self._timer.cancel()
+        self.app._released.set()  # a held request (hold_chat_after) answers now: nothing waits on it
         for each in [server, *self._file_servers]:
             each.stopping.set()
             each.shutdown()

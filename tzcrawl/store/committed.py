@@ -49,10 +49,11 @@ class Committed:
 
 
 @contextlib.contextmanager
-def committed(view: BackupView, username: str, wait: float = 0.0, attempts: int = ATTEMPTS) -> Iterator[Committed]:
+def committed(view: BackupView, username: str, wait: float = 0.0, attempts: int = ATTEMPTS,
+              waiting=None) -> Iterator[Committed]:
     """The last committed state of ``username`` (see the module's text); BackupBusy when none could be had.
     A backup that cannot be written (a read-only mount, a restored copy) has no running crawl to fear:
-    it is read as it is."""
+    it is read as it is. ``waiting(pid)`` is called once when a crawl holds it and ``wait`` is given."""
     try:
         views = ensure_private_dir(view.root / LOCKS_DIR / VIEWS)
     except OSError:
@@ -66,7 +67,14 @@ def committed(view: BackupView, username: str, wait: float = 0.0, attempts: int 
         folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=views))
         try:
             try:
-                locks.acquire(name, wait if attempt == 0 else 0)
+                try:
+                    locks.acquire(name, 0)
+                except BackupLocked as exc:
+                    if not (wait and attempt == 0):
+                        raise
+                    if waiting is not None:
+                        waiting(exc.pid)
+                    locks.acquire(name, wait)
             except BackupLocked as exc:
                 holder = exc.pid
                 consistent = link(view, username, folder, check=True)
