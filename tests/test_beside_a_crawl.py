@@ -29,6 +29,19 @@ def stop(proc) -> None:
         proc.wait()
 
 
+def waiting_for(sb, proc, backup, *command: str) -> subprocess.CompletedProcess:
+    """``scrapy <command> -a wait=120`` started while the sandbox holds the crawl: it must say it waits
+    for that crawl before the hold is lifted (order, not time); then its whole output."""
+    reader = subprocess.Popen([sys.executable, "-m", "scrapy", *command, "-a", "wait=120"], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin"})
+    said = reader.stdout.readline()
+    assert f"being backed up now by process {proc.pid}; waiting up to 120 s" in said, said
+    sb.set_knobs(hold_chat_after=None)  # only now does the crawl go on
+    out, err = reader.communicate(timeout=120)
+    return subprocess.CompletedProcess(reader.args, reader.returncode, said + out, err)
+
+
 def wait_until(condition, proc, seconds=60.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -61,15 +74,7 @@ def test_verify_and_export_beside_a_running_crawl(sandbox_factory, tmp_path):
         assert f"being backed up now by process {proc.pid}; exporting its last committed state" in now.stdout
         assert "md: done (messages 200, memories 40;" in now.stdout, "as last committed: not the staged messages"
 
-        waiting = subprocess.Popen([sys.executable, "-m", "scrapy", "export", "-a", f"out={tmp_path / 'waited'}",
-                                    "-a", "format=md", "-a", "wait=120"], cwd=REPO, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env={"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin"})
-        said = waiting.stdout.readline()
-        assert f"being backed up now by process {proc.pid}; waiting up to 120 s" in said, said
-        sb.set_knobs(hold_chat_after=None)  # only now does the crawl go on
-        out, err = waiting.communicate(timeout=120)
-        waited = subprocess.CompletedProcess(waiting.args, waiting.returncode, said + out, err)
+        waited = waiting_for(sb, proc, backup, "export", "-a", f"out={tmp_path / 'waited'}", "-a", "format=md")
         assert waited.returncode == 0, waited.stdout + waited.stderr
         assert "exporting its last committed state" not in waited.stdout
         assert "md: done (messages 600, memories 40;" in waited.stdout, "it waited for the crawl's messages"
@@ -92,14 +97,7 @@ def test_verify_waits_for_the_crawl_when_asked(sandbox_factory, tmp_path):
     proc = start_slow_crawl(sb, backup)
     try:
         wait_until(staging.exists, proc)
-        verifying = subprocess.Popen([sys.executable, "-m", "scrapy", "verify", "-a", "wait=120"], cwd=REPO,
-                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env={"BACKUP_DIR": str(backup), "PATH": "/usr/bin:/bin"})
-        said = verifying.stdout.readline()
-        assert f"being backed up now by process {proc.pid}; waiting up to 120 s" in said, said
-        sb.set_knobs(hold_chat_after=None)
-        out, err = verifying.communicate(timeout=120)
-        checked = subprocess.CompletedProcess(verifying.args, verifying.returncode, said + out, err)
+        checked = waiting_for(sb, proc, backup, "verify")
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "checked its last committed state" not in checked.stdout
         assert "260 records" in checked.stdout, "it waited for the crawl to let go: its messages are in"

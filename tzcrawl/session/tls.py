@@ -14,7 +14,7 @@ import re
 import warnings
 from pathlib import Path
 
-from OpenSSL import SSL
+from OpenSSL import SSL  # the pyopenssl distribution (declared: its module is named OpenSSL)
 from scrapy.core.downloader.contextfactory import _ScrapyClientContextFactory
 from twisted.internet._sslverify import IOpenSSLTrustRoot, optionsForClientTLS
 from zope.interface import implementer
