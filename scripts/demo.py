@@ -1,7 +1,8 @@
 """`make demo`: back up every personality of the bundled sandbox service, twice.
 
 Starts `scrapy sandbox` in the background (small generated dataset, loopback only), runs
-`scrapy crawl all_personalities` against it, lets the sandbox "write" 10 new memories and 10 new
+`scrapy crawl all_personalities -a category=self,recent` against it (the 3 personalities the sandbox's
+user owns and the 2 of other people they talked to: of those, what a non-owner may read), lets the sandbox "write" 10 new memories and 10 new
 messages, runs again to show how few requests an incremental run needs (and that no media file is
 fetched twice), then stops the sandbox and proves the backup complete (`scrapy sandbox --from-backup` serves it as
 the service; a crawl of that into an empty folder must give back every data and media file byte for
@@ -33,6 +34,8 @@ EXPORT = ROOT / "demo-data" / "export"
 SCRAPY = [sys.executable, "-m", "scrapy"]
 # Quick but still polite to a real server: small delays instead of the 1 s / 2 s defaults.
 FAST = ["-s", "DOWNLOAD_DELAY=0.05", "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "BACKUP_PERSONALITY_DELAY=0.2"]
+# every personality owned, and every one talked to lately (other people's too), each once
+SPIDER = ["all_personalities", "-a", "category=self,recent"]
 
 
 def control(base_url: str, path: str, payload: dict | None = None) -> dict:
@@ -44,8 +47,8 @@ def control(base_url: str, path: str, payload: dict | None = None) -> dict:
 
 
 def crawl(env: dict) -> int:
-    print(f"\n$ scrapy crawl all_personalities   (BACKUP_DIR={OUT.relative_to(ROOT)})", flush=True)
-    return subprocess.run([*SCRAPY, "crawl", "all_personalities", *FAST], cwd=ROOT, env=env).returncode
+    print(f"\n$ scrapy crawl {' '.join(SPIDER)}   (BACKUP_DIR={OUT.relative_to(ROOT)})", flush=True)
+    return subprocess.run([*SCRAPY, "crawl", *SPIDER, *FAST], cwd=ROOT, env=env).returncode
 
 
 def start_sandbox(ready: Path, *extra: str) -> subprocess.Popen | None:
@@ -85,7 +88,7 @@ def prove(tmp: Path) -> int:
         env.update(SERVICE_WEBSITE=info["base_url"], SERVICE_COOKIE=info["cookie_header"], BACKUP_DIR=str(again),
                    TZCRAWL_CA_FILE=info.get("ca_file") or "", BACKUP_MEDIA_PRIVATE_HOSTS=info.get("media_hosts") or "",
                    TZCRAWL_COOKIE_FILE=str(tmp / "no-cookie-file"))
-        code = subprocess.run([*SCRAPY, "crawl", "all_personalities", *FAST, "-s", "LOG_LEVEL=WARNING"], cwd=ROOT,
+        code = subprocess.run([*SCRAPY, "crawl", *SPIDER, *FAST, "-s", "LOG_LEVEL=WARNING"], cwd=ROOT,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
     finally:
         stop_sandbox(proc)

@@ -117,3 +117,14 @@ def test_the_outcome_line_round_trips_and_the_last_one_wins():
                                  "tzcrawl outcome: []"])
 def test_no_outcome_line_is_none(log):
     assert read_outcome(log) is None
+
+
+def test_not_theirs_is_shown_as_not_yours():
+    """Someone else's owner-only resources: "not yours" in the table, never FAILED (the exit status
+    counts them with the complete ones: test_crawl_others.py)."""
+    rows = {"bob": {"memories": {"outcome": Outcome.not_theirs("only its owner may read it")},
+                    "messages": {"outcome": OK, "total": 3, "new": 3, "characters": 42}}}
+    assert summary_table(rows).splitlines() == [
+        "personality  memories   messages  characters",
+        "bob          not yours  3 (+3)    42",
+    ]

@@ -28,9 +28,43 @@ def test_users_me_and_listing(sandbox):
         assert (body["id"], body["username"], body["user_id"]) == (entry["id"], entry["username"], owner)
         assert body["settings"]["behaviour"]["nested"]["deep"]["list"][2] == {"k": "ünïcödé"}
     recent = call(sandbox.base_url, "/api/personalities?category=recent", sandbox.cookie).json()
-    assert recent and any(p["username"] == "public-bot" for p in recent)
-    foreign = call(sandbox.base_url, "/api/personalities/username/public-bot", sandbox.cookie)
+    # two of the owner's, then the others' (default 2): listed without the owner badge
+    assert [p["username"] for p in recent[:2]] == [p["username"] for p in listing[:2]]
+    others = recent[2:]
+    assert len(others) == 2 and all(p["x_badges"] == [] for p in others)
+    assert not {p["id"] for p in others} & {p["id"] for p in listing}
+    foreign = call(sandbox.base_url, "/api/personalities/username/no-such-bot", sandbox.cookie)
     assert foreign.status == 404
+
+
+@pytest.mark.sandbox_session("better-auth")
+@pytest.mark.sandbox_records("2026")
+def test_others_personalities_refuse_what_only_their_owner_may_read(sandbox_factory):
+    """The recent list's other-owned personalities: profile (public part), chat history and the user's
+    personalization answer; memories 404, knowledge and training 403 (JSON, the session still holds)."""
+    sb = sandbox_factory(personalities=2, others=3)
+    cookie = sb.cookie_header
+    other = sb.others[0]
+    assert len(sb.others) == 3 and other["id"] not in {p["id"] for p in sb.personalities}
+    profile = call(sb.base_url, f"/api/personalities/username/{other['username']}", cookie).json()
+    assert profile["id"] == other["id"] and profile["created_by"] != sb.app.world.owner_id
+    assert "jailbreak" not in profile and "engine_model" not in profile  # the owner's settings stay private
+    base = f"/api/personalities/{other['id']}"
+    assert call(sb.base_url, f"/api/memory/{other['id']}?page=1", cookie).status == 404
+    for path in (f"{base}/story", f"{base}/training"):
+        refused = call(sb.base_url, path, cookie)
+        assert refused.status == 403 and refused.json()["status"] == 403
+    assert call(sb.base_url, f"{base}/user", cookie).json()
+    history = call(sb.base_url, f"{base}/chat/history?limit=50&shape_id={other['id']}", cookie).json()
+    assert len(history) == 50
+    assert call(sb.base_url, "/api/users/info", cookie).status == 200  # refusals are not a lost session
+    mine = sb.personalities[0]
+    assert "jailbreak" in call(sb.base_url, f"/api/personalities/username/{mine['username']}", cookie).json()
+    assert call(sb.base_url, f"/api/personalities/{mine['id']}/story", cookie).status == 200
+    private = sandbox_factory(personalities=1, others=1, profile_path="personalities/private")
+    theirs = private.others[0]["username"]
+    assert call(private.base_url, f"/api/personalities/private/{theirs}", private.cookie_header).status == 403
+    assert call(private.base_url, f"/api/personalities/username/{theirs}", private.cookie_header).status == 200
 
 
 def _first(sb):
@@ -179,7 +213,8 @@ def test_jargon_and_profile_path_are_configurable(sandbox_factory):
     assert call(sb.base_url, "/api/shapes?category=self", sb.cookie).json()[0]["id"] == p["id"]
     assert call(sb.base_url, "/api/personalities?category=self", sb.cookie).status == 404
     assert call(sb.base_url, f"/api/shapes/private/by-name/{p['username']}", sb.cookie).json()["id"] == p["id"]
-    assert call(sb.base_url, f"/api/shapes/username/{p['username']}", sb.cookie).status == 404
+    public = call(sb.base_url, f"/api/shapes/username/{p['username']}", sb.cookie)  # anyone's profile, public path
+    assert public.json()["id"] == p["id"]
     assert call(sb.base_url, f"/api/shapes/{p['id']}/chat/history?limit=50&shape_id={p['id']}", sb.cookie).status == 200
     agents = sandbox_factory(jargon="agents")
     assert call(agents.base_url, f"/api/agents/username/{_first(agents)['username']}", agents.cookie).status == 200

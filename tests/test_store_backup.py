@@ -287,3 +287,21 @@ def test_a_lone_surrogate_in_a_document_or_a_name_is_saved_as_an_escape(store):
     assert store.read_document("odd", "profile")["bio"] == "a \udfff b"
     assert store.metadata("odd")["personality"]["name"] == "Zoë \ud800"
     assert "\\ud800" in store.metadata_path("odd").read_text(encoding="utf-8")
+
+
+def test_whose_it_is_is_recorded_and_outlives_a_run_that_does_not_know(store):
+    """``owned``/``owner`` go into the personality block; a named run (whose unknown) keeps them; a
+    "not theirs" resource is recorded apart from failures, its folder made."""
+    bob = {"id": "t-1", "username": "bob", "name": "Bob", "owned": False, "owner": "owner-2"}
+    store.record_not_theirs(bob, "memories", "only its owner may read it (HTTP 404)", 1)
+    meta = store.metadata("bob")
+    assert meta["personality"]["owned"] is False and meta["personality"]["owner"] == "owner-2"
+    assert meta["resources"]["memories"]["outcome"] == "not_theirs"
+    assert "HTTP 404" in meta["resources"]["memories"]["reason"]
+    assert mode(store.directory("bob")) == 0o700 and store.recorded_owned("bob") is False
+    store.save_document({"id": "t-1", "username": "bob", "name": "Bob"}, "user_data", {"a": 1}, 1, 1)
+    assert store.metadata("bob")["personality"]["owned"] is False  # the named run did not know: kept
+    assert store.metadata("bob")["personality"]["owner"] == "owner-2"
+    store.save_document(dict(ALICE, owned=True), "user_data", {"a": 1}, 1, 1)
+    assert store.recorded_owned("alice") is True and "owner" not in store.metadata("alice")["personality"]
+    assert store.recorded_owned("nobody") is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tzcrawl import paging, registry
+from tzcrawl import api, paging, registry
 from tzcrawl.items import Document, Outcome, Page, ResourceDone
-from tzcrawl.walk import ANSWER, AUTH, LOCKED, Walk, after_error, outcome_of
+from tzcrawl.walk import ANSWER, AUTH, LOCKED, NOT_THEIRS, Walk, after_error, gather, not_theirs, outcome_of
 
 ALL = registry.REGISTRY
 NAMES = [r.name for r in ALL]
@@ -121,3 +121,58 @@ def test_items_never_show_private_records_in_logs():
     assert repr(document) == "Document(alice, profile, 1 entries)"
     for item in (page, document):
         assert "private" not in repr(item) and "between us" not in repr(item)
+
+
+# -- someone else's personality (issue 24) ----------------------------------------------------------
+THEIRS = {"id": "t1", "username": "bob", "owned": False}
+
+
+def test_gather_backs_each_personality_up_once_and_marks_whose_it_is():
+    mine = [{"id": "p1", "username": "alice"}, {"id": "p2", "username": "ann"}]
+    recent = [{"id": "p2", "username": "ann"}, {"id": "t1", "username": "bob"}, {"id": "t1", "username": "bob"}]
+    lists = {"self": mine, "recent": recent}
+    assert [(p["username"], p["owned"]) for p in gather(lists, ("self", "recent"))] == [
+        ("alice", True), ("ann", True), ("bob", False)]
+    assert [(p["username"], p["owned"]) for p in gather(lists, ("recent",))] == [("ann", True), ("bob", False)]
+    assert [p["username"] for p in gather(lists, ("self",))] == ["alice", "ann"]
+    unread = gather({"self": None, "recent": recent}, ("recent",))  # the owned list failed: whose is unknown
+    assert [p["username"] for p in unread] == ["ann", "bob"] and all("owned" not in p for p in unread)
+    assert gather({"self": mine, "recent": None}, ("self", "recent")) == [dict(p, owned=True) for p in mine]
+
+
+@pytest.mark.parametrize("exc", [api.Forbidden("HTTP 403 from x"), api.NotFound("HTTP 404 from x")])
+def test_a_refused_owner_only_resource_of_someone_elses_personality_is_not_theirs(exc):
+    walk = Walk(dict(THEIRS), ALL, index=NAMES.index("memories"))
+    why = not_theirs(walk, walk.current, exc)
+    assert why and str(exc) in why
+    ending = after_error(walk, NOT_THEIRS, why)
+    assert [d.outcome for d in ending.done] == [Outcome.not_theirs(why)]
+    assert walk.current.name == "messages" and not ending.personality_over and not ending.stop_crawl
+    assert Outcome.not_theirs(why).settled and not Outcome.not_theirs(why).ok
+
+
+@pytest.mark.parametrize("owned, resource, exc", [
+    (True, "memories", api.Forbidden("403")),        # the user's own: a failure (or a lost session)
+    (None, "memories", api.NotFound("404")),         # nobody said whose: as before
+    (False, "messages", api.Forbidden("403")),       # anyone may read a chat history: not about ownership
+    (False, "user_data", api.NotFound("404")),
+    (False, "memories", api.NotAuthenticated("401")),  # a lost session stays a lost session
+    (False, "memories", api.Blocked("Cloudflare")),    # a bot check stays a bot check
+    (False, "memories", api.BadAnswer("HTTP 500")),
+])
+def test_other_refusals_keep_their_meaning(owned, resource, exc):
+    person = {"id": "x", "username": "x"} if owned is None else {"id": "x", "username": "x", "owned": owned}
+    walk = Walk(person, ALL, index=NAMES.index(resource))
+    assert not_theirs(walk, walk.current, exc) is None
+
+
+def test_identify_keeps_whose_it_is_and_names_another_owner():
+    walk = Walk(dict(THEIRS, avatar_url="a.png"), ALL)
+    walk.identify({"id": "t1", "name": "Bob", "created_by": "owner-2", "user_id": "owner-2"})
+    assert walk.personality == {"id": "t1", "username": "bob", "name": "Bob", "owned": False, "owner": "owner-2"}
+    mine = Walk({"id": "p1", "username": "alice", "owned": True}, ALL)
+    mine.identify({"id": "p1", "name": "Alice", "created_by": "me"})
+    assert mine.personality == {"id": "p1", "username": "alice", "name": "Alice", "owned": True}
+    named = Walk({"username": "alice"}, ALL)
+    named.identify({"id": "p1", "name": "Alice", "created_by": "me"})
+    assert "owned" not in named.personality and named.owned is None

@@ -22,8 +22,17 @@ class NotAuthenticated(Exception):
     """The service refused the cookie (401/403, a login redirect, or HTML where JSON belongs)."""
 
 
+class Forbidden(NotAuthenticated):
+    """HTTP 403 with an answer that is neither a bot check nor a login page: an expired session, or a
+    refusal of this one resource while the session holds (only the current-user call can tell)."""
+
+
 class BadAnswer(Exception):
     """The service answered, but not in a shape this client knows; the data must not be trusted."""
+
+
+class NotFound(BadAnswer):
+    """HTTP 404: no such thing, or (for a personality the user does not own) nothing they may see."""
 
 
 class Blocked(Exception):
@@ -59,6 +68,17 @@ class Endpoints:
     def personalities(self, category: str = "self") -> str:
         return self._url(self.service.jargon, {"category": category})
 
+    @property
+    def public_profile_path(self) -> str:
+        """Where anyone's profile is, as far as the user may see it (``{jargon}/username``)."""
+        return f"{self.service.jargon}/username"
+
+    def public_profile(self, personality: dict) -> str | None:
+        """The public profile's URL, when it is not already the configured (private) profile path."""
+        if self.service.profile_path == self.public_profile_path:
+            return None
+        return self._url(f"{self.public_profile_path}/{quote(str(personality.get('username', '')), safe='')}", {})
+
     def resource(self, resource: Resource, personality: dict, position=None) -> str:
         """The URL of ``resource`` for ``personality``; ``position`` is the page number or before_ts."""
         pid = str(personality.get("id", ""))
@@ -78,10 +98,14 @@ def decode(status: int, content_type: str, body: bytes, url: str = "", headers=N
     seen = bot_check(status, headers or {}, content_type, body)
     if seen:
         raise Blocked(f"{seen} from {url}")
-    if status in (401, 403):
-        raise NotAuthenticated(f"HTTP {status} from {url}")
+    if status == 403:
+        raise Forbidden(f"HTTP 403 from {url}")
+    if status == 401:
+        raise NotAuthenticated(f"HTTP 401 from {url}")
     if status in (301, 302, 303, 307, 308):
         raise NotAuthenticated(f"HTTP {status} redirect (to the login page) from {url}")
+    if status == 404:
+        raise NotFound(f"HTTP 404 from {url}")
     if not 200 <= status < 300:
         raise BadAnswer(f"HTTP {status} from {url}")
     if is_html(content_type, body):  # a page with a password field: bot_check left it to us
@@ -93,7 +117,7 @@ def decode(status: int, content_type: str, body: bytes, url: str = "", headers=N
 
 
 def personality_list(payload: object) -> list[dict]:
-    """The owner's personalities: an array of objects with id, name, username."""
+    """A list of personalities (the owner's, or those the user talked to): objects with id, name, username."""
     if isinstance(payload, dict):
         payload = next((payload[k] for k in ("items", "data", "results") if isinstance(payload.get(k), list)), None)
     if not isinstance(payload, list) or not all(isinstance(p, dict) for p in payload):

@@ -22,6 +22,9 @@ Usage: tzcrawl <command> [options]     (every command: tzcrawl <command> -h)
 Back up
   crawl all_personalities            every personality you own: profile, memories, chat history,
                                      knowledge, training, your personalization, and their media
+  crawl recent_personalities         every personality you talked to lately, other people's too: the
+                                     chat history and your personalization (-a category=self,recent
+                                     on all_personalities: both lists, each personality once)
   crawl personality -a personality=NAME[,NAME]   some of them
   crawl memories -a personality=NAME             one resource (also messages, knowledge, training,
                                                  user_data, profile)

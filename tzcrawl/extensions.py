@@ -7,7 +7,7 @@ import logging
 from scrapy import signals
 
 from tzcrawl.config import cookie_file, lookup
-from tzcrawl.items import BLOCKED, FAILED, Outcome
+from tzcrawl.items import BLOCKED, FAILED, NOT_THEIRS, Outcome
 from tzcrawl.session.botcheck import remedy
 from tzcrawl.outcome import EXIT_CODE_STAT, exit_status, outcome_line
 from tzcrawl.registry import COLLECTIONS, CONVERSATION, RESOURCES
@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 MEDIA = "media"  # reported like a resource, from the media pipeline; not one of the API's resources
+NOT_YOURS = "not yours"  # how the summary shows a resource only the personality's owner may read
 
 
 def media_cell(cell: dict) -> str:
@@ -32,8 +33,9 @@ def media_cell(cell: dict) -> str:
 
 
 def summary_table(rows: dict[str, dict[str, dict]]) -> str:
-    """One line per personality: each resource's total (``new`` in brackets), FAILED or SKIPPED; the
-    media column (when media were backed up) says held (+new), gone and failed files."""
+    """One line per personality: each resource's total (``new`` in brackets), FAILED, SKIPPED or "not
+    yours" (only its owner may read it); the media column (when media were backed up) says held (+new),
+    gone and failed files."""
     columns = [r for r in (*RESOURCES, MEDIA) if any(r in res for res in rows.values())]
     header = ["personality", *columns, "characters"]
     lines = [header]
@@ -45,6 +47,8 @@ def summary_table(rows: dict[str, dict[str, dict]]) -> str:
                 line.append("-")
             elif resource == MEDIA:
                 line.append(media_cell(cell))
+            elif cell["outcome"].status == NOT_THEIRS:
+                line.append(NOT_YOURS)
             elif not cell["outcome"].ok:
                 line.append(cell["outcome"].status.upper())
             elif resource in COLLECTIONS:
@@ -95,6 +99,11 @@ class BackupReport:
         self.rows.setdefault(username, {})[resource] = {**figures, "outcome": outcome}
         if resource == MEDIA:
             self._media(username, outcome, figures)
+            return
+        if outcome.status == NOT_THEIRS:  # nothing wrong, nothing to save: said once, counted apart
+            stats.inc_value("backup/resources/not_theirs")
+            stats.inc_value(f"backup/{resource}/not_theirs")
+            logger.info("%s · %s: %s: %s", username, resource, NOT_YOURS, outcome.reason)
             return
         if not outcome.ok:
             stats.inc_value(f"backup/resources/{outcome.status}")
@@ -155,14 +164,16 @@ class BackupReport:
     def spider_closed(self, spider, reason):
         self.unreported(spider, reason)
         stats = self.crawler.stats
-        complete_people = sum(1 for res in self.rows.values() if res and all(c["outcome"].ok for c in res.values()))
+        complete_people = sum(1 for res in self.rows.values()
+                              if res and all(c["outcome"].settled for c in res.values()))
         stats.set_value("backup/personalities/complete", complete_people)
         # A bug of ours or an unexpected answer that raised in a callback: never report success.
         unexpected = sum(v for k, v in stats.get_stats().items()
                          if k.startswith("spider_exceptions/") and isinstance(v, int))
         code = exit_status(reason,
                            requested=stats.get_value("backup/resources/requested", 0),
-                           complete=stats.get_value("backup/resources/complete", 0),
+                           complete=stats.get_value("backup/resources/complete", 0)
+                           + stats.get_value("backup/resources/not_theirs", 0),
                            failed=stats.get_value("backup/resources/failed", 0)
                            + stats.get_value("backup/resources/skipped", 0)
                            + stats.get_value("backup/media/personalities_failed", 0),
@@ -200,6 +211,10 @@ class BackupReport:
                        f"see the errors above. Files of failed resources were left as they were.")
         else:
             summary = f"Backup complete: {complete_people} of {wanted} personalities."
+            others = stats.get_value("backup/personalities/not_owned", 0)
+            if others:
+                summary = summary[:-1] + (f" ({others} of them other people's: their chat history and your "
+                                          f"personalization are here; what only their owners may read is not).")
         stats.set_value("tzcrawl/summary", summary)
         logger.log(logging.ERROR if code else self.visible, "%s", summary)
         logger.log(self.visible, "%s", outcome_line(code, reason, summary))

@@ -10,19 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 COMPLETE, FAILED, SKIPPED, BLOCKED = "complete", "failed", "skipped", "blocked"
+NOT_THEIRS = "not_theirs"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one resource ended this run: complete, failed (it was tried), skipped (it was not) or blocked
-    (the site's bot protection stopped the crawl before it was done)."""
+    """How one resource ended this run: complete, failed (it was tried), skipped (it was not), blocked
+    (the site's bot protection stopped the crawl before it was done) or not theirs (only the
+    personality's owner may read it, and the user is not its owner: nothing to back up, nothing wrong)."""
 
     status: str
     reason: str = ""
 
     @property
     def ok(self) -> bool:
+        """Saved: the resource's data is in the backup as the service has it."""
         return self.status == COMPLETE
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do for it: saved, or not the user's to read (the exit status counts both)."""
+        return self.status in (COMPLETE, NOT_THEIRS)
 
     @classmethod
     def complete(cls, note: str = "") -> "Outcome":
@@ -39,6 +47,10 @@ class Outcome:
     @classmethod
     def blocked(cls, reason: str) -> "Outcome":
         return cls(BLOCKED, reason)
+
+    @classmethod
+    def not_theirs(cls, reason: str) -> "Outcome":
+        return cls(NOT_THEIRS, reason)
 
 
 def _who(personality: dict) -> str:

@@ -15,7 +15,7 @@ import logging
 from itemadapter import ItemAdapter
 
 from tzcrawl.config import BackupConfig
-from tzcrawl.items import Document, Outcome, Page, PersonalityEnd, ResourceDone
+from tzcrawl.items import NOT_THEIRS, Document, Outcome, Page, PersonalityEnd, ResourceDone
 from tzcrawl.signals import resource_finished
 from tzcrawl.store import BackupStore
 
@@ -90,7 +90,14 @@ class BackupPipeline:
             outcome = Outcome.failed(broken or f"{item['items'] - received} of {item['items']} pages or documents "
                                               f"never reached the store (see the errors above); nothing saved changed")
         try:
-            if not outcome.ok:
+            if outcome.status == NOT_THEIRS:
+                if run is not None:  # refused after a first page: what was staged is let go
+                    await asyncio.to_thread(run.abort, outcome.reason, requests)
+                if self.store.holds(personality["username"]):
+                    await asyncio.to_thread(self.store.record_not_theirs, personality, resource, outcome.reason,
+                                            requests)
+                figures = {"requests": requests}
+            elif not outcome.ok:
                 if not self.store.holds(personality["username"]):
                     pass  # another run holds this personality: its files are not ours to touch
                 elif run is not None:

@@ -65,6 +65,9 @@ class Resource:
     expected_keys: tuple[str, ...] = ()
     flag_field: str | None = None  # a record's "deleted on the service" flag: such records are kept and counted
     counts_chars: bool = False     # the summary counts its characters of conversation (message + reply)
+    # Only the personality's owner may read it: for a personality the user talked to but does not own,
+    # a 403 or 404 is "not theirs", not a failure (the profile has its own rule: the public path).
+    owner_only: bool = False
 
     @property
     def collection(self) -> bool:
@@ -105,12 +108,12 @@ REGISTRY: tuple[Resource, ...] = (
     Resource("profile", "{profile_path}/{username}", "", expected_keys=PROFILE_KEYS),
     Resource("memories", "memory/{id}", "_memories", paging="page", time_field="created_at",
              time_paths=("metadata.created_at", "created_at"), text_paths=("result", "content"),
-             expected_keys=("items|memories", "pagination|meta"), flag_field="deleted"),
+             expected_keys=("items|memories", "pagination|meta"), flag_field="deleted", owner_only=True),
     Resource("messages", "{jargon}/{id}/chat/history", "_messages", paging="before_ts", time_field="ts",
              time_paths=("ts",), text_paths=("reply", "message"), counts_chars=True),
     Resource("knowledge", "{jargon}/{id}/story", "_knowledge", entry_keys=("items", "story", "knowledge"),
-             text_paths=("content", "text")),
-    Resource("training", "{jargon}/{id}/training", "_training", entry_keys=("items", "training")),
+             text_paths=("content", "text"), owner_only=True),
+    Resource("training", "{jargon}/{id}/training", "_training", entry_keys=("items", "training"), owner_only=True),
     Resource("user_data", "{jargon}/{id}/user", "_user_data", counts_keys=True),
 )
 

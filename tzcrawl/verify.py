@@ -109,7 +109,9 @@ def check_resource(view: BackupView, username: str, resource: registry.Resource,
     check = Check(resource.name)
     path = view.path(username, resource.name)
     if not path.exists():
-        if entry.get("last_sync") or entry.get("sha256"):
+        if entry.get("outcome") == "not_theirs":  # someone else's personality: nothing of this to hold
+            check.note("not yours: only its owner may read it")
+        elif entry.get("last_sync") or entry.get("sha256"):
             check.damaged(f"{path.name} is missing (the metadata says it was saved {entry.get('last_sync')})")
         else:
             check.note("not backed up yet")
@@ -246,6 +248,9 @@ def verify_personality(view: BackupView, username: str, fields=None, files: Back
         verdict.checks.append(check)
         metadata = {}
     resources = metadata.get("resources", {}) if isinstance(metadata.get("resources"), dict) else {}
+    whose = metadata.get("personality") if isinstance(metadata.get("personality"), dict) else {}
+    if whose.get("owned") is False:
+        verdict.said = "someone else's" + (f", owned by {whose['owner']}" if whose.get("owner") else "")
     for resource in registry.REGISTRY:
         entry = resources.get(resource.name, {})
         verdict.checks.append(check_resource(view, username, resource, entry if isinstance(entry, dict) else {}))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tzcrawl import paging
+from tzcrawl import api, paging
 from tzcrawl.items import Document, Outcome, Page, ResourceDone
 from tzcrawl.registry import Resource
 from tzcrawl.store.timestamps import to_epoch
 
-AUTH, ANSWER, LOCKED, BLOCKED = "auth", "answer", "locked", "blocked"  # the kinds of error a walk can meet
+# the kinds of error a walk can meet
+AUTH, ANSWER, LOCKED, BLOCKED, NOT_THEIRS = "auth", "answer", "locked", "blocked", "not_theirs"
+OWNER_KEYS = ("created_by", "user_id", "owner_id")  # where a profile names its owner
 
 
 @dataclass
@@ -38,6 +40,12 @@ class Walk:
         return self.personality["username"]
 
     @property
+    def owned(self) -> bool | None:
+        """Does the user own it? True or False as the lists said (``self`` / only ``recent``), or as the
+        last backup recorded; None when nobody said (a named personality never listed)."""
+        return self.personality.get("owned")
+
+    @property
     def identified(self) -> bool:
         """The profile has given the id every other resource's path needs."""
         return "id" in self.personality
@@ -47,8 +55,15 @@ class Walk:
         return self.planned[self.index] if self.index < len(self.planned) else None
 
     def identify(self, profile: dict) -> None:
-        self.personality = {"id": profile["id"], "username": self.username,
-                            "name": profile.get("name", self.personality.get("name"))}
+        """The profile's id and name; whose it is stays as the lists said, with the owner the profile names."""
+        identity = {"id": profile["id"], "username": self.username,
+                    "name": profile.get("name", self.personality.get("name"))}
+        if self.owned is not None:
+            identity["owned"] = self.owned
+        owner = next((profile[k] for k in OWNER_KEYS if isinstance(profile.get(k), str) and profile[k]), None)
+        if self.owned is False and owner:
+            identity["owner"] = owner
+        self.personality = identity
 
     def begin(self, held: paging.Held, full: bool = False) -> None:
         """Start the current resource afresh (a collection gets a new pager)."""
@@ -103,13 +118,15 @@ class Ending:
 
 def after_error(walk: Walk, kind: str, reason: str) -> Ending:
     """The one decision for errors: ``kind`` is AUTH, BLOCKED (the site's bot protection answered),
-    ANSWER (a bad answer, a request that failed for good, a paging failure) or LOCKED (another run
-    holds the personality)."""
+    ANSWER (a bad answer, a request that failed for good, a paging failure), LOCKED (another run
+    holds the personality) or NOT_THEIRS (an owner-only resource of someone else's personality)."""
     if kind == BLOCKED:  # the crawl stops: this resource and every one not done are BLOCKED, nothing saved changes
         blocked = Outcome.blocked(f"stopped by the site's bot protection: {reason}")
         return Ending(walk.end_all(blocked, blocked), True, True)
     if kind == LOCKED:
         return Ending(walk.end_all(Outcome.skipped(reason), Outcome.skipped(reason)), True)
+    if kind == NOT_THEIRS:  # nothing wrong: the next resource, as after a success
+        return Ending([walk.end(Outcome.not_theirs(reason))], walk.current is None)
     # Before the profile has answered, only the profile itself (when planned) was being fetched.
     fetching = walk.identified or (walk.current is not None and walk.current.name == "profile")
     if kind == AUTH:
@@ -123,6 +140,16 @@ def after_error(walk: Walk, kind: str, reason: str) -> Ending:
     return Ending(walk.end_all(Outcome.failed(reason) if fetching else rest, rest), True)
 
 
+def not_theirs(walk: Walk, resource: Resource | None, exc: Exception) -> str | None:
+    """Why a refusal is "not theirs" (an owner-only resource of a personality the user does not own
+    answered 403 or 404), or None: a refusal of the user's own, or of a resource anyone may read, is an
+    error as before."""
+    if walk.owned is False and resource is not None and resource.owner_only \
+            and isinstance(exc, (api.Forbidden, api.NotFound)):
+        return f"only its owner may read it (the service refused: {exc})"
+    return None
+
+
 def outcome_of(decision) -> Outcome | None:
     """A paging decision's outcome for the resource: None while there is a next page."""
     if isinstance(decision, paging.Stop):
@@ -130,3 +157,20 @@ def outcome_of(decision) -> Outcome | None:
     if isinstance(decision, paging.Fail):
         return Outcome.failed(decision.reason)
     return None
+
+
+def gather(lists: dict, categories: tuple[str, ...]) -> list[dict]:
+    """The personalities to back up from the lists read (``{"self": [...], "recent": [...]}``; None for
+    a list that could not be read): those of ``categories`` in that order, each once (by id), marked
+    ``owned`` when the ``self`` list holds it (left unmarked when that list could not be read)."""
+    owned = lists.get("self")
+    owned_ids = None if owned is None else {str(p.get("id")) for p in owned}
+    plan, seen = [], set()
+    for category in categories:
+        for entry in lists.get(category) or ():
+            key = str(entry.get("id"))
+            if key in seen:
+                continue
+            seen.add(key)
+            plan.append(dict(entry) if owned_ids is None else {**entry, "owned": key in owned_ids})
+    return plan

@@ -59,7 +59,7 @@ def config_from_options(opts: argparse.Namespace) -> SandboxConfig:
             values["overrides"] = {int(k): dict(v) for k, v in json.loads(opts.overrides).items()}
     except (ValueError, TypeError, AttributeError) as exc:
         raise UsageError(str(exc), print_help=False) from None
-    for name in ("personalities", "memories", "messages"):
+    for name in ("personalities", "others", "memories", "messages"):
         if values.get(name, 0) < 0:
             raise UsageError(f"--{name} must be >= 0", print_help=False)
     return SandboxConfig(**values)

@@ -81,7 +81,8 @@ class Command(ScrapyCommand):
                 continue
             if state.live:
                 holder = f"process {state.holder}" if state.holder else "another run"
-                verdict.said = f"being backed up now by {holder}: checked its last committed state"
+                live = f"being backed up now by {holder}: checked its last committed state"
+                verdict.said = f"{verdict.said}; {live}" if verdict.said else live
             print(verdict.table())
             damaged += verdict.damaged
             incomplete += verdict.incomplete

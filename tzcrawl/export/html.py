@@ -159,8 +159,9 @@ class Archive:
         last_backup = p.metadata.get("last_backup")
         self.out.write(folder / "index.html", self.render(
             "profile.html", title=p.name, profile=p.profile, profile_groups=profile_groups(p.profile), avatar=avatar,
-            counts=counts, problems=p.problems, **base))
-        return {"name": p.name, "dir_name": p.dir_name, "avatar": avatar, "counts": counts, "last_backup": last_backup}
+            counts=counts, problems=p.problems, whose=p.whose, **base))
+        return {"name": p.name, "dir_name": p.dir_name, "avatar": avatar, "counts": counts, "last_backup": last_backup,
+                "others": bool(p.whose)}
 
     def _collection(self, p: Personality, folder: Path, base: dict, resource: str, shards: list[str]) -> int:
         """Write a collection's pages and search shards while it streams; returns how many records."""

@@ -54,6 +54,17 @@ class Personality:
     def name(self) -> str:
         return clean(self.profile.get("name") or self.metadata.get("personality", {}).get("name") or self.username)
 
+    @property
+    def whose(self) -> str:
+        """"" for the user's own; for someone else's personality, one line saying so (and why some
+        resources are absent: only its owner may read them)."""
+        block = self.metadata.get("personality")
+        if not isinstance(block, dict) or block.get("owned") is not False:
+            return ""
+        owner = clean(block.get("owner") or "")
+        return (f"Someone else's personality{f' (owner {owner})' if owner else ''}: its chat history and your "
+                f"personalization are here; its memories, knowledge and training are only its owner's to read.")
+
     def total(self, resource: str) -> int:
         entry = self.metadata.get("resources", {}).get(resource, {})
         total = entry.get("total")

@@ -244,6 +244,8 @@ class App:
         blocked = self._bot_check(headers)
         if blocked is not None:
             return blocked
+        if route == self.knobs.forbidden_route and self._authenticate(headers, count_use=False)[0]:
+            return error(403, "forbidden")  # a refusal of this resource; the session itself is accepted
         if route == "chat_history" and self.knobs.hold_chat_after is not None:
             with self.lock:
                 self._chat_requests += 1
@@ -289,21 +291,26 @@ class App:
         if rest == "users/info" and self.config.session != APPSESSION:
             return "users_info", self._api(lambda q: {"id": self.world.owner_id, "email": self.config.email,
                                                       "shapes": [p["id"] for p in self.world.listing("self")]})
+        public = f"{jargon}/username"  # anyone's profile, as far as they may see it
         if rest.startswith(prefix + "/") and len(rest) > len(prefix) + 1:
             username = unquote(rest[len(prefix) + 1 :])
+            owner_only = prefix != public  # a private path distinct from the public one is the owner's alone
+            return "profile", self._api(lambda q: self.world.profile(self._by_username(username, owner_only)))
+        if rest.startswith(public + "/") and len(rest) > len(public) + 1:
+            username = unquote(rest[len(public) + 1 :])
             return "profile", self._api(lambda q: self.world.profile(self._by_username(username)))
         if rest == jargon:
             return "list", self._api(lambda q: self.world.listing(_one(q, "category")))
         segments = rest.split("/")
         if len(segments) == 2 and segments[0] == "memory":
-            return "memory", self._api(lambda q: self._memories(self._by_id(segments[1]), q))
+            return "memory", self._api(lambda q: self._memories(self._by_id(segments[1], "memory"), q))
         if len(segments) == 2 and segments[0] == jargon and segments[1] != "username":
             return "profile", self._api(lambda q: self.world.profile(self._by_id(segments[1])))
         if len(segments) >= 3 and segments[0] == jargon:
             tail = "/".join(segments[2:])
             answer = {
-                "story": lambda q: self.world.knowledge(self._by_id(segments[1])),
-                "training": lambda q: self.world.training(self._by_id(segments[1])),
+                "story": lambda q: self.world.knowledge(self._by_id(segments[1], "story")),
+                "training": lambda q: self.world.training(self._by_id(segments[1], "training")),
                 "user": lambda q: dict(self._by_id(segments[1]).user),
                 "chat/history": lambda q: self._chat(self._by_id(segments[1]), q),
             }.get(tail)
@@ -323,6 +330,8 @@ class App:
                 payload = answer(query)
             except LookupError as exc:
                 return error(404, str(exc), set_cookies)
+            except PermissionError as exc:  # the session is fine; this is not the user's to read
+                return error(403, str(exc), set_cookies)
             finally:
                 self._after_api_request()
             return json_response(200, payload, set_cookies)
@@ -347,17 +356,26 @@ class App:
             return redirect("/login")
         return error(401, "not authenticated")
 
-    def _by_id(self, pid: str) -> Personality:
+    def _by_id(self, pid: str, owner_only: str | None = None) -> Personality:
         found = self.world.by_id(unquote(pid))
         if found is None:
             raise LookupError("no such personality")
-        return found
+        return self._readable(found, owner_only)
 
-    def _by_username(self, username: str) -> Personality:
+    def _by_username(self, username: str, owner_only: bool = False) -> Personality:
         found = self.world.by_username(username)
         if found is None:
             raise LookupError("no such personality")
-        return found
+        return self._readable(found, "profile" if owner_only else None)
+
+    def _readable(self, p: Personality, owner_only: str | None) -> Personality:
+        """``p``, unless ``owner_only`` names a route only its owner may read and the user is not it:
+        memories answer 404 (as if there were none to show), the others 403."""
+        if owner_only and not self.world.owns(p):
+            if owner_only == "memory":
+                raise LookupError("no memories you may read")
+            raise PermissionError("only the owner may read this")
+        return p
 
     # -- resources ------------------------------------------------------------------------------
     def _memories(self, p: Personality, query: dict) -> dict:

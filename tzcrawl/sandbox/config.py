@@ -81,6 +81,9 @@ class Knobs:
                                         "answers JSON nested 100,000 levels deep", choices=DEEP_ROUTES)
     drift: bool = _knob(False, "profiles change without notice: ltm_enabled is gone and user_prompt is called "
                                "user_prompt_v2 (2026 records)")
+    forbidden_route: str | None = _knob(None, "this API route (story, training, user, profile, memory, chat_history) "
+                                              "answers 403 (JSON) for every personality, the owner's too, while the "
+                                              "session itself is accepted", choices=DEEP_ROUTES)
     hostile_text: bool = _knob(False, "every personality's oldest message and memory hold HTML, script and "
                                       "javascript: links (for exporters: text is data, never markup)")
 
@@ -96,6 +99,9 @@ class SandboxConfig(Knobs):
 
     seed: int = _knob(7, "seed of the generated data and of the fault dice")
     personalities: int = _knob(3, "number of the owner's personalities")
+    others: int = _knob(2, "personalities of other owners the user talked to (the recent list, after two of the "
+                           "owner's): their memories (404), knowledge and training (403) and a private profile "
+                           "path refuse this user")
     memories: int = _knob(45, "memories per personality")
     messages: int = _knob(120, "chat messages per personality")
     empty_last: bool = _knob(True, "with 2+ personalities, the last one has no memories/messages/knowledge/user data")

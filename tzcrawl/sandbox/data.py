@@ -1,4 +1,6 @@
-"""The sandbox's world: one owner and their personalities, generated deterministically from a seed.
+"""The sandbox's world: one owner and their personalities, generated deterministically from a seed,
+and the personalities of other owners the user talked to (the ``recent`` list), whose owner-only
+resources refuse this user.
 
 Big histories stay cheap: a series keeps only its sorted timestamps (for ``bisect``), and each
 memory or message is rebuilt from ``(seed, personality, position)`` when it is served. Added items
@@ -45,7 +47,12 @@ PHRASES = (
 )
 NAMES = ("Élodie", "Kenji 健二", "Zoë 🌙", "Amara", "Søren", "李白", "Mateus", "Aurélie", "Noor", "Björk")
 UNSAFE_USERNAMES = ("../x", "a/b", "名前", "long-" + "x" * 295, ".hidden", "CON", "Sam", "sam")
-FOREIGN = {"id": "00000000-0000-4000-8000-0000000f0e19", "name": "Public Bot", "username": "public-bot"}
+# What a user who does not own a personality sees of its profile: who it is, how it presents itself, its
+# pictures; not its prompts, model settings or other switches (the owner's).
+PUBLIC_PROFILE_KEYS = ("id", "name", "username", "avatar", "avatar_url", "created_at", "created_by", "tagline",
+                       "search_description", "search_tags_v2", "keywords", "example_prompts", "typical_phrases",
+                       "character_universe", "birthday", "banner", "screenshots", "description", "tags")
+OWNER_ONLY = ("memory", "story", "training")  # routes that refuse a user who does not own the personality
 FILES_BASE = "https://files.example.com"  # until a running sandbox puts its file host here
 ATTACHMENT_TYPES = (("image/png", ".png"), ("image/jpeg", ".jpg"), ("audio/mp3", ".mp3"))
 HOSTILE_TEXT = ("<script>alert(1)</script> <img src=x onerror=alert(1)> [click me](javascript:alert(1)) "
@@ -169,6 +176,7 @@ class Personality:
     memories: Series = field(repr=False)
     messages: Series = field(repr=False)
     fixed_username: bool = False
+    owner_id: str = ""  # another owner's id: a personality the user talked to but does not own
     memory_edits: dict[int, dict] = field(default_factory=dict)  # origin -> fields changed on the service
 
 
@@ -189,6 +197,9 @@ class World:
         rng = random.Random(f"owner:{config.seed}")
         self.owner_id = _uuid(rng)
         self.personalities = [self._make(i) for i in range(config.personalities)]
+        # others' personalities come after the owner's in index (their data does not move the owner's)
+        self.others = [self._make(i, _uuid(random.Random(f"other-owner:{config.seed}:{i}")))
+                       for i in range(config.personalities, config.personalities + config.others)]
         self._unsafe = False
         self._ties = False
         self._by_username: dict[str, Personality] = {}
@@ -196,14 +207,14 @@ class World:
         self.set_ties(config.ts_ties)
 
     # -- generation ---------------------------------------------------------------------------
-    def _make(self, i: int) -> Personality:
+    def _make(self, i: int, owner_id: str = "") -> Personality:
         cfg = self.config
         spec = dict(cfg.overrides.get(i, {}))
         empty = cfg.empty_last and cfg.personalities >= 2 and i == cfg.personalities - 1
         rng = random.Random(_seed_int(cfg.seed, i, "personality"))
         pid = _uuid(rng)
         name = spec.get("name") or f"{NAMES[i % len(NAMES)]}{'' if i < len(NAMES) else f' {i}'}"
-        username = spec.get("username") or f"persona-{i}-{rng.randrange(16**4):04x}"
+        username = spec.get("username") or f"{'shared' if owner_id else 'persona'}-{i}-{rng.randrange(16**4):04x}"
         n_memories = int(spec.get("memories", 0 if empty else cfg.memories))
         n_messages = int(spec.get("messages", 0 if empty else cfg.messages))
         k_shape = spec.get("knowledge_shape") or ("items" if empty else KNOWLEDGE_SHAPES[i % len(KNOWLEDGE_SHAPES)])
@@ -225,11 +236,12 @@ class World:
             knowledge=[self._knowledge_entry(rng, start, pid) for _ in range(n_knowledge)],
             training=[self._training_entry(rng) for _ in range(n_training)],
             user={} if spec.get("user_empty", empty) else self._user(rng),
-            profile_extra=self._profile_extra(rng, name, i),
+            profile_extra=self._profile_extra(rng, name, i, owner_id or self.owner_id),
             memories=Series(_timeline(rng, n_memories, start, 3600.0),
                             lambda p, t: self._edited(i, self._memory(memory_base, p, t, pid), p)),
             messages=Series(_timeline(rng, n_messages, start, 600.0), lambda p, t: self._message(message_base, p, t)),
             fixed_username="username" in spec,
+            owner_id=owner_id,
         )
 
     def _knowledge_entry(self, rng: random.Random, start: float, pid: str) -> dict:
@@ -262,10 +274,10 @@ class World:
             "x_custom_fields": [{"key": "favourite_colour", "value": "bleu 💙"}],
         }
 
-    def _profile_extra(self, rng: random.Random, name: str, index: int) -> dict:
+    def _profile_extra(self, rng: random.Random, name: str, index: int, owner_id: str) -> dict:
         if self.today:
             avatar_path = f"/avatars/{rng.getrandbits(32):08x}.png"
-            fields = records.profile_fields(rng, self.text, name=name, owner_id=self.owner_id,
+            fields = records.profile_fields(rng, self.text, name=name, owner_id=owner_id,
                                             avatar=FILES_BASE + avatar_path, files=FILES_BASE, index=index)
             return {**fields, "avatar_path": avatar_path}
         return {
@@ -341,16 +353,24 @@ class World:
     def set_unsafe_usernames(self, on: bool) -> None:
         with self.lock:
             self._unsafe = on
-            self._by_username = {self.username(p): p for p in self.personalities}
+            self._by_username = {self.username(p): p for p in self.everyone}
+
+    @property
+    def everyone(self) -> list[Personality]:
+        """The owner's personalities, then the others' the user talked to."""
+        return self.personalities + self.others
+
+    def owns(self, p: Personality) -> bool:
+        return not p.owner_id
 
     def username(self, p: Personality) -> str:
-        if self._unsafe and not p.fixed_username and p.index < len(UNSAFE_USERNAMES):
+        if self._unsafe and self.owns(p) and not p.fixed_username and p.index < len(UNSAFE_USERNAMES):
             return UNSAFE_USERNAMES[p.index]
         return p.username
 
     # -- look-ups -------------------------------------------------------------------------------
     def by_id(self, pid: str) -> Personality | None:
-        return next((p for p in self.personalities if p.id == pid), None)
+        return next((p for p in self.everyone if p.id == pid), None)
 
     def by_username(self, username: str) -> Personality | None:
         return self._by_username.get(username)
@@ -358,7 +378,7 @@ class World:
     def find(self, key: Any) -> Personality | None:
         """A personality by id, username or index (control surface convenience)."""
         if isinstance(key, int) and not isinstance(key, bool):
-            return self.personalities[key] if 0 <= key < len(self.personalities) else None
+            return self.everyone[key] if 0 <= key < len(self.everyone) else None
         return self.by_id(str(key)) or self.by_username(str(key))
 
     # -- answers --------------------------------------------------------------------------------
@@ -369,18 +389,25 @@ class World:
             "username": self.username(p),
             "avatar_url": self.files_base + p.profile_extra["avatar_path"],
             "created_at": p.created_at,
-            "x_badges": ["owner"],
+            "x_badges": ["owner"] if self.owns(p) else [],
         }
 
     def listing(self, category: str | None) -> list[dict]:
+        """``self``: the owner's; ``recent``: the two the user talked to last of their own, then the others'."""
         mine = [self.list_entry(p) for p in self.personalities]
         if category in (None, "", "self"):
             return mine
         if category == "recent":
-            return mine[:2] + [dict(FOREIGN, avatar_url=None, created_at=EPOCH, x_badges=[])]
+            return mine[:2] + [self.list_entry(p) for p in self.others]
         return []
 
     def profile(self, p: Personality) -> dict:
+        """The whole profile for its owner; the public part of it for anyone else."""
+        if not self.owns(p):
+            return {k: v for k, v in self.owned_profile(p).items() if k in PUBLIC_PROFILE_KEYS}
+        return self.owned_profile(p)
+
+    def owned_profile(self, p: Personality) -> dict:
         extra = {k: v for k, v in p.profile_extra.items() if k != "avatar_path"}
         profile = {
             "id": p.id,
@@ -500,10 +527,11 @@ class World:
                     "training": len(p.training),
                     "user_keys": len(p.user),
                 }
-                for p in self.personalities
+                for p in self.everyone
             ]
-        sums = {k: sum(r[k] for r in rows) for k in ("memories", "messages", "knowledge", "training", "user_keys")}
-        return {"personalities": rows, "sum": dict(sums, personalities=len(rows))}
+        mine, others = rows[: len(self.personalities)], rows[len(self.personalities):]
+        sums = {k: sum(r[k] for r in mine) for k in ("memories", "messages", "knowledge", "training", "user_keys")}
+        return {"personalities": mine, "sum": dict(sums, personalities=len(mine)), "others": others}
 
     def export(self, p: Personality) -> dict:
         """The whole truth about one personality, newest first, as the API would serve it."""

@@ -6,7 +6,9 @@ endpoint the crawler uses answers from the backup, read-only: the current user, 
 and documents exactly as saved, memories newest first with the service's paging, the chat history
 newest first before ``before_ts``. A collection is never loaded whole: an index of each record's byte
 offset and time (``SavedCollection``) is built once, and a page reads only its own lines. The saved
-media files are served by the sandbox's file host under their original URLs' paths.
+media files are served by the sandbox's file host under their original URLs' paths. A personality
+the backup records as someone else's (``owned: false``) is served as the service serves it to a user
+who is not its owner: in the ``recent`` list only, its owner-only resources refused.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class SavedPersonality:
         metadata = view.metadata(username).get("personality", {})
         self.id = str(self.profile.get("id") or metadata.get("id") or username)
         self.name = self.profile.get("name") or metadata.get("name") or username
+        self.owned = metadata.get("owned") is not False
         self.pagination = None
         self.memories = SavedCollection(view.path(username, "memories"), None)  # paged by position
         self.messages = SavedCollection(view.path(username, "messages"), "ts")
@@ -152,6 +155,13 @@ class BackupWorld:
     def set_unsafe_usernames(self, on: bool) -> None:
         pass
 
+    @property
+    def everyone(self) -> list[SavedPersonality]:
+        return self.personalities
+
+    def owns(self, p: SavedPersonality) -> bool:
+        return p.owned
+
     def by_id(self, pid: str) -> SavedPersonality | None:
         return next((p for p in self.personalities if p.id == pid), None)
 
@@ -163,11 +173,18 @@ class BackupWorld:
             return self.personalities[key] if 0 <= key < len(self.personalities) else None
         return self.by_id(str(key)) or self.by_username(str(key))
 
+    def list_entry(self, p: SavedPersonality) -> dict:
+        return {"id": p.id, "name": p.name, "username": p.username, "avatar_url": p.profile.get("avatar_url"),
+                "created_at": p.profile.get("created_at"), "x_badges": ["owner"] if p.owned else []}
+
     def listing(self, category: str | None) -> list[dict]:
-        if category not in (None, "", "self"):
-            return []
-        return [{"id": p.id, "name": p.name, "username": p.username, "avatar_url": p.profile.get("avatar_url"),
-                 "created_at": p.profile.get("created_at"), "x_badges": ["owner"]} for p in self.personalities]
+        """``self``: the personalities the backup holds as the user's own; ``recent``: every one of them,
+        the user's own first (a crawl of either list, or both, gives back what it saved)."""
+        if category in (None, "", "self"):
+            return [self.list_entry(p) for p in self.personalities if p.owned]
+        if category == "recent":
+            return [self.list_entry(p) for p in sorted(self.personalities, key=lambda p: not p.owned)]
+        return []
 
     def profile(self, p: SavedPersonality) -> Any:
         return p.profile
@@ -240,6 +257,9 @@ def round_trip_difference(original: str | Path, again: str | Path) -> tuple[int,
         return 0, f"personalities {sorted(names)} != {sorted(backed_up(other))}"
     files = 0
     for name in names:
+        whose = [v.metadata(name).get("personality", {}).get("owned") is not False for v in (view, other)]
+        if whose[0] != whose[1]:
+            return files, f"{name}: {'owned' if whose[0] else 'not owned'} in the backup, not in its crawl"
         there = other.directory(name)
         for resource in registry.REGISTRY:
             path = view.path(name, resource.name)

@@ -285,6 +285,12 @@ class Sandbox:
         """The owner's personalities as the list endpoint shows them (id, name, username, ...)."""
         return self.app.world.listing("self")
 
+    @property
+    def others(self) -> list[dict]:
+        """Other owners' personalities the user talked to, as the ``recent`` list shows them."""
+        world = self.app.world
+        return [world.list_entry(p) for p in world.everyone if not world.owns(p)]
+
     def _find(self, personality: Any):
         found = self.app.world.find(personality)
         if found is None:

@@ -22,26 +22,31 @@ from scrapy.exceptions import CloseSpider
 
 from tzcrawl import api, config, paging, registry
 from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
-from tzcrawl.session.crawler import BLOCKED as SESSION_BLOCKED, OK, TLS, UNREACHABLE, Session
+from tzcrawl.session.crawler import BLOCKED as SESSION_BLOCKED, OK, REFUSED, TLS, UNREACHABLE, Session
 from tzcrawl.session.tls import ca_file
 from tzcrawl.items import Outcome, PersonalityEnd
 from tzcrawl.media import MediaConfig
 from tzcrawl.pipelines import BackupPipeline
-from tzcrawl.walk import ANSWER, AUTH, BLOCKED, LOCKED, Walk, after_error, outcome_of
+from tzcrawl.walk import ANSWER, AUTH, BLOCKED, LOCKED, NOT_THEIRS, Walk, after_error, gather, not_theirs, \
+    outcome_of
 
 PROFILE = registry.get("profile")
+PUBLIC = "public"  # the profile's position when it is asked for on the public path
 ANSWER_ERRORS = (api.NotAuthenticated, api.BadAnswer, api.Blocked)
+CATEGORIES = ("self", "recent")  # the service's lists: the personalities owned, those talked to lately
 
 
 @dataclass(frozen=True)
 class RecoverSession:
     """Yielded by a callback whose answer said "not logged in": ``step`` tries the unattended login
-    once and asks for the same page again, or ends the crawl as before."""
+    once and asks for the same page again, or ends the crawl as before. ``confirm`` (a 403): ask the
+    current-user call first; when the session holds, only this resource was refused (it fails)."""
 
     walk: Walk
     resource: object
     position: object
     reason: str
+    confirm: bool = False
 
 
 def step(method):
@@ -57,6 +62,12 @@ def step(method):
         try:
             for out in method(self, *args, **kwargs):  # a CloseSpider raised here stops before the next
                 if isinstance(out, RecoverSession):
+                    refused = await self._refused_alone(out) if out.confirm else None
+                    if refused is not None:
+                        for following in self._error(out.walk, *refused):
+                            ended = ended or isinstance(following, PersonalityEnd)
+                            yield following
+                        continue
                     if await self.session.recover(out.reason):  # the same page again, nothing done is redone
                         went_on = True
                         yield self._request(out.walk, out.resource, out.position)
@@ -100,12 +111,15 @@ class BackupSpider(scrapy.Spider):
 
     resources: tuple[str, ...] = ()
     bulk = False
+    categories: tuple[str, ...] = ("self",)  # bulk: the lists whose personalities are backed up
     handle_httpstatus_list = [401, 403, 404]  # answered by the callbacks, in words that point at the cause
 
     def __init__(self, personality: str | None = None, full: str | None = None, media: str | None = None,
-                 *args, **kwargs):
+                 category: str | None = None, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.names = split_names(personality)
+        self.categories = tuple(split_names(category)) or type(self).categories
+        self.lists: dict[str, list[dict] | None] = {}  # bulk: each list as read (None: it could not be)
         self.full = bool(config.flag(full, "-a full="))
         self.media_arg = config.flag(media, "-a media=")  # None: BACKUP_MEDIA decides
         self.queue: deque[Walk] = deque()
@@ -124,6 +138,14 @@ class BackupSpider(scrapy.Spider):
         MediaConfig.from_settings(settings)
         if not cls.bulk and not split_names(spargs.get("personality")):
             raise ConfigError(f"say which personality: scrapy crawl {cls.name} -a personality=NAME[,NAME...]")
+        categories = split_names(spargs.get("category"))
+        if categories and not cls.bulk:
+            raise ConfigError(f"-a category= chooses lists for all_personalities and recent_personalities, not "
+                              f"for {cls.name} (which backs up the personalities named)")
+        unknown = [c for c in categories if c not in CATEGORIES]
+        if unknown:
+            raise ConfigError(f"-a category= takes {' and '.join(CATEGORIES)} (comma-separated), not "
+                              f"{', '.join(map(repr, unknown))}")
 
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
@@ -175,13 +197,19 @@ class BackupSpider(scrapy.Spider):
         self.logger.info("Backing up to %s", self.store.root)
         if not await self._session_ok():
             return  # nothing was touched; the report says why: log in again (3), bot check (4), certificate (2)
-        if self.bulk:
-            yield self._get(self.endpoints.personalities("self"), self.parse_list)
+        if self.bulk:  # the owned list first, always: it says which of the others' lists are the user's own
+            yield self._list_request("self")
             return
         async for out in self._plan([{"username": n} for n in self.names]):
             yield out
 
-    async def parse_list(self, response):
+    def _list_request(self, category: str):
+        return scrapy.Request(self.endpoints.personalities(category), callback=self.parse_list, errback=self.on_error,
+                              dont_filter=True, cb_kwargs={"category": category})
+
+    async def parse_list(self, response, category: str = "self"):
+        """One list read (``self``, then ``recent`` when asked for); after the last, the plan: each
+        personality once, marked owned when the ``self`` list holds it."""
         try:
             listed = api.personality_list(self._decode(response))
         except api.Blocked as exc:
@@ -189,7 +217,7 @@ class BackupSpider(scrapy.Spider):
             raise CloseSpider("blocked") from None
         except api.NotAuthenticated as exc:
             if await self.session.recover(str(exc)):
-                yield self._get(self.endpoints.personalities("self"), self.parse_list)
+                yield self._list_request(category)
                 return
             self.crawler.stats.set_value("backup/auth_failed", str(exc))
             raise CloseSpider("auth_failed") from None
@@ -199,11 +227,23 @@ class BackupSpider(scrapy.Spider):
             if response.status == 404:
                 hint = (f" (is PERSONALITY_JARGON_TERM={self.endpoints.service.jargon!r} the site's word for a "
                         f"personality in its paths?)")
-            self.logger.error("Cannot read the list of personalities: %s%s", exc, hint)
+            self.logger.error("Cannot read the list of personalities (%s): %s%s", category, exc, hint)
+            listed = None
+        self.lists[category] = listed
+        if listed is not None:
+            self.logger.info("%s %d personalities: %s", "The account owns" if category == "self" else
+                             "Lately the account talked to", len(listed), ", ".join(str(p["username"]) for p in listed))
+        unread = [c for c in self.categories if c not in self.lists]
+        if unread:
+            yield self._list_request(unread[0])
             return
-        self.logger.info("The account owns %d personalities: %s", len(listed),
-                         ", ".join(str(p["username"]) for p in listed))
-        async for out in self._plan([dict(p) for p in listed]):
+        plan = gather(self.lists, self.categories)
+        others = sum(1 for p in plan if p.get("owned") is False)
+        if others:
+            self.crawler.stats.set_value("backup/personalities/not_owned", others)
+            self.logger.info("%d of them are other people's: their chat history and your personalization for each "
+                             "are backed up, and whatever else the service lets you read", others)
+        async for out in self._plan(plan):
             yield out
 
     async def _plan(self, personalities: list[dict]):
@@ -253,6 +293,10 @@ class BackupSpider(scrapy.Spider):
             try:  # what the backup holds, read once now that the personality is ours, off the event loop
                 walk.stops = await self.store.stop_points(walk.username, [r.name for r in walk.planned if r.collection],
                                                           self.full, self.backup.full_every)
+                if walk.owned is None:  # named, never listed: whose it is, as the last backup recorded it
+                    owned = await asyncio.to_thread(self.store.recorded_owned, walk.username)
+                    if owned is not None:
+                        walk.personality["owned"] = owned
             except Exception as exc:
                 self.logger.error("Skipping %s: cannot read what its backup holds: %s", walk.username, exc)
                 for out in self._error(walk, ANSWER, f"cannot read what the backup holds: {exc}"):
@@ -323,11 +367,31 @@ class BackupSpider(scrapy.Spider):
 
     def _answer_error(self, walk: Walk, exc: Exception, resource=None, position=None):
         """The report logs each resource's outcome with this reason: no second line here. "Not logged
-        in" goes through ``step``: one unattended login, then the same page (``resource``, ``position``)."""
+        in" goes through ``step``: one unattended login, then the same page (``resource``, ``position``);
+        a 403 asks the current-user call first. An owner-only resource of someone else's personality
+        that refuses is not theirs (``walk.not_theirs``)."""
+        why = not_theirs(walk, resource or walk.current, exc)
+        if why:
+            yield from self._error(walk, NOT_THEIRS, why)
+            return
         if isinstance(exc, api.NotAuthenticated):
-            yield RecoverSession(walk, resource or walk.current, position, str(exc))
+            yield RecoverSession(walk, resource or walk.current, position, str(exc),
+                                 confirm=isinstance(exc, api.Forbidden))
             return
         yield from self._error(walk, BLOCKED if isinstance(exc, api.Blocked) else ANSWER, str(exc))
+
+    async def _refused_alone(self, out: RecoverSession) -> tuple[str, str] | None:
+        """After a 403: does the session still hold? Then this one resource was refused (the error's kind
+        and reason); None when the session is refused too (log in again, as for a 401)."""
+        check = await self.session.check()
+        if check.state == REFUSED:
+            return None
+        self.crawler.stats.inc_value("backup/refused")
+        if check.state == SESSION_BLOCKED:
+            return BLOCKED, check.why
+        if check.state == OK:
+            return ANSWER, f"{out.reason}: refused, though the session is accepted (is it your personality?)"
+        return ANSWER, f"{out.reason}: refused (the session could not be checked: {check.why})"
 
     def _held(self, walk: Walk, resource) -> paging.Held:
         """Where an incremental walk may stop (read by the store at the claim: ``stop_points``); empty
@@ -346,7 +410,8 @@ class BackupSpider(scrapy.Spider):
         callback = (self.parse_profile if resource == PROFILE else
                     self.parse_page if resource.collection else self.parse_document)
         walk.requests += 1
-        url = self.endpoints.resource(resource, walk.personality, position)
+        url = (self.endpoints.public_profile(walk.personality) if resource == PROFILE and position == PUBLIC
+               else self.endpoints.resource(resource, walk.personality, position))
         return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True,
                               cb_kwargs={"walk": walk, "position": position})
 
@@ -376,15 +441,25 @@ class BackupSpider(scrapy.Spider):
     @step
     def parse_profile(self, response, walk: Walk, position=None):
         try:
-            if response.status == 404:
-                raise api.BadAnswer(f"no personality {walk.username!r} on the service (HTTP 404 from {response.url}; "
-                                    f"check the name, and PROFILE_INFO_PRIVATE_PATH if every name fails)")
             payload = api.profile(self._decode(response), walk.username)
         except ANSWER_ERRORS as exc:
-            yield from self._answer_error(walk, exc, PROFILE, None)
+            refused = isinstance(exc, (api.Forbidden, api.NotFound))
+            if refused and walk.owned is False:  # someone else's: the public profile, else not theirs to see
+                if position is None and self.endpoints.public_profile(walk.personality):
+                    yield self._request(walk, PROFILE, PUBLIC)
+                elif walk.current == PROFILE:
+                    yield from self._error(walk, NOT_THEIRS, f"its profile is not shown to you ({exc})")
+                else:
+                    yield from self._error(walk, ANSWER, f"its profile is not shown to you ({exc})")
+                return
+            if isinstance(exc, api.NotFound):
+                exc = api.NotFound(f"no personality {walk.username!r} on the service ({exc}; check the name, and "
+                                   f"PROFILE_INFO_PRIVATE_PATH if every name fails)")
+            yield from self._answer_error(walk, exc, PROFILE, position)
             return
         walk.identify(payload)
-        walk.drift = PROFILE.missing_keys(payload)
+        # someone else's profile shows what its owner lets others see: fewer keys is not drift
+        walk.drift = PROFILE.missing_keys(payload) if walk.owned is not False else ()
         if walk.current == PROFILE:
             yield walk.document(payload, 1)
             yield from self._end(walk, Outcome.complete())

@@ -1,9 +1,11 @@
 """One spider per resource type (made from the registry), plus ``personality`` (every resource of
-the named personalities) and ``all_personalities`` (every resource of every personality owned).
+the named personalities), ``all_personalities`` (every resource of every personality owned) and
+``recent_personalities`` (every personality the user talked to lately, other people's too).
 
     scrapy crawl memories -a personality=foo[,bar] [-a full=1]
     scrapy crawl personality -a personality=foo,bar
-    scrapy crawl all_personalities
+    scrapy crawl all_personalities [-a category=self,recent]
+    scrapy crawl recent_personalities
 """
 
 from tzcrawl.config import ConfigError
@@ -39,5 +41,13 @@ class AllPersonalitiesSpider(BackupSpider):
     def check_config(cls, settings, spargs: dict) -> None:
         super().check_config(settings, spargs)
         if spargs.get("personality"):
-            raise ConfigError("all_personalities backs up every personality; for some, use "
+            raise ConfigError(f"{cls.name} backs up every personality of its lists; for some, use "
                               "scrapy crawl personality -a personality=NAME[,NAME...]")
+
+
+class RecentPersonalitiesSpider(AllPersonalitiesSpider):
+    """Every personality the user talked to lately (the service's ``recent`` list), other people's too:
+    of those, what the service lets a user who is not the owner read (chat history, personalization)."""
+
+    name = "recent_personalities"
+    categories = ("recent",)

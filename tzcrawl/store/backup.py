@@ -234,6 +234,11 @@ class BackupStore(BackupView):
 
         return await asyncio.to_thread(read)
 
+    def recorded_owned(self, username: str) -> bool | None:
+        """Whether the last backup recorded the personality as the user's own (None: never said)."""
+        owned = self.metadata(username).get("personality", {}).get("owned")
+        return owned if isinstance(owned, bool) else None
+
     def holds(self, username: str) -> bool:
         return self.locks.holds(self.dir_name(username))
 
@@ -308,6 +313,12 @@ class BackupStore(BackupView):
             return
         with self._writing(personality):
             self._record(personality, resource, meta.record_failure, error, requests)
+
+    def record_not_theirs(self, personality: dict, resource: str, reason: str, requests: int) -> None:
+        """Note that only the personality's owner may read ``resource`` (the user talked to it, another
+        person owns it): its folder is made, as for a saved resource, since the lists named it."""
+        with self._writing(personality):
+            self._record(personality, resource, meta.record_not_theirs, reason, requests)
 
     def mark_media_listed(self, personality: dict, resources: list[str]) -> None:
         """The media manifest lists every media URL of these saved resources (``media_listed``)."""

@@ -45,13 +45,23 @@ def save(path: Path, metadata: dict) -> None:
     atomic_write_text(path, jsonio.readable(metadata, indent=2, sort_keys=True) + "\n")
 
 
-def personality_block(personality: dict, dir_name: str) -> dict:
-    return {
+def personality_block(personality: dict, dir_name: str, previous: dict | None = None) -> dict:
+    """Who the backup is of; ``owned`` (and, for someone else's, ``owner`` when the profile names one) as
+    this run learnt it, else as recorded before (a run naming the personality does not know)."""
+    block = {
         "id": personality.get("id"),
         "username": personality.get("username"),
         "name": personality.get("name"),
         "dir_name": dir_name,
     }
+    earlier = previous if isinstance(previous, dict) else {}
+    owned = personality["owned"] if isinstance(personality.get("owned"), bool) else earlier.get("owned")
+    if isinstance(owned, bool):
+        block["owned"] = owned
+    owner = personality.get("owner") or earlier.get("owner")
+    if owned is False and owner:
+        block["owner"] = owner
+    return block
 
 
 def _base(metadata: dict, personality: dict, dir_name: str) -> dict:
@@ -59,7 +69,7 @@ def _base(metadata: dict, personality: dict, dir_name: str) -> dict:
     updated["format"] = FORMAT
     updated["tool"] = "tzcrawl"
     updated["tool_version"] = tzcrawl.__version__
-    updated["personality"] = personality_block(personality, dir_name)
+    updated["personality"] = personality_block(personality, dir_name, metadata.get("personality"))
     updated.setdefault("resources", {})
     return updated
 
@@ -95,6 +105,19 @@ def record_failure(
         last_attempt=iso(now),
         last_attempt_requests=requests,
     )
+    updated["resources"][resource] = entry
+    return updated
+
+
+def record_not_theirs(
+    metadata: dict, personality: dict, dir_name: str, resource: str, reason: str, requests: int, now: datetime
+) -> dict:
+    """Metadata after the service refused ``resource`` because the personality is someone else's: not a
+    failure; figures of an earlier save (when it was the user's to read) stay with their file."""
+    updated = _base(metadata, personality, dir_name)
+    entry = {k: v for k, v in updated["resources"].get(resource, {}).items() if k not in ("error",)}
+    entry.update(outcome="not_theirs", reason=str(reason)[:ERROR_MAX_CHARS], last_attempt=iso(now),
+                 last_attempt_requests=requests)
     updated["resources"][resource] = entry
     return updated
 
