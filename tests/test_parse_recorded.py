@@ -270,7 +270,8 @@ def test_personality_list_starts_the_first_profile(response, make_spider, servic
     job = out[0].cb_kwargs["walk"]
     assert_request(out[0], spider, service.url(f"/api/personalities/username/{listed[0]['username']}"),
                    spider.parse_profile, job)
-    assert job.personality == listed[0] and job.planned == registry.REGISTRY and job.requests == 1
+    # the owned list's entries, marked as the user's own (the recent list's others are not)
+    assert job.personality == dict(listed[0], owned=True) and job.planned == registry.REGISTRY and job.requests == 1
     assert spider.store.holds(listed[0]["username"])  # claimed before its profile is asked for
     assert not spider.store.holds(listed[1]["username"])
     assert [j.username for j in spider.queue] == [p["username"] for p in listed[1:]]
