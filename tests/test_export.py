@@ -124,7 +124,60 @@ def test_every_format_from_a_crawled_backup_and_an_unchanged_rerun_skips_all(cra
     assert crawl(sb, "all_personalities", backup).returncode == 0
     third = export(backup, out)
     assert third.returncode == 0
-    assert third.stdout.count(": unchanged") == 4 and third.stdout.count(": done") == 4, third.stdout
+    # only the chat changed: its card (profile, knowledge, memories) is not made again
+    assert third.stdout.count(": unchanged") == 5 and third.stdout.count(": done") == 3, third.stdout
+    assert re.search(r"· card: unchanged", third.stdout) and "reused" in third.stdout
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file of an export by relative path, with its bytes (the export state aside)."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.name != ".tzcrawl-export.json"}
+
+
+def figures(said: list[str], fmt: str) -> str:
+    return next(line for line in said if f"· {fmt}: " in line)
+
+
+def test_an_export_after_an_incremental_backup_redoes_only_what_changed(sandbox_factory, tmp_path, monkeypatch):
+    """10 new messages: the chat's last page, its shard and the indexes are rendered; the other pages and
+    the transcripts' earlier stretches are reused; the card is not made again. The result is byte for
+    byte a fresh export of the same backup (which also proves nothing in it depends on the clock). A
+    record changed in the middle of the history redoes its page only, still byte for byte."""
+    from tzcrawl.export import FORMATS, run
+
+    monkeypatch.setattr(transcript, "YEARLY_ABOVE", 1000)  # a file a year, as for a big history
+    sb = sandbox_factory(personalities=1, messages=2600, memories=45, empty_last=False, attachments=0.3)
+    name = sb.personalities[0]["username"]
+    backup, out = tmp_path / "backup", tmp_path / "export"
+    assert crawl(sb, "all_personalities", backup).returncode == 0
+    assert run(backup, out, list(FORMATS), None, sb.base_url, say=lambda line: None).exit_code == 0
+    sb.add(name, messages=10)
+    assert crawl(sb, "all_personalities", backup).returncode == 0
+    said: list[str] = []
+    assert run(backup, out, list(FORMATS), None, sb.base_url, say=said.append).exit_code == 0, said
+    assert "reused 3" in figures(said, "html")  # chat pages 1 and 2, memories page 1; chat page 3 rendered
+    assert "reused 3" in figures(said, "md")    # the chat's first two stretches, the memories
+    assert "reused 2" in figures(said, "st")
+    assert "card: unchanged" in figures(said, "card")
+    fresh = tmp_path / "fresh"
+    assert run(backup, fresh, list(FORMATS), None, sb.base_url, say=lambda line: None).exit_code == 0
+    assert tree(out) == tree(fresh)
+
+    # a message in the middle of the history changed by hand: its page and stretch only are redone
+    path = BackupView(backup).path(name, "messages")
+    lines = path.read_bytes().split(b"\n")
+    record = json.loads(lines[1500].rstrip(b","))
+    record["reply"] = "changed by hand"
+    lines[1500] = json.dumps(record).encode() + b","
+    path.write_bytes(b"\n".join(lines))
+    said = []
+    assert run(backup, out, list(FORMATS), None, sb.base_url, say=said.append).exit_code == 0, said
+    assert "reused 3" in figures(said, "html") and "reused 3" in figures(said, "md"), said  # pages 1, 3 + memories
+    assert "changed by hand" in (out / BackupView(backup).dir_name(name) / "chat-0002.html").read_text()
+    again = tmp_path / "again"
+    assert run(backup, again, list(FORMATS), None, sb.base_url, say=lambda line: None).exit_code == 0
+    assert tree(out) == tree(again)
 
 
 def test_transcripts_are_stable_utc_and_link_media(crawled, tmp_path):
@@ -475,3 +528,45 @@ def test_transcripts_hold_every_text_inside_its_own_block(tmp_path):
     assert [t.type for t in md.parse((folder / "memories.md").read_text())].count("list_item_open") == len(memories)
     for item, memory in zip(items, memories):
         assert lines(item.split(": ", 1)[1]) == lines(memory["content"])
+
+
+def test_plain_text_skips_the_markdown_parser_with_the_same_html():
+    """``markdown``'s fast path (no character an enabled rule acts on) gives markdown-it's own output."""
+    import random
+
+    from tzcrawl.export import text
+    from tzcrawl.sandbox.data import HOSTILE_TEXT, PHRASES
+
+    rng = random.Random(5)
+    plain, special = list("ab XY éü日本🌙>\"'!~#$%^()-+=|{}:;,./?\t0123456789 "), list("*_`[]\\&<\n\r\x00")
+    samples = [*PHRASES, HOSTILE_TEXT, " lead", "trail ", "  ", ">quote", "1. item", "# h", "---", "http://x.y/z",
+               "a\u00a0b", "\ufeffx", "&amp;", "a\\b", "x\ny", "\ud800 lone"]
+    samples += ["".join(rng.choice(plain) for _ in range(rng.randint(1, 50))) for _ in range(3000)]
+    samples += ["".join(rng.choice(plain + special) for _ in range(rng.randint(1, 50))) for _ in range(3000)]
+    fast = 0
+    for sample in samples:
+        expected = text._MD.renderInline(text.clean(sample)) if text.clean(sample) else ""
+        assert str(text.markdown(sample)) == expected, repr(sample)
+        fast += text._MARKUP_CHARS.search(text.clean(sample)) is None
+    assert fast > 3000  # the fast path was taken, and agreed
+
+
+def test_pages_rendered_on_several_cores_are_the_pages_rendered_on_one(sandbox_factory, tmp_path, monkeypatch):
+    """The archive's pages rendered by worker processes are byte for byte those rendered in the exporting
+    process (a torn history too: the same pages and the same problem)."""
+    from tzcrawl.export import run
+
+    sb = sandbox_factory(personalities=1, messages=3500, memories=30, empty_last=False)
+    backup = tmp_path / "backup"
+    assert crawl(sb, "all_personalities", backup).returncode == 0
+    path = BackupView(backup).path(sb.personalities[0]["username"], "messages")
+    path.write_bytes(path.read_bytes()[:-900])  # torn in the middle of the last record
+    results = {}
+    for count in ("1", "3"):
+        monkeypatch.setenv("TZCRAWL_EXPORT_WORKERS", count)
+        said: list[str] = []
+        report = run(backup, tmp_path / count, ["html"], None, sb.base_url, say=said.append)
+        assert report.exit_code == 1 and "torn or unreadable" in said[0], said
+        results[count] = (tree(tmp_path / count), said[0].split(";")[0])
+    assert results["1"] == results["3"]
+    assert len([name for name in results["1"][0] if name.endswith(".html") and "/chat-" in name]) == 4

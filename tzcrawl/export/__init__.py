@@ -4,8 +4,11 @@ Formats: ``html`` (a browsable archive), ``md`` (transcripts), ``card`` (Charact
 PNG), ``st`` (a SillyTavern chat file). Reads only ``BACKUP_DIR``; writes only the output folder.
 Each personality is read as one consistent state (``store.committed``): while a crawl is backing it
 up, its last committed state, and the export says so.
-A personality and format whose inputs did not change since the last export (file names, sizes and
-modification times, in ``.tzcrawl-export.json``) is skipped without rendering anything.
+A personality and format whose inputs did not change since the last export (each data file's sha256
+as the metadata recorded it, in ``.tzcrawl-export.json``) is skipped without rendering anything; one
+whose inputs changed renders only the pages and stretches whose records changed (``segments``): after
+an incremental backup, the last page of the chat, its search shard and the indexes. The result is byte
+for byte a fresh export's: nothing in it depends on the clock.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tzcrawl import registry
 from tzcrawl.outcome import EXIT_INCOMPLETE, EXIT_OK
 from tzcrawl.store import BackupView
 from tzcrawl.store.committed import BackupBusy, committed
@@ -29,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("html", "md", "card", "st")
 MARKER = {"html": "index.html", "md": "memories.md", "card": "{}.card.json", "st": "{}.chat.jsonl"}  # proof it exists
+# What each format reads (the resources, and whether the media manifest): a format whose inputs did not
+# change is skipped (only the chat history changed: the card is not made again)
+INPUTS = {"html": (registry.RESOURCES, True), "md": (("profile", "messages", "memories"), True),
+          "card": (("profile", "memories", "knowledge", "training", "user_data"), "avatar"),
+          "st": (("profile", "messages"), True)}
 
 
 @dataclass
@@ -98,9 +107,8 @@ def _export(p: Personality, formats: list[str], exporters: dict, out: Output, re
     when a format failed (raised: a full disk, a bug): the personality's new folder is then dropped,
     its previous export kept."""
     ok = True
-    inputs = p.inputs()
     for fmt in formats:
-        fingerprint = out.fingerprint(fmt, inputs)
+        fingerprint = out.fingerprint(fmt, p.inputs(*INPUTS[fmt]))
         marker = out.root / p.dir_name / MARKER[fmt].format(p.dir_name)
         if out.unchanged(p.dir_name, fmt, fingerprint) and marker.is_file():
             say(f"export · {p.name} · {fmt}: unchanged")
@@ -117,7 +125,7 @@ def _export(p: Personality, formats: list[str], exporters: dict, out: Output, re
             ok = False  # what it wrote is dropped; a torn source file instead exports what is there
             summary = {}
         seconds = time.perf_counter() - started
-        shown = summary.get("counts", summary)
+        shown = {**summary.get("counts", summary), **({"reused": summary["reused"]} if "reused" in summary else {})}
         figures = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()
                             if isinstance(v, int) and not isinstance(v, bool))
         problems = list(dict.fromkeys(p.problems[before:]))
@@ -127,7 +135,8 @@ def _export(p: Personality, formats: list[str], exporters: dict, out: Output, re
                 report.failed.append(p.username)
             say(f"export · {p.name} · {fmt}: INCOMPLETE ({figures}; {seconds:.1f} s): " + "; ".join(problems))
         else:
-            out.record(p.dir_name, fmt, fingerprint, summary if fmt == "html" else {})
+            # html: the index's line for it; every format: the segments the next export may reuse
+            out.record(p.dir_name, fmt, fingerprint, {k: v for k, v in summary.items() if fmt == "html" or k == "state"})
             say(f"export · {p.name} · {fmt}: done ({figures}; {seconds:.1f} s)")
     return ok
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import base64
 import collections
 import io
-from datetime import datetime, timezone
-
 from tzcrawl import api, jsonio, registry
 from tzcrawl.fsutil import atomic_writer
+from tzcrawl.store.timestamps import to_epoch
 
 from .output import Output
 from .source import Personality, clean
@@ -126,9 +125,12 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
     memories = registry.get("memories")
     recent: collections.deque = collections.deque()
     recent_chars, left_out = 0, 0
+    # the card's date is its data's, never the clock's: the same backup always gives the same card
+    newest = max([to_epoch(profile.get(k)) or 0 for k in ("updated_at", "modified_at", "created_at")])
     with atomic_writer(rest_path) as rest:
         rest.write("[\n")
         for memory in p.records("memories"):  # oldest first: the newest that fit stay in ``recent``
+            newest = max(newest, to_epoch(memories.time_of(memory)) or 0)
             content = clean(memories.text_of(memory))
             recent.append(memory)
             recent_chars += len(content)
@@ -149,8 +151,7 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
         entry["enabled"] = memory.get("deleted") is not True  # deleted on the service: kept, not remembered
         entries.append(entry)
     created = moment(profile.get("created_at"))
-    notes = [f"Exported by tzcrawl from a backup of {website} (username {p.username!r}, last backup "
-             f"{p.metadata.get('last_backup', 'unknown')})."]
+    notes = [f"Exported by tzcrawl from a backup of {website} (username {p.username!r})."]
     if left_out:
         notes.append(f"{left_out} older memories did not fit the character book ({BOOK_MAX_CHARS} characters): "
                      f"they are in {rest_path.name}.")
@@ -159,7 +160,7 @@ def build(p: Personality, website: str, rest_path) -> tuple[dict, int]:
         "alternate_greetings": [], "group_only_greetings": [], "creator_notes": " ".join(notes),
         "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}],
         "creation_date": int(created.timestamp()) if created else 0,
-        "modification_date": int(datetime.now(timezone.utc).timestamp()),
+        "modification_date": int(newest),
         "extensions": {"tzcrawl": {"username": p.username, "website": website,
                                    "profile": _without(profile, used),
                                    "user_data": p.document("user_data"), "training": p.document("training"),

@@ -10,17 +10,22 @@ through ``text.markdown``. Pages are rendered while the collection streams: one 
 
 from __future__ import annotations
 
+import collections
+import multiprocessing
+import os
 import unicodedata
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from tzcrawl import jsonio, registry
 
-from .output import Output
+from .output import EXPORT_VERSION, Output
+from .segments import Looked, Segment, key, reusable
 
 
 @dataclass(frozen=True)
@@ -73,33 +78,42 @@ DOCUMENTS = ("knowledge", "training", "user_data")
 HEADINGS = {"knowledge": "Knowledge", "training": "Training", "user_data": "Your personalization"}
 
 
+def when(ts) -> Markup:
+    """A record's time as a ``<time>`` element (UTC). A Python function, not a Jinja macro: it is called
+    for every message, and a macro call costs ten times more."""
+    at = iso(ts)
+    if at:
+        return Markup(f'<time datetime="{at}">{at.replace("T", " ").replace("Z", " UTC")}</time>')
+    return Markup('<time class="unknown">unknown time</time>')
+
+
+def media(url, declared, media_map, label) -> Markup:
+    """A media file of a record: shown (image, audio) or linked when the backup holds it, else a link to
+    the service's file host, marked remote. Every value escaped (``markupsafe.escape``, as Jinja's own)."""
+    if not url:
+        return Markup("")
+    local = media_map.get(url)
+    kind = media_kind(url, declared)
+    if local and kind == "image":
+        return Markup('<figure class="media"><a href="{0}"><img src="{0}" alt="{1}" loading="lazy"></a></figure>'
+                      ).format(local, label)
+    if local and kind == "audio":
+        return Markup('<figure class="media"><audio controls preload="none" src="{0}"></audio><figcaption>{1}'
+                      '</figcaption></figure>').format(local, label)
+    if local:
+        return Markup('<a class="media file" href="{0}">{1}</a>').format(local, label)
+    return Markup('<a class="media remote" href="{0}" rel="noopener noreferrer nofollow" target="_blank" '
+                  "title=\"not in the backup: a link to the service's file host\">{1} (remote)</a>").format(url, label)
+
+
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("tzcrawl.export", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     memories = registry.get("memories")
     env.filters.update(md=markdown, iso=iso, clean=clean, media_kind=media_kind,
                        memory_time=memories.time_of, memory_text=memories.text_of)
+    env.globals.update(when=when, media=media)
     return env
-
-
-@dataclass
-class Page:
-    number: int
-    items: list[dict]
-    more: bool  # a later page follows
-
-
-def paged(records: Iterator[dict], size: int = PAGE_SIZE) -> Iterator[Page]:
-    """Pages of ``size`` records; each knows whether another follows (one page read ahead)."""
-    number, current = 0, []
-    for record in records:
-        if len(current) == size:
-            number += 1
-            yield Page(number, current, True)
-            current = []
-        current.append(record)
-    if current or number == 0:
-        yield Page(number + 1, current, False)
 
 
 def _sort_key(person: dict) -> str:
@@ -145,8 +159,10 @@ class Archive:
         base = {"root": "../", "person": person, "media_map": media}
         counts = {**{name: 0 for name in PAGES}, "media": len(media)}
         shards: list[str] = []
+        earlier = self.out.earlier(p.dir_name, "html").get("pages", {})
+        kept: dict[str, dict] = {}
         for resource in PAGES:
-            counts[resource] = self._collection(p, folder, base, resource, shards)
+            counts[resource] = self._collection(p, folder, base, resource, shards, earlier, kept)
         for resource in DOCUMENTS:
             document = p.document(resource)
             count = p.total(resource) if document is not None else 0
@@ -161,38 +177,172 @@ class Archive:
             "profile.html", title=p.name, profile=p.profile, profile_groups=profile_groups(p.profile), avatar=avatar,
             counts=counts, problems=p.problems, whose=p.whose, **base))
         return {"name": p.name, "dir_name": p.dir_name, "avatar": avatar, "counts": counts, "last_backup": last_backup,
-                "others": bool(p.whose)}
+                "others": bool(p.whose), "reused": sum(1 for name in kept if kept[name] is earlier.get(name)),
+                "state": {"pages": kept}}
 
-    def _collection(self, p: Personality, folder: Path, base: dict, resource: str, shards: list[str]) -> int:
-        """Write a collection's pages and search shards while it streams; returns how many records."""
-        described = registry.get(resource)
+    def _collection(self, p: Personality, folder: Path, base: dict, resource: str, shards: list[str],
+                    earlier: dict, kept: dict) -> int:
+        """Write a collection's pages and search shards while it streams; returns how many records. A page
+        whose records, place and media look-ups are the last export's (``earlier``) is kept as it is
+        (``segments``); the others are rendered, on every core when there are several (``Pages``). What
+        the next export needs of each page goes into ``kept``."""
         shown = PAGES[resource]
-        prefix, kind = shown.prefix, shown.kind
+        names: list[str] = []
+        with Pages(self, resource, p.name, base) as pages:
+            for page in p.segments(resource, PAGE_SIZE):
+                name, shard = f"{shown.prefix}-{page.number:04d}.html", f"{shown.prefix}-{page.number:04d}.js"
+                names.append(name)
+                shards.append(shard)
+                page_key = key(page, EXPORT_VERSION, shown.template, p.name, self.exported_from, page.more)
+                before = earlier.get(name)
+                if reusable(before, page_key, base["media_map"]) and (folder / name).is_file() \
+                        and (folder / "search" / shard).is_file():
+                    kept[name] = before
+                    continue
+                pages.render(page, page_key, lambda done, name=name, shard=shard: self._write_page(
+                    p, folder, name, shard, done, kept))
         months: list[dict] = []
         total = 0
-        for page in paged(p.records(resource)):
-            name = f"{prefix}-{page.number:04d}.html"
-            pages = range(1, page.number + 2 if page.more else page.number + 1)
-            template = shown.template
-            self.out.write(folder / name, self.render(
-                template, title=f"{prefix.capitalize()} {page.number} · {p.name}", items=page.items, pages=pages,
-                current=page.number, total=p.total(resource), **base))
-            rows = []
-            for record in page.items:
-                total += 1
-                at = moment(described.time_of(record))
-                month = at.strftime("%Y-%m") if at else "unknown"
-                if not months or months[-1]["month"] != month:
-                    months.append({"month": month, "page": name, "first_id": str(record.get("id")), "count": 0})
-                months[-1]["count"] += 1
-                text = " ".join(clean(record.get(k)) for k in described.text_paths if record.get(k))
-                rows.append([str(record.get("id")), text])
-            shard = f"{prefix}-{page.number:04d}.js"
-            shards.append(shard)
-            self.out.write(folder / "search" / shard,
-                           f"tzSearch.add({jsonio.dumps(name)}, {jsonio.dumps(kind)}, {jsonio.dumps(rows)});\n")
+        for name in names:
+            for month, first_id, count in kept[name]["months"]:
+                if months and months[-1]["month"] == month:
+                    months[-1]["count"] += count
+                else:
+                    months.append({"month": month, "page": name, "first_id": first_id, "count": count})
+            total += kept[name]["count"]
         label = shown.label
-        self.out.write(folder / f"{prefix}.html", self.render(
+        self.out.write(folder / f"{shown.prefix}.html", self.render(
             "collection_index.html", title=f"{label} · {p.name}", heading=label, kind=resource, months=months,
             total=total, page_size=PAGE_SIZE, **base))
         return total
+
+    def _write_page(self, p: Personality, folder: Path, name: str, shard: str, done: "Rendered", kept: dict):
+        self.out.write(folder / name, done.html)
+        self.out.write(folder / "search" / shard, done.shard)
+        kept[name] = {"key": done.key, "used": done.used, "months": done.months, "count": done.count}
+        if done.torn:  # rendered in a worker, ``Personality.segments`` did not see it: said here, in its words
+            problem = (f"{done.resource}: torn or unreadable after {(done.number - 1) * PAGE_SIZE + done.count} "
+                       f"records; the rest skipped ({done.torn})")
+            if problem not in p.problems:
+                p.problems.append(problem)
+
+
+# -- rendering pages, on every core ------------------------------------------------------------------------
+@dataclass
+class Rendered:
+    """A page as rendered: its HTML, its search shard, and what the next export needs to reuse it."""
+
+    resource: str
+    number: int
+    key: str
+    html: str
+    shard: str
+    months: list          # [month, first record's id, records of that month on the page]
+    used: dict            # the media look-ups it made
+    count: int
+    torn: str | None
+
+
+def render_page(env: Environment, exported_from: str, resource: str, person_name: str, base: dict,
+                page: Segment, page_key: str) -> Rendered:
+    """One page of a collection and its search shard: a pure function of its arguments (a worker process
+    runs it as well as the exporting one, with the same result)."""
+    shown, described = PAGES[resource], registry.get(resource)
+    looked = Looked(base["media_map"])
+    records = page.records
+    pages = range(1, page.number + 2 if page.more else page.number + 1)
+    html = env.get_template(shown.template).render(
+        exported_from=exported_from, title=f"{shown.prefix.capitalize()} {page.number} · {person_name}",
+        items=records, pages=pages, current=page.number, **dict(base, media_map=looked))
+    months: list[list] = []
+    rows = []
+    for record in records:
+        at = moment(described.time_of(record))
+        month = at.strftime("%Y-%m") if at else "unknown"
+        if not months or months[-1][0] != month:
+            months.append([month, str(record.get("id")), 0])
+        months[-1][2] += 1
+        text = " ".join(clean(record.get(k)) for k in described.text_paths if record.get(k))
+        rows.append([str(record.get("id")), text])
+    name = f"{shown.prefix}-{page.number:04d}.html"
+    shard = f"tzSearch.add({jsonio.dumps(name)}, {jsonio.dumps(shown.kind)}, {jsonio.dumps(rows)});\n"
+    return Rendered(resource, page.number, page_key, html, shard, months, looked.used, len(records), page.torn)
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(exported_from: str, base: dict) -> None:
+    _WORKER.update(env=environment(), exported_from=exported_from, base=base)
+
+
+def _render_in_worker(resource: str, person_name: str, page: Segment, page_key: str) -> Rendered:
+    return render_page(_WORKER["env"], _WORKER["exported_from"], resource, person_name, _WORKER["base"], page, page_key)
+
+
+def workers() -> int:
+    """How many processes render pages: the cores this process may use (``TZCRAWL_EXPORT_WORKERS`` to
+    choose; 1 renders in the exporting process)."""
+    chosen = os.environ.get("TZCRAWL_EXPORT_WORKERS", "").strip()
+    if chosen.isdigit() and int(chosen) > 0:
+        return int(chosen)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS: no affinity
+        return max(1, os.cpu_count() or 1)
+
+
+class Pages:
+    """Renders the pages it is given, in this process or, from the second page to render on, in a pool of
+    worker processes (one a core); each finished page is handed to its ``then`` in the exporting process,
+    which writes it. At most two pages a worker wait in memory."""
+
+    def __init__(self, archive: "Archive", resource: str, person_name: str, base: dict):
+        self.archive, self.resource, self.person_name, self.base = archive, resource, person_name, base
+        self.count = workers()
+        self.pool: ProcessPoolExecutor | None = None
+        self.first: tuple | None = None  # the first page to render, kept until a second one says a pool pays
+        self.waiting: collections.deque = collections.deque()
+
+    def __enter__(self) -> "Pages":
+        return self
+
+    def render(self, page: Segment, page_key: str, then) -> None:
+        if self.count < 2:
+            then(self._here(page, page_key))
+            return
+        if self.pool is None and self.first is None:
+            self.first = (page, page_key, then)
+            return
+        if self.pool is None:
+            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                                  else None)
+            self.pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=_start_worker,
+                                            initargs=(self.archive.exported_from, self.base))
+            first, self.first = self.first, None
+            self._submit(*first)
+        self._submit(page, page_key, then)
+
+    def _here(self, page: Segment, page_key: str) -> Rendered:
+        return render_page(self.archive.env, self.archive.exported_from, self.resource, self.person_name, self.base,
+                           page, page_key)
+
+    def _submit(self, page: Segment, page_key: str, then) -> None:
+        self.waiting.append((self.pool.submit(_render_in_worker, self.resource, self.person_name, page, page_key),
+                             then))
+        while len(self.waiting) > 2 * self.count:
+            future, then_ = self.waiting.popleft()
+            then_(future.result())
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:
+                if self.first is not None:  # a single page to render: no pool was worth starting
+                    page, page_key, then = self.first
+                    then(self._here(page, page_key))
+                while self.waiting:
+                    future, then = self.waiting.popleft()
+                    then(future.result())
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)

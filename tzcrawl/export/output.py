@@ -21,7 +21,7 @@ from tzcrawl import jsonio
 from tzcrawl.fsutil import atomic_write_bytes, atomic_writer, ensure_private_dir
 
 STATE_NAME = ".tzcrawl-export.json"
-EXPORT_VERSION = 1  # bump when the output of a format changes: every export is then redone
+EXPORT_VERSION = 2  # bump when the output of a format changes: every export is then redone
 
 
 class Output:
@@ -118,6 +118,11 @@ class Output:
 
     def unchanged(self, dir_name: str, fmt: str, fingerprint: str) -> bool:
         return self.state.get(dir_name, {}).get(fmt, {}).get("fingerprint") == fingerprint
+
+    def earlier(self, dir_name: str, fmt: str) -> dict:
+        """What the last export of ``fmt`` kept to start from (``state``: its segments), or ``{}``."""
+        state = self.state.get(dir_name, {}).get(fmt, {}).get("state")
+        return state if isinstance(state, dict) else {}
 
     def record(self, dir_name: str, fmt: str, fingerprint: str, summary: dict) -> None:
         self.state.setdefault(dir_name, {})[fmt] = {"fingerprint": fingerprint, **summary}

@@ -11,14 +11,13 @@ header's ``create_date`` is the first message's. An image attachment is the user
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timezone
 
 from tzcrawl import jsonio
-from tzcrawl.fsutil import atomic_writer
 from tzcrawl.store.timestamps import to_epoch
 
 from .output import Output
+from .segments import Stream
 from .source import Personality, clean
 from .text import media_kind
 
@@ -38,43 +37,54 @@ def send_date(ts) -> str:
     return f"{at.year:04d}-{at.month}-{at.day} @{at.hour:02d}h {at.minute:02d}m {at.second:02d}s {ms % 1000}ms"
 
 
-def lines(p: Personality, media: dict[str, str]):
-    """The file's lines (JSON text), header first (its ``create_date``: the first message's time)."""
-    messages = p.records("messages")
-    first = next(messages, None)
-    yield {"user_name": USER, "character_name": p.name,
-           "create_date": send_date(first.get("ts")) if first else "",
-           "chat_metadata": {"tzcrawl": {"username": p.username, "exported_from": "tzcrawl backup"}}}
-    for m in itertools.chain([first] if first else [], messages):
-        date = send_date(m.get("ts"))
-        attachment = m.get("attachment_url")
-        if m.get("message") or attachment:
-            extra: dict = {}
-            if isinstance(attachment, str) and attachment:
-                local = media.get(attachment)
-                if local and media_kind(attachment, m.get("attachment_type")) == "image":
-                    extra["image"] = local
-                extra["tzcrawl"] = {"attachment": local or attachment, "attachment_type": m.get("attachment_type")}
-            yield {"name": USER, "is_user": True, "is_system": False, "send_date": date,
-                   "mes": clean(m.get("message")), "extra": extra}
-        if m.get("reply") or m.get("voice_reply_url"):
-            reply = clean(m.get("reply"))
-            swipes = [reply] + [clean(r) for r in m.get("regenerated_replies") or [] if isinstance(r, str)]
-            extra = {"tzcrawl": {"id": m.get("id")}}
-            voice = m.get("voice_reply_url")
-            if isinstance(voice, str) and voice:
-                extra["tzcrawl"]["voice_reply"] = media.get(voice) or voice
-            yield {"name": p.name, "is_user": False, "is_system": False, "send_date": date, "mes": reply,
-                   "swipes": swipes, "swipe_id": 0, "extra": extra}
+def header(p: Personality, first: dict | None) -> dict:
+    """The chat's first line: who talks, and ``create_date``, the first message's time."""
+    return {"user_name": USER, "character_name": p.name,
+            "create_date": send_date(first.get("ts")) if first else "",
+            "chat_metadata": {"tzcrawl": {"username": p.username, "exported_from": "tzcrawl backup"}}}
+
+
+def message_lines(m: dict, name: str, media) -> list[dict]:
+    """A message's lines: what you wrote (with its attachment), then the reply (with its swipes)."""
+    out = []
+    date = send_date(m.get("ts"))
+    attachment = m.get("attachment_url")
+    if m.get("message") or attachment:
+        extra: dict = {}
+        if isinstance(attachment, str) and attachment:
+            local = media.get(attachment)
+            if local and media_kind(attachment, m.get("attachment_type")) == "image":
+                extra["image"] = local
+            extra["tzcrawl"] = {"attachment": local or attachment, "attachment_type": m.get("attachment_type")}
+        out.append({"name": USER, "is_user": True, "is_system": False, "send_date": date,
+                    "mes": clean(m.get("message")), "extra": extra})
+    if m.get("reply") or m.get("voice_reply_url"):
+        reply = clean(m.get("reply"))
+        swipes = [reply] + [clean(r) for r in m.get("regenerated_replies") or [] if isinstance(r, str)]
+        extra = {"tzcrawl": {"id": m.get("id")}}
+        voice = m.get("voice_reply_url")
+        if isinstance(voice, str) and voice:
+            extra["tzcrawl"]["voice_reply"] = media.get(voice) or voice
+        out.append({"name": name, "is_user": False, "is_system": False, "send_date": date, "mes": reply,
+                    "swipes": swipes, "swipe_id": 0, "extra": extra})
+    return out
 
 
 def export(p: Personality, out: Output) -> dict:
+    """The chat file, a stretch of messages at a time; stretches that did not change since the last
+    export are copied from it (``segments.Stream``)."""
     folder = out.folder(p.dir_name)
     media = p.media
     for path in media.values():
         out.link(p.directory / path, folder / path)
-    count = -1
-    with atomic_writer(folder / f"{p.dir_name}.chat.jsonl", binary=True) as fh:
-        for count, line in enumerate(lines(p, media)):
-            fh.write(jsonio.dumps_bytes(line) + b"\n")
-    return {"lines": count}
+    name = f"{p.dir_name}.chat.jsonl"
+
+    def render(segment, carry, looked):
+        rows = [] if carry else [header(p, segment.records[0] if segment.records else None)]
+        for m in segment.records:
+            rows += message_lines(m, p.name, looked)
+        return [(name, b"".join(jsonio.dumps_bytes(row) + b"\n" for row in rows))], True
+
+    stream = Stream(folder, out.earlier(p.dir_name, "st").get("chat"), media)
+    count = stream.write(p.segments("messages"), render, ["st", p.name, p.username])
+    return {"messages": count, "reused": stream.reused, "state": {"chat": stream.state}}

@@ -18,6 +18,8 @@ from tzcrawl.store.jsonarray import CorruptCollectionError
 from tzcrawl.store.metadata import METADATA_NAME
 from tzcrawl.store.metadata import load as load_metadata
 
+from .segments import SEGMENT, Segment, cut
+
 def clean(text) -> str:
     """Text safe to write as UTF-8: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
     if text is None:
@@ -88,6 +90,22 @@ class Personality:
         except (OSError, CorruptCollectionError) as exc:
             self.problems.append(f"{resource}: torn or unreadable after {count} records; the rest skipped ({exc})")
 
+    def segments(self, resource: str, size: int = SEGMENT) -> Iterator[Segment]:
+        """The collection in segments (``segments.cut``), records parsed only when a segment is rendered;
+        a torn file: the records before the tear, then a problem."""
+        count = 0
+        try:
+            for segment in cut(self.view.read_bodies(self.username, resource), size):
+                yield segment
+                count += len(segment.records) if segment.torn else len(segment.bodies)
+                if segment.torn:
+                    problem = f"{resource}: torn or unreadable after {count} records; the rest skipped ({segment.torn})"
+                    if problem not in self.problems:  # the archive may have said it already
+                        self.problems.append(problem)
+                    return
+        except (OSError, CorruptCollectionError) as exc:
+            self.problems.append(f"{resource}: torn or unreadable after {count} records; the rest skipped ({exc})")
+
     @property
     def media(self) -> dict[str, str]:
         """Media URL → path under the personality folder (``media/...``) of every file held whole."""
@@ -105,14 +123,15 @@ class Personality:
                     self._media[url] = path
         return self._media
 
-    def inputs(self) -> list:
-        """What says whether the backup changed since an export: each data file's sha256 as the
-        metadata recorded it at its last commit (with its size, to notice a hand edit), else the file's
-        size and modification time; and the media manifest's. The metadata's own timestamps are left
-        out: a run that found nothing new changes nothing here."""
+    def inputs(self, names=registry.RESOURCES, media: bool | str = True) -> list:
+        """What says whether the backup changed since an export, for a format that reads ``names``: each
+        data file's sha256 as the metadata recorded it at its last commit (with its size, to notice a
+        hand edit), else the file's size and modification time; and the media manifest's (``media``), or
+        only the avatar's file (``"avatar"``). The metadata's own timestamps are left out: a run that
+        found nothing new changes nothing here."""
         out: list = []
         resources = self.metadata.get("resources", {})
-        for resource in registry.RESOURCES:
+        for resource in names:
             path = self.view.path(self.username, resource)
             try:
                 stat = path.stat()
@@ -120,11 +139,20 @@ class Personality:
                 continue
             digest = resources.get(resource, {}).get("sha256")
             out.append([resource, digest, stat.st_size] if digest else [resource, stat.st_size, stat.st_mtime_ns])
-        try:
-            stat = self.view.media_manifest_path(self.username).stat()
-            out.append(["media", stat.st_size, stat.st_mtime_ns])
-        except OSError:
-            pass
+        if media == "avatar":  # only the profile picture (a card's portrait), not every media file
+            for key in ("avatar_url", "avatar"):
+                url = self.profile.get(key)
+                local = self.media.get(url) if isinstance(url, str) else None
+                out.append([key, local, (self.directory / local).stat().st_size if local else None])
+        elif media:
+            try:
+                stat = self.view.media_manifest_path(self.username).stat()
+                out.append(["media", stat.st_size, stat.st_mtime_ns])
+            except OSError:
+                pass
+        whose = self.metadata.get("personality", {})
+        if isinstance(whose, dict) and "owned" in whose:  # the archive marks someone else's personality
+            out.append(["owned", whose.get("owned"), whose.get("owner")])
         return out
 
 

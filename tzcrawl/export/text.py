@@ -8,6 +8,7 @@ Only inline rules run: chat messages have no block structure worth rendering, an
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from markdown_it import MarkdownIt
@@ -31,10 +32,19 @@ def _link_open(renderer, tokens, idx, options, env):
 _MD.add_render_rule("link_open", _link_open)
 
 
+# The characters an enabled inline rule (or markdown-it's input normalization) acts on. A text without
+# any is rendered as markdown-it renders plain text, HTML-escaped, without parsing it (tests compare the two).
+_MARKUP_CHARS = re.compile(r"[*_`\[\]\\&<\n\r\x00]")
+
+
 def markdown(text) -> Markup:
     """Safe HTML for a message or memory text (lone surrogates become U+FFFD)."""
     text = clean(text)
-    return Markup(_MD.renderInline(text)) if text else Markup("")
+    if not text:
+        return Markup("")
+    if _MARKUP_CHARS.search(text) is None:  # plain text: most short messages
+        return Markup(text.replace(">", "&gt;").replace('"', "&quot;"))
+    return Markup(_MD.renderInline(text))
 
 
 def moment(value) -> datetime | None:

@@ -9,15 +9,13 @@ fence, a ``---`` or ``===`` underline, a ``# `` line, a list, a quote, an HTML b
 
 from __future__ import annotations
 
-import contextlib
 import re
 import string
-from typing import Iterator
 
 from tzcrawl import registry
-from tzcrawl.fsutil import atomic_writer
 
 from .output import Output
+from .segments import Stream
 from .source import Personality, clean
 from .text import media_kind, moment
 
@@ -72,53 +70,60 @@ def _lines(text) -> str:
     return held(text)
 
 
-def chat_blocks(p: Personality, media: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(year, text) for each message in order, with a day heading before the first of each UTC day."""
-    day = None
-    for m in p.records("messages"):
-        at = moment(m.get("ts"))
-        today = at.strftime("%Y-%m-%d") if at else "unknown date"
-        clock = at.strftime("%H:%M") if at else "--:--"
-        parts = []
-        if today != day:
-            parts.append(f"\n## {today}\n")
-            day = today
-        for speaker, text_field, label, url_field in (("You", "message", "attachment", "attachment_url"),
-                                                      (p.name, "reply", "voice reply", "voice_reply_url")):
-            if m.get(text_field) or m.get(url_field):
-                parts.append(f"**{speaker}** ({clock}): {_lines(m.get(text_field))}")
-                link = _media_line(label, m.get(url_field), media)
-                parts += [link, ""] if link else [""]
-        yield (at.strftime("%Y") if at else "unknown"), "\n".join(parts) + "\n"
+def chat_block(m: dict, name: str, day, media) -> tuple[str, str, str]:
+    """One message as (year, text, its day): a day heading first when its UTC day is not ``day``."""
+    at = moment(m.get("ts"))
+    today = at.strftime("%Y-%m-%d") if at else "unknown date"
+    clock = at.strftime("%H:%M") if at else "--:--"
+    parts = []
+    if today != day:
+        parts.append(f"\n## {today}\n")
+    for speaker, text_field, label, url_field in (("You", "message", "attachment", "attachment_url"),
+                                                  (name, "reply", "voice reply", "voice_reply_url")):
+        if m.get(text_field) or m.get(url_field):
+            parts.append(f"**{speaker}** ({clock}): {_lines(m.get(text_field))}")
+            link = _media_line(label, m.get(url_field), media)
+            parts += [link, ""] if link else [""]
+    return (at.strftime("%Y") if at else "unknown"), "\n".join(parts) + "\n", today
 
 
-def export(p: Personality, out: Output) -> dict:
-    """Write the transcripts, streaming: a file is written as the history is read, never held whole."""
-    folder = out.folder(p.dir_name)
-    media = p.media
-    for path in media.values():
-        out.link(p.directory / path, folder / path)
-    yearly = p.total("messages") > YEARLY_ABOVE
-    count = 0
-    with contextlib.ExitStack() as stack:
-        current, fh = None, None
-        for year, block in chat_blocks(p, media):
-            name = f"chat-{year}.md" if yearly else "chat.md"
-            if name != current:
-                stack.close()
-                fh = stack.enter_context(atomic_writer(folder / name))
-                fh.write(f"# Chat with {p.name}" + (f", {year}" if yearly else "") + "\n\nTimes are UTC.\n")
-                current = name
-            fh.write(block)
-            count += 1
-    if not count:
-        out.write(folder / "chat.md", f"# Chat with {p.name}\n\nNo messages.\n")
+def joined(parts: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+    """Consecutive texts for the same file as one piece of UTF-8."""
+    out: list[tuple[str, list[str]]] = []
+    for name, text in parts:
+        if out and out[-1][0] == name:
+            out[-1][1].append(text)
+        else:
+            out.append((name, [text]))
+    return [(name, "".join(texts).encode("utf-8")) for name, texts in out]
 
-    memories = 0
-    with atomic_writer(folder / "memories.md") as fh:
-        fh.write(f"# Memories of {p.name}\n\nOldest first; times are UTC.\n\n")
-        described = registry.get("memories")
-        for m in p.records("memories"):
+
+def chat_render(name: str, yearly: bool):
+    """A stretch of the chat: its messages, a file a year when ``yearly``; the carry is the day of its
+    last message and the file it went to (a heading or a file's header only when they change)."""
+    def render(segment, carry, media):
+        day, current = carry or (None, None)
+        parts: list[tuple[str, str]] = []
+        for m in segment.records:
+            year, text, day = chat_block(m, name, day, media)
+            target = f"chat-{year}.md" if yearly else "chat.md"
+            if target != current:
+                parts.append((target, f"# Chat with {name}" + (f", {year}" if yearly else "") + "\n\nTimes are UTC.\n"))
+                current = target
+            parts.append((target, text))
+        if carry is None and current is None:
+            parts.append(("chat.md", f"# Chat with {name}\n\nNo messages.\n"))
+        return joined(parts), [day, current]
+    return render
+
+
+def memories_render(name: str):
+    """A stretch of the memories, oldest first; the file's header before the first."""
+    described = registry.get("memories")
+
+    def render(segment, carry, media):
+        lines = [] if carry else [f"# Memories of {name}\n\nOldest first; times are UTC.\n\n"]
+        for m in segment.records:
             at = moment(described.time_of(m))
             when = at.strftime("%Y-%m-%d %H:%M") if at else "unknown date"
             kind = f" ({clean(m.get('kind'))})" if m.get("kind") else ""
@@ -126,6 +131,23 @@ def export(p: Personality, out: Output) -> dict:
             start, end = moment(meta.get("start_ts")), moment(meta.get("end_ts"))
             span = f" (conversation {start:%Y-%m-%d %H:%M}–{end:%H:%M})" if start and end else ""
             flag = " *[deleted on the service]*" if m.get("deleted") is True else ""
-            fh.write(f"- **{when}**{kind}{span}{flag}: {held(described.text_of(m), '  ')}\n")
-            memories += 1
-    return {"messages": count, "memories": memories}
+            lines.append(f"- **{when}**{kind}{span}{flag}: {held(described.text_of(m), '  ')}\n")
+        return [("memories.md", "".join(lines).encode("utf-8"))], True
+    return render
+
+
+def export(p: Personality, out: Output) -> dict:
+    """Write the transcripts, streaming, a stretch at a time; stretches whose messages did not change
+    since the last export are copied from it, not written anew (``segments.Stream``)."""
+    folder = out.folder(p.dir_name)
+    media = p.media
+    for path in media.values():
+        out.link(p.directory / path, folder / path)
+    earlier = out.earlier(p.dir_name, "md")
+    yearly = p.total("messages") > YEARLY_ABOVE
+    chat = Stream(folder, earlier.get("chat"), media)
+    count = chat.write(p.segments("messages"), chat_render(p.name, yearly), ["md-chat", p.name, yearly])
+    memories = Stream(folder, earlier.get("memories"), media)
+    held_memories = memories.write(p.segments("memories"), memories_render(p.name), ["md-memories", p.name])
+    return {"messages": count, "memories": held_memories, "reused": chat.reused + memories.reused,
+            "state": {"chat": chat.state, "memories": memories.state}}

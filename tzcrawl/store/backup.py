@@ -38,7 +38,7 @@ from tzcrawl.fsutil import append_lines, atomic_write_bytes, atomic_writer, ensu
 
 from . import metadata as meta
 from .journal import Journal, read_journal
-from .jsonarray import read_array
+from .jsonarray import read_array, read_bodies
 from .lock import BackupLocked, Locks
 from .merge import History, merge_collection
 from .names import child_path, safe_dir_name
@@ -153,6 +153,12 @@ class BackupView:
         if path.exists():
             for _line, value in read_array(path):
                 yield value
+
+    def read_bodies(self, username: str, resource: str) -> Iterator[bytes]:
+        """The saved records of a collection as their JSON text, oldest first, not parsed."""
+        path = self.path(username, registry.collection(resource).name)
+        if path.exists():
+            yield from read_bodies(path)
 
     def read_document(self, username: str, resource: str):
         """The saved document (any JSON value), or None when there is none."""

@@ -84,7 +84,28 @@ def read_array(path: str | Path) -> Iterator[tuple[bytes, object]]:
         yield dump_line(value).encode("utf-8"), value
 
 
-def _read_line_shaped(path) -> Iterator[tuple[bytes, object]]:
+def read_bodies(path: str | Path) -> Iterator[bytes]:
+    """Each element's JSON text (UTF-8), not parsed: a file in the one-record-a-line shape is split
+    into lines only (what an export needs to tell whether records changed); any other file is parsed
+    whole (``read_array``) and its elements written back as lines. A file whose closing ``]`` is
+    missing (torn) ends with an empty body, which no parser takes: the reader says it is torn."""
+    yielded = 0
+    try:
+        for body, _value in _read_line_shaped(path, parse=False):
+            yield body
+            yielded += 1
+        return
+    except _NotLineShaped:
+        pass
+    for line, _value in itertools.islice(read_array(path), yielded, None):
+        yield line
+
+
+VALUE_STARTS = b'{["-0123456789tfn'  # how a JSON value's text can begin
+
+
+def _read_line_shaped(path, parse: bool = True) -> Iterator[tuple[bytes, object]]:
+    """``(body, value)`` per line of a one-record-a-line file; ``parse=False``: value None, not parsed."""
     with open(path, "rb") as fh:
         first = fh.readline().strip()
         if first == b"[]":
@@ -106,17 +127,21 @@ def _read_line_shaped(path) -> Iterator[tuple[bytes, object]]:
                     raise _NotLineShaped
                 closed = True
                 continue
-            if not comma:
+            if not comma or (not parse and text[:1] not in VALUE_STARTS):
                 raise _NotLineShaped
             comma = text.endswith(b",")
             body = text[:-1] if comma else text
-            try:
-                value = orjson.loads(body)  # jsonio.loads' fast path, inlined: once per saved record
-            except orjson.JSONDecodeError:
+            value = None
+            if parse:
                 try:
-                    value = jsonio.loads(body)
-                except ValueError:
-                    raise _NotLineShaped from None
+                    value = orjson.loads(body)  # jsonio.loads' fast path, inlined: once per saved record
+                except orjson.JSONDecodeError:
+                    try:
+                        value = jsonio.loads(body)
+                    except ValueError:
+                        raise _NotLineShaped from None
             yield body, value
         if not closed:
-            raise _NotLineShaped
+            if parse:
+                raise _NotLineShaped
+            yield b"", None

@@ -1,0 +1,177 @@
+"""Exports that redo only what changed.
+
+A collection is cut into segments of ``SEGMENT`` records, oldest first: a page of the archive, a
+stretch of a transcript. A segment's *key* is the sha256 of its records as saved (their JSON text,
+not parsed) and of what else its output depends on (the personality's name, the page number, the
+day the stretch starts after...). A segment whose key, and every media look-up it made, are those of
+the last export is not rendered again: its page is kept, or its bytes are copied from the old file.
+Rendering is a function of exactly these inputs, so the result is byte for byte a fresh export's.
+
+An incremental backup appends records: every segment but the last is reused, and records are parsed
+(``orjson``) only for the segments that are rendered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from tzcrawl import jsonio
+from tzcrawl.fsutil import atomic_writer
+from tzcrawl.store.jsonarray import CorruptCollectionError
+
+SEGMENT = 1000  # records a segment: a page of the archive
+
+
+@dataclass
+class Segment:
+    number: int                      # 1, 2, ...
+    bodies: list[bytes]              # each record's JSON text, as saved
+    more: bool = False               # another segment follows
+    torn: str | None = None          # set by ``records``: a record that is not JSON (what came before it is kept)
+    _records: list | None = field(default=None, repr=False)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(b"\n".join(self.bodies)).hexdigest()
+
+    @property
+    def records(self) -> list[dict]:
+        """The records (objects), parsed on first use (a reused segment never is); a torn file's
+        records up to the first that does not parse, with ``torn`` saying why."""
+        if self._records is None:
+            self._records = []
+            for body in self.bodies:
+                try:
+                    value = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    try:
+                        value = jsonio.loads(body)
+                    except ValueError as exc:
+                        self.torn = str(CorruptCollectionError(f"not valid JSON after {len(self._records)} records "
+                                                               f"of page {self.number} ({exc})"))
+                        self.more = False
+                        break
+                if isinstance(value, dict):
+                    self._records.append(value)
+        return self._records
+
+
+def cut(bodies: Iterator[bytes], size: int = SEGMENT) -> Iterator[Segment]:
+    """Segments of ``size`` records, each knowing whether another follows (one read ahead); an empty
+    collection is one empty segment (its page says so)."""
+    number, current = 0, []
+    for body in bodies:
+        if len(current) == size:
+            number += 1
+            yield Segment(number, current, True)
+            current = []
+        current.append(body)
+    yield Segment(number + 1, current, False)
+
+
+def key(segment: Segment, *context) -> str:
+    """What a segment's output depends on: its records as saved, and ``context`` (JSON-able)."""
+    return hashlib.sha256(jsonio.dumps_bytes([segment.digest, list(context)])).hexdigest()
+
+
+class Looked:
+    """The media map (URL → the export's local path) as a render sees it, remembering each look-up:
+    a later export may reuse the output only while every URL looked up maps as it did."""
+
+    def __init__(self, media: dict[str, str]):
+        self.media = media
+        self.used: dict[str, str | None] = {}
+
+    def get(self, url, default=None):
+        value = self.media.get(url) if isinstance(url, str) else None
+        if isinstance(url, str):
+            self.used[url] = value
+        return default if value is None else value
+
+    def __contains__(self, url) -> bool:
+        return self.get(url) is not None
+
+
+def still(used: dict, media: dict[str, str]) -> bool:
+    """Every URL an earlier render looked up maps to the same local file (or to none) today."""
+    return isinstance(used, dict) and all(media.get(url) == local for url, local in used.items())
+
+
+def reusable(earlier: dict | None, segment_key: str, media: dict[str, str]) -> bool:
+    """The state an earlier export kept of a segment (``{"key", "used", ...}``) fits this one."""
+    return isinstance(earlier, dict) and earlier.get("key") == segment_key and still(earlier.get("used"), media)
+
+
+class Stream:
+    """Files made of the segments' output in order (a transcript, a chat file). ``render(segment,
+    carry, looked)`` gives a segment's ``[(file name, bytes), ...]`` and the carry for the next one
+    (what a segment's output depends on from before it: the day of the last message...). A segment
+    whose key (records, ``context``, carry) and media look-ups are the last export's is copied from
+    the previous file's bytes instead of rendered. ``state`` is what the next export starts from."""
+
+    def __init__(self, folder: Path, earlier: dict | None, media: dict[str, str]):
+        self.folder, self.media = folder, media
+        earlier = earlier if isinstance(earlier, dict) else {}
+        self.old_segments = earlier.get("segments") if isinstance(earlier.get("segments"), list) else []
+        self.old_files = earlier.get("files") if isinstance(earlier.get("files"), dict) else {}
+        self.segments: list[dict] = []
+        self.sizes: dict[str, int] = {}
+        self.rendered = self.reused = 0
+
+    @property
+    def state(self) -> dict:
+        return {"segments": self.segments, "files": dict(self.sizes)}
+
+    def write(self, segments: Iterator[Segment], render, context: list) -> int:
+        """Write every file; returns how many records they hold."""
+        count, carry = 0, None
+        with contextlib.ExitStack() as stack:
+            writers: dict[str, object] = {}
+            old: dict[str, object] = {}
+
+            def previous(name: str):  # the last export's file, opened before the new one replaces it
+                if name not in old:
+                    try:
+                        fh = stack.enter_context(open(self.folder / name, "rb"))
+                        old[name] = fh if os.fstat(fh.fileno()).st_size == self.old_files.get(name) else None
+                    except OSError:
+                        old[name] = None
+                return old[name]
+
+            for index, segment in enumerate(segments):
+                segment_key = key(segment, *context, carry)
+                before = self.old_segments[index] if index < len(self.old_segments) else None
+                parts = None
+                if reusable(before, segment_key, self.media) and before.get("parts") \
+                        and all(previous(name) is not None for name, _, _ in before["parts"]):
+                    parts = []
+                    for name, start, length in before["parts"]:
+                        fh = previous(name)
+                        fh.seek(start)
+                        parts.append((name, fh.read(length)))
+                    carry_out, used, records = before.get("carry"), before.get("used", {}), before.get("count", 0)
+                    self.reused += 1
+                if parts is None:
+                    looked = Looked(self.media)
+                    parts, carry_out = render(segment, carry, looked)
+                    used, records = looked.used, len(segment.records)
+                    self.rendered += 1
+                placed = []
+                for name, data in parts:
+                    if name not in writers:
+                        writers[name] = stack.enter_context(atomic_writer(self.folder / name, binary=True))
+                        self.sizes[name] = 0
+                    placed.append([name, self.sizes[name], len(data)])
+                    writers[name].write(data)
+                    self.sizes[name] += len(data)
+                self.segments.append({"key": segment_key, "used": used, "parts": placed, "carry": carry_out,
+                                      "count": records})
+                carry, count = carry_out, count + records
+        return count
