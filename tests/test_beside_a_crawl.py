@@ -72,12 +72,12 @@ def test_verify_and_export_beside_a_running_crawl(sandbox_factory, tmp_path):
         now = export(backup, tmp_path / "now", "-a", "format=md")
         assert now.returncode == 0, now.stdout + now.stderr
         assert f"being backed up now by process {proc.pid}; exporting its last committed state" in now.stdout
-        assert "md: done (messages 200, memories 40;" in now.stdout, "as last committed: not the staged messages"
+        assert "md: done (messages 200, memories 40," in now.stdout, "as last committed: not the staged messages"
 
         waited = waiting_for(sb, proc, backup, "export", "-a", f"out={tmp_path / 'waited'}", "-a", "format=md")
         assert waited.returncode == 0, waited.stdout + waited.stderr
         assert "exporting its last committed state" not in waited.stdout
-        assert "md: done (messages 600, memories 40;" in waited.stdout, "it waited for the crawl's messages"
+        assert "md: done (messages 600, memories 40," in waited.stdout, "it waited for the crawl's messages"
     finally:
         stop(proc)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
