@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,15 @@ from tzcrawl.session.browser import DEBIAN_CHROMIUM, QUIET_FLAGS
 from tzcrawl.store import BackupView
 
 playwright = pytest.importorskip("playwright.sync_api")
+
+
+def shown(image, timeout: float = 10.0) -> None:
+    """Wait until ``image`` has decoded (complete, a natural width), asking through ``evaluate``: the
+    archive's CSP forbids eval, which ``wait_for_function`` needs in older Playwrights (before 1.58)."""
+    deadline = time.monotonic() + timeout
+    while not image.evaluate("img => img.complete && img.naturalWidth > 0"):
+        assert time.monotonic() < deadline, "the image was not shown"
+        image.page.wait_for_timeout(50)
 CHROMIUM = shutil.which("chromium") or DEBIAN_CHROMIUM
 if not os.path.exists(CHROMIUM):
     if os.environ.get("CI"):
@@ -107,7 +117,7 @@ def test_the_archive_shows_the_backup_and_runs_nothing_it_holds(archive, browser
     assert page.locator(f'[id="m-{messages[999]["id"]}"]').count() == 1
     image = page.locator('.msg .media img[src^="media/"]').first
     image.scroll_into_view_if_needed()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=10_000)
+    shown(image)
 
     page = watched.open(folder / "chat-0002.html")
     assert page.locator(".msg").count() == len(messages) - 1000
@@ -124,7 +134,7 @@ def test_the_archive_shows_the_backup_and_runs_nothing_it_holds(archive, browser
     page = watched.open(folder / "search.html")
     page.fill("#q", needle)
     page.click("#search button")
-    page.wait_for_function("() => /found/.test(document.getElementById('status').textContent)", timeout=20_000)
+    playwright.expect(page.locator("#status")).to_contain_text("found", timeout=20_000)
     links = page.locator("#results a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
     assert f"chat-0002.html#m-{target['id']}" in links
     page.goto(page.url.rsplit("/", 1)[0] + f"/chat-0002.html#m-{target['id']}")
@@ -138,8 +148,7 @@ def test_the_archive_shows_the_backup_and_runs_nothing_it_holds(archive, browser
         chat = watched.open(folder / "chat-0001.html")
         pictured = chat.locator(".msg:has(.media img)").first
         pictured.evaluate("el => { el.scrollIntoView(); window.scrollBy(0, -120); }")
-        chat.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                               arg=pictured.locator("img").element_handle(), timeout=10_000)
+        shown(pictured.locator("img"))
         chat.screenshot(path=shot)
 
     assert watched.dialogs == [], "a script from the backup ran"
