@@ -84,6 +84,11 @@ def test_recent_personalities_backs_up_the_users_and_others_chats(sandbox_factor
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.count("not yours: only its owner may read it") == 9
     assert checked.stdout.count("(someone else's, owned by ") == 3
+    sb.reset_stats()
+    online = scrapy("verify", "-a", "online=1", env=env)  # compares only what a non-owner may read
+    assert online.returncode == 0, online.stdout + online.stderr
+    assert "online: 5 match the service, 0 lack something" in online.stdout, online.stdout
+    assert sb.stats()["route_status"]["memory"] == {"200": 2}  # the others' memories are not asked for
     exported = scrapy("export", "-a", f"out={tmp_path / 'export'}", env=env)
     assert exported.returncode == 0, exported.stderr[-3000:]
     page = (tmp_path / "export" / BackupView(out).dir_name(target) / "index.html").read_text(encoding="utf-8")

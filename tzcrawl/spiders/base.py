@@ -415,9 +415,6 @@ class BackupSpider(scrapy.Spider):
         return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True,
                               cb_kwargs={"walk": walk, "position": position})
 
-    def _get(self, url: str, callback):
-        return scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True)
-
     def _decode(self, response):
         if api.origin(response.url) != self.endpoints.origin:  # a redirect took the request elsewhere
             raise api.BadAnswer(f"the answer came from {response.url}, not from SERVICE_WEBSITE's origin "

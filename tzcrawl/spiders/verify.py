@@ -1,7 +1,9 @@
 """``verify_online``: compare what the backup holds with what the service reports right now; never writes.
 
 Per personality, politely (the crawl's settings, one request at a time): the profile, memory page 1
-(the service's totals and newest memory), the newest chat-history batch, and the documents. Run by
+(the service's totals and newest memory), the newest chat-history batch, and the documents; of someone
+else's personality (``owned: false`` in its metadata) only what a non-owner may read (the public
+profile, the chat history, your personalization). Run by
 ``scrapy verify -a online=1``, which prints ``lacking`` (what the service has that the backup does
 not: exit 1) and ``notes`` (the backup holds more, e.g. records deleted upstream) per personality.
 """
@@ -69,6 +71,7 @@ class VerifyOnlineSpider(scrapy.Spider):
         self.lacking: dict[str, list[str]] = {u: [] for u in self.usernames}
         self.errors: dict[str, list[str]] = {u: [] for u in self.usernames}
         self.checked: set[str] = set()
+        self.owned: dict[str, bool] = {}  # as each backup's metadata says
 
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
@@ -86,7 +89,17 @@ class VerifyOnlineSpider(scrapy.Spider):
                 self.errors.setdefault(username, []).append(f"{what}: {check.why}")
             return
         for username in self.usernames:
-            yield self._get(PROFILE, {"username": username}, self.parse_profile, username)
+            personality = {"username": username}
+            request = self._get(PROFILE, personality, self.parse_profile, username)
+            if not self._owned(username):  # the profile as the user sees someone else's
+                request = request.replace(url=self.endpoints.public_profile(personality) or request.url)
+            yield request
+
+    def _owned(self, username: str) -> bool:
+        """Not recorded as someone else's: every resource is compared (owner-only ones too)."""
+        if username not in self.owned:
+            self.owned[username] = self.view.metadata(username).get("personality", {}).get("owned") is not False
+        return self.owned[username]
 
     def _get(self, resource, personality: dict, callback, username: str, position=None):
         url = self.endpoints.resource(resource, personality, position)
@@ -124,6 +137,9 @@ class VerifyOnlineSpider(scrapy.Spider):
             return
         self.lacking[username] += compare_document("profile", self.view.read_document(username, "profile"), live)
         personality = {"id": live["id"], "username": username}
+        if not self._owned(username):  # its memories are only its owner's to read
+            yield self._get(registry.get("messages"), personality, self.parse_history, username)
+            return
         yield self._get(registry.get("memories"), personality, self.parse_memories, username, 1)
 
     def parse_memories(self, response, username: str, personality: dict):
@@ -141,6 +157,8 @@ class VerifyOnlineSpider(scrapy.Spider):
         yield from self._document(personality, username, 0)
 
     def _document(self, personality: dict, username: str, index: int):
+        while index < len(DOCUMENTS) and DOCUMENTS[index].owner_only and not self._owned(username):
+            index += 1  # someone else's: only its owner may read it
         if index < len(DOCUMENTS):
             request = self._get(DOCUMENTS[index], personality, self.parse_document, username)
             request.cb_kwargs["index"] = index
