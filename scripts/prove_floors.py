@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prove the dependency floors: install every dependency at exactly its declared floor (``name==floor``
 for each ``>=`` in pyproject.toml, the test extras included) into a fresh venv, and run a chosen set of
-tests there: crawls against the sandbox, export, verify, the walk's fault tests and a snapshot.
+tests there: crawls against the sandbox, export, verify, the walk's fault tests, a snapshot, the browser
+login and the archive in Chromium, scrapyd and the recorded answers.
 `.ci/run` runs it; a floor that no longer works fails CI instead of a user's install.
 
     python3 scripts/prove_floors.py [--tests "tests/test_crawl_backup.py ..."] [--pin scrapy==2.14.0 ...]
@@ -20,8 +21,12 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHOSEN = ["tests/test_crawl_backup.py", "tests/test_crawl_unexpected.py", "tests/test_verify.py",
-          "tests/test_export.py", "tests/test_from_backup.py", "tests/test_snapshot_e2e.py", "tests/test_cli.py"]
+# a crawl against the sandbox (the user's own and others'), export, verify, a snapshot, the command; the
+# browser login and the archive in Chromium (playwright, scrapy-playwright), scrapyd, recorded answers (vcrpy)
+CHOSEN = ["tests/test_crawl_backup.py", "tests/test_crawl_others.py", "tests/test_crawl_unexpected.py",
+          "tests/test_verify.py", "tests/test_export.py", "tests/test_from_backup.py", "tests/test_snapshot_e2e.py",
+          "tests/test_cli.py", "tests/test_login.py", "tests/test_export_browser.py", "tests/test_scrapyd.py",
+          "tests/test_parse_recorded.py"]
 
 
 def pinned() -> list[str]:
