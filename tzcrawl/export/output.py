@@ -29,7 +29,7 @@ class Output:
         self.root = ensure_private_dir(root, tighten=True)
         self.state_path = self.root / STATE_NAME
         try:
-            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            self.state = jsonio.loads(self.state_path.read_bytes())
             if not isinstance(self.state, dict):
                 self.state = {}
         except (OSError, ValueError):
@@ -131,7 +131,9 @@ class Output:
         self.state.get(dir_name, {}).pop(fmt, None)
 
     def save_state(self) -> None:
-        atomic_write_bytes(self.state_path, jsonio.readable(self.state, indent=1).encode("utf-8"))
+        """One compact line (orjson: the state keeps each segment's media look-ups, megabytes for a long
+        history), written only when it changed."""
+        self.write(self.state_path, jsonio.dumps_bytes(self.state) + b"\n")
 
 
 class Stage:
