@@ -199,7 +199,7 @@ class Archive:
                         and (folder / "search" / shard).is_file():
                     kept[name] = before
                     continue
-                pages.render(page, page_key, lambda done, name=name, shard=shard: self._write_page(
+                pages.render(page, name, page_key, lambda done, name=name, shard=shard: self._write_page(
                     p, folder, name, shard, done, kept))
         months: list[dict] = []
         total = 0
@@ -220,11 +220,8 @@ class Archive:
         self.out.write(folder / name, done.html)
         self.out.write(folder / "search" / shard, done.shard)
         kept[name] = {"key": done.key, "used": done.used, "months": done.months, "count": done.count}
-        if done.torn:  # rendered in a worker, ``Personality.segments`` did not see it: said here, in its words
-            problem = (f"{done.resource}: torn or unreadable after {(done.number - 1) * PAGE_SIZE + done.count} "
-                       f"records; the rest skipped ({done.torn})")
-            if problem not in p.problems:
-                p.problems.append(problem)
+        if done.torn:  # rendered in a worker: ``Personality.segments`` did not see it
+            p.torn(done.resource, (done.number - 1) * PAGE_SIZE + done.count, done.torn)
 
 
 # -- rendering pages, on every core ------------------------------------------------------------------------
@@ -244,7 +241,7 @@ class Rendered:
 
 
 def render_page(env: Environment, exported_from: str, resource: str, person_name: str, base: dict,
-                page: Segment, page_key: str) -> Rendered:
+                page: Segment, name: str, page_key: str) -> Rendered:
     """One page of a collection and its search shard: a pure function of its arguments (a worker process
     runs it as well as the exporting one, with the same result)."""
     shown, described = PAGES[resource], registry.get(resource)
@@ -264,7 +261,6 @@ def render_page(env: Environment, exported_from: str, resource: str, person_name
         months[-1][2] += 1
         text = " ".join(clean(record.get(k)) for k in described.text_paths if record.get(k))
         rows.append([str(record.get("id")), text])
-    name = f"{shown.prefix}-{page.number:04d}.html"
     shard = f"tzSearch.add({jsonio.dumps(name)}, {jsonio.dumps(shown.kind)}, {jsonio.dumps(rows)});\n"
     return Rendered(resource, page.number, page_key, html, shard, months, looked.used, len(records), page.torn)
 
@@ -276,8 +272,9 @@ def _start_worker(exported_from: str, base: dict) -> None:
     _WORKER.update(env=environment(), exported_from=exported_from, base=base)
 
 
-def _render_in_worker(resource: str, person_name: str, page: Segment, page_key: str) -> Rendered:
-    return render_page(_WORKER["env"], _WORKER["exported_from"], resource, person_name, _WORKER["base"], page, page_key)
+def _render_in_worker(resource: str, person_name: str, page: Segment, name: str, page_key: str) -> Rendered:
+    return render_page(_WORKER["env"], _WORKER["exported_from"], resource, person_name, _WORKER["base"], page, name,
+                       page_key)
 
 
 def workers() -> int:
@@ -307,12 +304,13 @@ class Pages:
     def __enter__(self) -> "Pages":
         return self
 
-    def render(self, page: Segment, page_key: str, then) -> None:
+    def render(self, page: Segment, name: str, page_key: str, then) -> None:
+        job = (page, name, page_key)
         if self.count < 2:
-            then(self._here(page, page_key))
+            then(self._here(*job))
             return
         if self.pool is None and self.first is None:
-            self.first = (page, page_key, then)
+            self.first = (job, then)
             return
         if self.pool is None:
             context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
@@ -321,15 +319,14 @@ class Pages:
                                             initargs=(self.archive.exported_from, self.base))
             first, self.first = self.first, None
             self._submit(*first)
-        self._submit(page, page_key, then)
+        self._submit(job, then)
 
-    def _here(self, page: Segment, page_key: str) -> Rendered:
+    def _here(self, page: Segment, name: str, page_key: str) -> Rendered:
         return render_page(self.archive.env, self.archive.exported_from, self.resource, self.person_name, self.base,
-                           page, page_key)
+                           page, name, page_key)
 
-    def _submit(self, page: Segment, page_key: str, then) -> None:
-        self.waiting.append((self.pool.submit(_render_in_worker, self.resource, self.person_name, page, page_key),
-                             then))
+    def _submit(self, job: tuple, then) -> None:
+        self.waiting.append((self.pool.submit(_render_in_worker, self.resource, self.person_name, *job), then))
         while len(self.waiting) > 2 * self.count:
             future, then_ = self.waiting.popleft()
             then_(future.result())
@@ -338,8 +335,8 @@ class Pages:
         try:
             if kind is None:
                 if self.first is not None:  # a single page to render: no pool was worth starting
-                    page, page_key, then = self.first
-                    then(self._here(page, page_key))
+                    job, then = self.first
+                    then(self._here(*job))
                 while self.waiting:
                     future, then = self.waiting.popleft()
                     then(future.result())

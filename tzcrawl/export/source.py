@@ -79,6 +79,12 @@ class Personality:
             self.problems.append(f"{resource}: unreadable ({exc.__class__.__name__}: {exc}); skipped")
             return None
 
+    def torn(self, resource: str, count: int, why) -> None:
+        """Say once that ``resource`` is torn or unreadable after ``count`` records (the rest skipped)."""
+        problem = f"{resource}: torn or unreadable after {count} records; the rest skipped ({why})"
+        if problem not in self.problems:  # a page rendered elsewhere may have said it already
+            self.problems.append(problem)
+
     def records(self, resource: str) -> Iterator[dict]:
         """The collection's records, oldest first; a torn file yields what it holds, then a problem."""
         count = 0
@@ -88,7 +94,7 @@ class Personality:
                     count += 1
                     yield record
         except (OSError, CorruptCollectionError) as exc:
-            self.problems.append(f"{resource}: torn or unreadable after {count} records; the rest skipped ({exc})")
+            self.torn(resource, count, exc)
 
     def segments(self, resource: str, size: int = SEGMENT) -> Iterator[Segment]:
         """The collection in segments (``segments.cut``), records parsed only when a segment is rendered;
@@ -97,14 +103,12 @@ class Personality:
         try:
             for segment in cut(self.view.read_bodies(self.username, resource), size):
                 yield segment
-                count += len(segment.records) if segment.torn else len(segment.bodies)
                 if segment.torn:
-                    problem = f"{resource}: torn or unreadable after {count} records; the rest skipped ({segment.torn})"
-                    if problem not in self.problems:  # the archive may have said it already
-                        self.problems.append(problem)
+                    self.torn(resource, count + len(segment.records), segment.torn)
                     return
+                count += len(segment.bodies)
         except (OSError, CorruptCollectionError) as exc:
-            self.problems.append(f"{resource}: torn or unreadable after {count} records; the rest skipped ({exc})")
+            self.torn(resource, count, exc)
 
     @property
     def media(self) -> dict[str, str]:
