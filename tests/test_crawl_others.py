@@ -205,3 +205,22 @@ def test_a_served_backup_with_others_gives_back_the_same_files(sandbox_factory, 
         served.stop()
     files, difference = round_trip_difference(original, again)
     assert difference is None and files > 10, difference
+
+
+def test_a_profile_refused_on_every_path_is_not_yours_and_the_chat_still_comes(sandbox_factory, tmp_path):
+    """Someone else's profile refused (403 on the one profile path): "not yours", and its chat history
+    is backed up all the same (the list gave its id); the same refusal of the user's own profile fails."""
+    sb = sandbox_factory(personalities=1, others=1, forbidden_route="profile")
+    out = tmp_path / "backup"
+    result = crawl(sb, "recent_personalities", out)
+    assert result.returncode == 1, result.stderr[-3000:]  # the user's own profile: refused while the session holds
+    other = sb.others[0]["username"]
+    meta = metadata(out, other)
+    assert meta["resources"]["profile"]["outcome"] == "not_theirs"
+    assert "its profile is not shown to you" in meta["resources"]["profile"]["reason"]
+    assert saved(out, other, "profile") is None
+    assert_matches_sandbox(sb, out, other, resources=("messages", "user_data"))
+    mine = sb.personalities[0]["username"]
+    assert f"{mine} · profile: FAILED (HTTP 403" in result.stderr and "refused, though the session is accepted" \
+        in result.stderr
+    assert metadata(out, mine)["resources"]["messages"]["outcome"] == "complete"  # the list gave its id too
