@@ -52,7 +52,6 @@ UNSAFE_USERNAMES = ("../x", "a/b", "名前", "long-" + "x" * 295, ".hidden", "CO
 PUBLIC_PROFILE_KEYS = ("id", "name", "username", "avatar", "avatar_url", "created_at", "created_by", "tagline",
                        "search_description", "search_tags_v2", "keywords", "example_prompts", "typical_phrases",
                        "character_universe", "birthday", "banner", "screenshots", "description", "tags")
-OWNER_ONLY = ("memory", "story", "training")  # routes that refuse a user who does not own the personality
 FILES_BASE = "https://files.example.com"  # until a running sandbox puts its file host here
 ATTACHMENT_TYPES = (("image/png", ".png"), ("image/jpeg", ".jpg"), ("audio/mp3", ".mp3"))
 HOSTILE_TEXT = ("<script>alert(1)</script> <img src=x onerror=alert(1)> [click me](javascript:alert(1)) "
