@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # browser login and the archive in Chromium (playwright, scrapy-playwright), scrapyd, recorded answers (vcrpy)
 CHOSEN = ["tests/test_crawl_backup.py", "tests/test_crawl_others.py", "tests/test_crawl_unexpected.py",
           "tests/test_verify.py", "tests/test_export.py", "tests/test_from_backup.py", "tests/test_snapshot_e2e.py",
+          "tests/test_snapshot_dedup.py",
           "tests/test_cli.py", "tests/test_login.py", "tests/test_export_browser.py", "tests/test_scrapyd.py",
           "tests/test_parse_recorded.py"]
 

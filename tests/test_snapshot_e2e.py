@@ -16,12 +16,17 @@ from pathlib import Path
 import pytest
 
 from crawlhelp import unshare_works
-from test_snapshot_support import (Writer, clean_env, counts, leftovers, make_db, run_cli, snapshots,
-                                   wait_for)
+from test_snapshot_support import (LAYOUTS, Writer, clean_env, counts, damage_code, flip, is_dedup, leftovers,
+                                   make_db, plain_copy, run_cli, snapshots, wait_for)
 
 
-@pytest.fixture
-def setup(tmp_path):
+@pytest.fixture(params=LAYOUTS)
+def setup(tmp_path, request):
+    return make_setup(tmp_path, request.param)
+
+
+def make_setup(tmp_path: Path, layout: str):
+    """A code tree with the live database inside it, a destination, and the environment naming them."""
     code = tmp_path / "Codex"
     (code / "svc/src").mkdir(parents=True)
     (code / "svc/src/main.ts").write_text("export const x = 1;\n")
@@ -29,7 +34,7 @@ def setup(tmp_path):
     db = code / "codex-brain/codex-brain-data/codex-brain.db"
     make_db(db)
     dest = tmp_path / "backups"
-    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest)
+    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest, SNAPSHOT_LAYOUT=layout)
     return code, db, dest, env
 
 
@@ -37,8 +42,9 @@ def manifest(snap: Path) -> dict:
     return json.loads((snap / "manifest.json").read_text())
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
-def test_copy_is_consistent_while_another_process_writes(tmp_path, journal_mode):
+def test_copy_is_consistent_while_another_process_writes(tmp_path, journal_mode, layout):
     code = tmp_path / "code"
     code.mkdir()
     (code / "big.bin").write_bytes(os.urandom(3_000_000))  # keeps the snapshot busy a moment
@@ -48,14 +54,14 @@ def test_copy_is_consistent_while_another_process_writes(tmp_path, journal_mode)
     writer = Writer(db, tmp_path)
     try:
         before = counts(db)[1]
-        result = run_cli(tmp_path, "create", "--db", db, "--code", code, "--dest", dest)
+        result = run_cli(tmp_path, "create", "--db", db, "--code", code, "--dest", dest, "--layout", layout)
         after = counts(db)[1]
     finally:
         commits = writer.stop()
     assert result.returncode == 0, result.stderr
     assert commits > 0 and after > before, "the writer must have been committing during the snapshot"
     (snap,) = snapshots(dest)
-    copy = snap / "codex-brain.db"
+    copy = plain_copy(snap, tmp_path) / "codex-brain.db"
     conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one self-contained file
@@ -64,9 +70,12 @@ def test_copy_is_consistent_while_another_process_writes(tmp_path, journal_mode)
     assert items == counter and before <= counter <= after
     m = manifest(snap)
     assert m["db"]["source_journal_mode"] == journal_mode and m["db"]["integrity_check"] == "ok"
-    assert sorted(os.listdir(snap)) == ["codex-brain.db", "codex-code.tar.gz", "manifest.json"]
-    assert oct(snap.stat().st_mode & 0o777) == "0o700"
-    assert all(oct((snap / n).stat().st_mode & 0o777) == "0o600" for n in os.listdir(snap))
+    kept = ["code.tree", "db.chunks", "manifest.json"] if layout == "dedup" else \
+        ["codex-brain.db", "codex-code.tar.gz", "manifest.json"]
+    assert sorted(os.listdir(snap)) == kept
+    private = [snap, dest / ".store"] if layout == "dedup" else [snap]
+    assert all(oct(d.stat().st_mode & 0o777) == "0o700" for d in private)
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for d in private for p in d.iterdir())
 
 
 def test_everyday_call_uses_env_and_manifest_records_everything(setup, tmp_path):
@@ -77,11 +86,14 @@ def test_everyday_call_uses_env_and_manifest_records_everything(setup, tmp_path)
     m = manifest(snap)
     assert m["reason"] == "manual" and m["name"] == snap.name
     assert m["sources"]["db"] == str(db) and m["sources"]["code"] == str(code)
-    assert m["files"]["codex-brain.db"]["size"] == (snap / "codex-brain.db").stat().st_size
-    assert len(m["files"]["codex-code.tar.gz"]["sha256"]) == 64
+    for member in os.listdir(snap):
+        if member != "manifest.json":
+            assert m["files"][member]["size"] == (snap / member).stat().st_size
+            assert len(m["files"][member]["sha256"]) == 64
     assert m["tool"]["version"] and m["timings"]["total_s"] >= 0
     # the live database inside the code tree is never tarred as a (torn) file
-    listing = subprocess.run(["tar", "-tzf", snap / "codex-code.tar.gz"], capture_output=True, text=True).stdout
+    plain = plain_copy(snap, tmp_path, env)
+    listing = subprocess.run(["tar", "-tzf", plain / "codex-code.tar.gz"], capture_output=True, text=True).stdout
     assert "codex-brain.db" not in listing and "svc/src/main.ts" in listing
 
     result = run_cli(tmp_path, "list", env=env)
@@ -158,12 +170,15 @@ def test_disk_full_leaves_nothing(setup, tmp_path):
     dest.mkdir()
     script = (f'mount -t tmpfs -o size=512k tmpfs "{dest}" && '
               f'"{sys.executable}" "{Path(__file__).resolve().parents[1]}/scripts/snapshot.py" create; '
-              f'rc=$?; echo "LEFT:$(ls -A "{dest}" | tr "\\n" " ")"; exit $rc')
+              f'rc=$?; echo "LEFT:$(ls -A "{dest}" | tr "\\n" " ")"; '
+              f'echo "STORE:$(ls -A "{dest}/.store" 2>/dev/null | tr "\\n" " ")"; exit $rc')
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no space left" in result.stderr.lower()
-    assert "LEFT:.snapshot.lock \n" in result.stdout or result.stdout.strip().endswith("LEFT:.snapshot.lock")
+    left = dict(line.split(":", 1) for line in result.stdout.splitlines() if line.startswith(("LEFT:", "STORE:")))
+    assert left["LEFT"].split() in ([".snapshot.lock"], [".snapshot.lock", ".store"]), result.stdout
+    assert left["STORE"].split() == [], result.stdout  # no half-written pack, no temp index
 
 
 def test_file_size_limit_write_failure_leaves_nothing(setup, tmp_path):
@@ -233,19 +248,13 @@ def test_boot_and_growth_racing_take_turns(setup, tmp_path):
     assert leftovers(dest) == [s.name for s in snaps], timings
 
 
-def corrupt(path: Path) -> None:
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    path.write_bytes(bytes(raw))
-
-
 def test_verify_and_list_catch_damage(setup, tmp_path):
     code, db, dest, env = setup
     (code / "blob.bin").write_bytes(os.urandom(300_000))
     create_with_own_archives(code, env, tmp_path, 3)
     a, b, c = snapshots(dest)
-    corrupt(a / "codex-code.tar.gz")
-    corrupt(b / "codex-brain.db")
+    damage_code(a, "svc/src/main.ts")
+    flip(b / ("db.chunks" if is_dedup(b) else "codex-brain.db"))
     (c / "manifest.json").unlink()
     result = run_cli(tmp_path, "verify", a.name, env=env)
     assert result.returncode == 3 and "BAD" in result.stdout
@@ -328,7 +337,7 @@ def test_prune_never_counts_a_damaged_snapshot_toward_keep_last(setup, tmp_path)
     code, db, dest, env = setup
     create_with_own_archives(code, env, tmp_path, 3)
     oldest, middle, newest = snapshots(dest)
-    corrupt(middle / "codex-code.tar.gz")  # same size: only a full check sees it
+    damage_code(middle, "svc/src/main.ts")  # same size: only a full check sees it
     result = run_cli(tmp_path, "prune", "--keep-last", "2", env=env)
     assert result.returncode == 0, result.stderr
     assert oldest.exists() and newest.exists(), result.stdout  # two good copies are kept
@@ -338,7 +347,7 @@ def test_prune_never_counts_a_damaged_snapshot_toward_keep_last(setup, tmp_path)
 def test_prune_never_deletes_the_newest_good_snapshot(setup, tmp_path):
     code, db, dest, env = setup
     a, b, c = three_snapshots_two_of_them_old(dest, env, tmp_path)
-    corrupt(c / "codex-code.tar.gz")  # newest looks fine by size, fails full verification
+    damage_code(c, "svc/src/main.ts")  # newest looks fine by size, fails full verification
     result = run_cli(tmp_path, "prune", "--keep-last", "0", "--max-age", "1d", env=env)
     assert result.returncode == 0, result.stderr
     assert f"keep        {b.name}: newest good snapshot" in result.stdout
@@ -451,7 +460,7 @@ def test_dest_inside_or_equal_to_the_code_tree_never_nests(setup, tmp_path, insi
         assert result.returncode == 0, result.stderr
     members = [manifest(s)["code"]["members"] for s in snapshots(where)]
     assert len(members) == 3 and len(set(members)) == 1, members  # the same tree each time: no nesting
-    listing = subprocess.run(["tar", "-tzf", str(snapshots(where)[-1] / "codex-code.tar.gz")],
+    listing = subprocess.run(["tar", "-tzf", str(plain_copy(snapshots(where)[-1], tmp_path, env) / "codex-code.tar.gz")],
                              capture_output=True, text=True, check=True).stdout
-    assert "codex-backup-" not in listing and ".snapshot.lock" not in listing, listing
+    assert "codex-backup-" not in listing and ".snapshot.lock" not in listing and ".store" not in listing, listing
     assert oct(code.stat().st_mode & 0o777) == "0o755"  # a folder the user already had keeps its mode

@@ -173,3 +173,7 @@ def test_config_defaults_and_errors(tmp_path):
         load_config({}, env={}, path=bad)
     with pytest.raises(SnapshotError, match="SNAPSHOT_GROWTH"):
         load_config({}, env={"HOME": str(tmp_path), "SNAPSHOT_GROWTH": "lots"})
+    assert cfg.layout == "dedup"
+    assert load_config({}, env={"HOME": str(tmp_path), "SNAPSHOT_LAYOUT": "plain"}).layout == "plain"
+    with pytest.raises(SnapshotError, match="SNAPSHOT_LAYOUT.*use dedup or plain"):
+        load_config({}, env={"HOME": str(tmp_path), "SNAPSHOT_LAYOUT": "zip"})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_snapshot_support import clean_env, counts, make_db, run_cli, snapshots
+from test_snapshot_support import LAYOUTS, clean_env, counts, damage_db, make_db, plain_copy, run_cli, snapshots
 
 HOLDER = r"""
 import sqlite3, sys, time, os
@@ -26,8 +26,8 @@ while time.monotonic() < deadline and not os.path.exists(sys.argv[3]):
 """
 
 
-@pytest.fixture
-def snap(tmp_path):
+@pytest.fixture(params=LAYOUTS)
+def snap(tmp_path, request):
     code = tmp_path / "Codex"
     (code / "svc/src").mkdir(parents=True)
     (code / "svc/src/main.ts").write_text("v1\n")
@@ -37,7 +37,7 @@ def snap(tmp_path):
     db = code / "codex-brain/codex-brain-data/codex-brain.db"
     make_db(db, rows=50)
     dest = tmp_path / "backups"
-    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest)
+    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest, SNAPSHOT_LAYOUT=request.param)
     assert run_cli(tmp_path, "create", env=env).returncode == 0
     (path,) = snapshots(dest)
     return code, db, dest, env, path
@@ -124,9 +124,7 @@ def test_refuses_while_in_use_unless_forced(snap, tmp_path, how):
 def test_refuses_a_snapshot_that_does_not_verify(snap, tmp_path):
     code, db, dest, env, path = snap
     add_rows(db, 2)
-    raw = bytearray((path / "codex-brain.db").read_bytes())
-    raw[5000] ^= 0xFF
-    (path / "codex-brain.db").write_bytes(bytes(raw))
+    damage_db(path)
     result = run_cli(tmp_path, "restore", path.name, env=env)
     assert result.returncode == 1 and "does not verify" in result.stderr
     assert counts(db) == (52, 52) and not db.with_name(db.name + ".backup").exists()
@@ -147,8 +145,9 @@ def tar_names(tarball: Path) -> set[str]:
     return {line.rstrip("/") for line in listing.splitlines()}
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("journal_mode", ["delete", "wal"])
-def test_the_databases_own_files_are_never_archived(tmp_path, journal_mode):
+def test_the_databases_own_files_are_never_archived(tmp_path, journal_mode, layout):
     """The documented layout: the database inside the code tree. In rollback-journal modes its
     -journal file comes and goes during writes; WAL mode has -wal and -shm."""
     code = tmp_path / "Codex"
@@ -162,10 +161,10 @@ def test_the_databases_own_files_are_never_archived(tmp_path, journal_mode):
         Path(path).write_bytes(b"a copy restore moved aside")
     Path(f"{db}.notes").write_text("an ordinary file whose name only starts like the database's\n")
     dest = tmp_path / "backups"
-    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest)
+    env = clean_env(tmp_path, SNAPSHOT_DB=db, SNAPSHOT_CODE=code, SNAPSHOT_DEST=dest, SNAPSHOT_LAYOUT=layout)
     result = run_cli(tmp_path, "create", env=env)
     assert result.returncode == 0, result.stderr
-    names = tar_names(snapshots(dest)[-1] / "codex-code.tar.gz")
+    names = tar_names(plain_copy(snapshots(dest)[-1], tmp_path, env) / "codex-code.tar.gz")
     sidecars = {"data/brain.db", "data/brain.db-journal", "data/brain.db-wal", "data/brain.db-shm",
                 "data/brain.db.backup", "data/brain.db.backup-wal", "data/brain.db.backup.2026-11-21T00-00-00-000000Z"}
     assert sidecars.isdisjoint(names), sidecars & names
@@ -189,7 +188,7 @@ def test_restore_never_overwrites_the_copy_it_moved_aside(snap, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"previous database moved aside: {aside}" in result.stdout
     assert counts(aside) == newest  # the newest rows exist: in the copy moved aside
-    assert counts(db) == counts(s2 / "codex-brain.db")
+    assert counts(db) == counts(plain_copy(s2, tmp_path, env) / "codex-brain.db")
 
 
 def test_a_snapshot_holding_the_databases_files_does_not_extract_them(tmp_path):

@@ -8,13 +8,17 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from test_snapshot_e2e import corrupt, manifest, setup  # noqa: F401 (setup: the fixture tree builds on)
-from test_snapshot_support import run_cli, snapshots
+from test_snapshot_e2e import make_setup, manifest
+from test_snapshot_support import create, flip, run_cli, snapshots
 from tzcrawl.snapshot import archive
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return make_setup(tmp_path, "plain")  # sharing a whole archive is the plain layout's way
 
 
 @pytest.fixture
@@ -25,14 +29,6 @@ def tree(setup):
     (code / "blob.bin").write_bytes(os.urandom(200_000))
     os.symlink("svc/src/main.ts", code / "entry")
     return setup
-
-
-def create(tmp_path, env) -> Path:
-    before = set(snapshots(Path(env["SNAPSHOT_DEST"])))
-    result = run_cli(tmp_path, "create", env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (new,) = set(snapshots(Path(env["SNAPSHOT_DEST"]))) - before
-    return new
 
 
 def test_an_unchanged_tree_shares_the_archive_and_adds_only_the_database(tree, tmp_path):
@@ -126,7 +122,7 @@ def test_a_damaged_shared_archive_fails_verify_for_every_snapshot_sharing_it(tre
     code, db, dest, env = tree
     first = create(tmp_path, env)
     second = create(tmp_path, env)
-    corrupt(second / "codex-code.tar.gz")  # in place: the one inode both names point at
+    flip(second / "codex-code.tar.gz")  # in place: the one inode both names point at
     for snap in (first, second):
         result = run_cli(tmp_path, "verify", snap.name, env=env)
         assert result.returncode == 3 and "BAD" in result.stdout, result.stdout

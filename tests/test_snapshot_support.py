@@ -3,6 +3,7 @@ real code trees."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -30,6 +31,9 @@ while time.monotonic() < deadline and not os.path.exists(stop_file):
     time.sleep(0.002)
 print(n, flush=True)
 """
+
+
+LAYOUTS = ["plain", "dedup"]
 
 
 def clean_env(tmp_path: Path, **extra) -> dict:
@@ -85,13 +89,88 @@ class Writer:
         return int(out.strip())
 
 
+def create(tmp_path: Path, env) -> Path:
+    """Take one snapshot with the real command; return the new folder."""
+    before = set(snapshots(Path(env["SNAPSHOT_DEST"])))
+    result = run_cli(tmp_path, "create", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (new,) = set(snapshots(Path(env["SNAPSHOT_DEST"]))) - before
+    return new
+
+
 def snapshots(dest: Path) -> list[Path]:
     return sorted(p for p in dest.iterdir() if p.name.startswith("codex-backup-")) if dest.exists() else []
 
 
 def leftovers(dest: Path) -> list[str]:
-    """Anything in DEST besides the lock file."""
-    return sorted(p.name for p in dest.iterdir() if p.name != ".snapshot.lock") if dest.exists() else []
+    """Anything in DEST besides the lock file and the chunk store's committed packs (a pack with its
+    index): what a failed or killed run must not leave."""
+    if not dest.exists():
+        return []
+    names = sorted(p.name for p in dest.iterdir() if p.name not in (".snapshot.lock", ".store"))
+    store = dest / ".store"
+    if store.is_dir():
+        have = set(os.listdir(store))
+        names += sorted(f".store/{n}" for n in have
+                        if not (n.endswith(".idx") and n[:-4] + ".pack" in have)
+                        and not (n.endswith(".pack") and n[:-5] + ".idx" in have))
+    return names
+
+
+def packs(dest: Path) -> list[str]:
+    """The chunk store's committed packs."""
+    store = dest / ".store"
+    return sorted(n[:-4] for n in os.listdir(store) if n.endswith(".idx")) if store.is_dir() else []
+
+
+def is_dedup(snap: Path) -> bool:
+    return json.loads((snap / "manifest.json").read_text())["format"] == "tzcrawl-snapshot/2"
+
+
+def plain_copy(snap: Path, tmp_path: Path, env=None) -> Path:
+    """The folder holding the snapshot's codex-brain.db and codex-code.tar.gz: the snapshot itself when
+    plain, else what the real ``export`` command writes."""
+    if not is_dedup(snap):
+        return snap
+    out = tmp_path / f"export-{snap.name}-{time.monotonic_ns()}"
+    result = run_cli(tmp_path, "export", snap, out, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def chunk_of(snap: Path, rel: str) -> tuple[Path, int]:
+    """Where in the store the first chunk of file ``rel`` of a deduplicated snapshot lies."""
+    from tzcrawl.snapshot.chunks import Store
+    from tzcrawl.snapshot.dedup import load_tree
+
+    rec = next(r for r in load_tree((snap / "code.tree").read_bytes()) if r["p"] == rel)
+    with Store(snap.parent) as store:
+        loc = store.index[bytes.fromhex(rec["c"][0])]
+    return snap.parent / ".store" / f"{loc.pack}.pack", loc.offset + loc.clen // 2
+
+
+def flip(path: Path, at: int | None = None) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2 if at is None else at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def damage_db(snap: Path) -> None:
+    """Damage one page of the snapshot's database (in its file, or in the pack its pages went to)."""
+    if is_dedup(snap):
+        (pack,) = [p for p in (snap.parent / ".store").glob(f"{snap.name}.*-db.pack")]
+        flip(pack)
+    else:
+        flip(snap / "codex-brain.db", 5000)
+
+
+def damage_code(snap: Path, rel: str) -> None:
+    """Damage the snapshot's copy of file ``rel`` (the tarball of a plain one: same size, only a full
+    check sees it)."""
+    if is_dedup(snap):
+        flip(*chunk_of(snap, rel))
+    else:
+        flip(snap / "codex-code.tar.gz")
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tzcrawl.snapshot import SnapshotError, archive, codetree
-from test_snapshot_support import make_db, run_cli, snapshots
+from test_snapshot_support import LAYOUTS, make_db, plain_copy, run_cli, snapshots
 
 
 def write(root: Path, rel: str, data: bytes | str = "x\n", mode: int | None = None) -> Path:
@@ -109,13 +109,14 @@ def test_extra_excludes_from_config(tree):
     assert "bin/blob.bin" not in rels and "svc/src/main.ts" not in rels and "svc/run.sh" in rels
 
 
-def test_tarball_extracts_exactly_with_gnu_tar(tree, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tarball_extracts_exactly_with_gnu_tar(tree, tmp_path, layout):
     dest = tree / "backups"  # the destination inside the tree is left out of its own tarball
     db = tree / "codex-brain/codex-brain-data/codex-brain.db"
-    result = run_cli(tmp_path, "create", "--db", db, "--code", tree, "--dest", dest)
+    result = run_cli(tmp_path, "create", "--db", db, "--code", tree, "--dest", dest, "--layout", layout)
     assert result.returncode == 0, result.stderr
     (snap,) = snapshots(dest)
-    tarball = snap / "codex-code.tar.gz"
+    tarball = plain_copy(snap, tmp_path) / "codex-code.tar.gz"  # dedup: what `export` writes
     assert names_in_tar(tarball) == EXPECTED
     listing = subprocess.run(["tar", "-tzvf", str(tarball)], capture_output=True, text=True, check=True).stdout
     assert all(not name.startswith("/") and ".." not in name.split("/") for name in names_in_tar(tarball))

@@ -6,6 +6,8 @@ pieces (``dbcopy``, ``codetree``, ``archive``, ``lock``, ``store``) do the work;
 
 DB_NAME = "codex-brain.db"
 CODE_NAME = "codex-code.tar.gz"
+DB_LIST = "db.chunks"  # a deduplicated snapshot's database: digests of its page-list pieces
+TREE_LIST = "code.tree"  # a deduplicated snapshot's code tree: one record per entry, zstd
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".snapshot.lock"
 

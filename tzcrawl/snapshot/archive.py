@@ -198,28 +198,39 @@ def _add_entries(tar: tarfile.TarFile, entries: Iterable[Entry], should_stop: Ca
 def write_tarball(out_path: str, entries: Iterable[Entry], *, compressor: list[str] | None, level: int = 6,
                   should_stop: Callable[[], bool] = lambda: False) -> TarStats:
     """Write ``entries`` as a gzip tarball to the new file ``out_path`` (0600); fsynced on success."""
+    return write_tarball_with(out_path, lambda tar: _add_entries(tar, entries, should_stop),
+                              compressor=compressor, level=level)
+
+
+def write_tarball_with(out_path: str, fill: Callable[[tarfile.TarFile], object], *,
+                       compressor: list[str] | None, level: int = 6):
+    """A gzip tarball at the new file ``out_path`` (0600, fsynced) holding what ``fill(tar)`` adds;
+    returns what ``fill`` returned."""
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         if compressor is None:
             with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0) as gz:
-                stats = _write_tar(gz, entries, should_stop)
+                result = _write_tar(gz, fill)
         else:
-            stats = _write_through_program(out, entries, compressor + [f"-{level}", "-c", "-n"], should_stop)
+            result = _write_through_program(out, fill, compressor + [f"-{level}", "-c", "-n"])
         out.flush()
         os.fsync(out.fileno())
-    return stats
+    return result
 
 
-def _write_tar(fileobj, entries, should_stop) -> TarStats:
+def _write_tar(fileobj, fill):
     counter = _Counter(fileobj)
     tar = tarfile.TarFile(fileobj=counter, mode="w", format=tarfile.PAX_FORMAT)
     tar.copybufsize = COPY_BUFSIZE
-    stats = _add_entries(tar, entries, should_stop)
+    result = fill(tar)
     tar.close()
-    return stats
+    return result
 
 
-def _write_through_program(out, entries, argv, should_stop) -> TarStats:
+_FAILED = object()
+
+
+def _write_through_program(out, fill, argv):
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, bufsize=COPY_BUFSIZE)
         if hasattr(fcntl, "F_SETPIPE_SZ"):  # a 1 MiB pipe: fewer wake-ups of gzip and of us
@@ -227,10 +238,10 @@ def _write_through_program(out, entries, argv, should_stop) -> TarStats:
                 fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, COPY_BUFSIZE)
         try:
             try:
-                stats = _write_tar(proc.stdin, entries, should_stop)
+                result = _write_tar(proc.stdin, fill)
                 proc.stdin.close()
             except BrokenPipeError:
-                stats = None
+                result = _FAILED
             rc = proc.wait()
         except BaseException:
             proc.kill()
@@ -238,11 +249,11 @@ def _write_through_program(out, entries, argv, should_stop) -> TarStats:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
             raise
-        if rc != 0 or stats is None:
+        if rc != 0 or result is _FAILED:
             err.seek(0)
             message = err.read().decode(errors="replace").strip() or _exit_text(rc)
             raise SnapshotError(f"{argv[0]} failed while writing the code tarball: {message}")
-    return stats
+    return result
 
 
 def _exit_text(rc: int) -> str:

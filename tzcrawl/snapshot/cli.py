@@ -1,4 +1,4 @@
-"""``snapshot.py`` / ``tzcrawl-snapshot``: create, watch, boot, list, prune, verify, restore.
+"""``snapshot.py`` / ``tzcrawl-snapshot``: create, watch, boot, list, prune, verify, restore, export.
 
 Exit status: 0 done; 1 failed (message on stderr); 2 bad usage; 3 a snapshot does not verify;
 75 another snapshot operation holds the lock (try again later).
@@ -7,13 +7,14 @@ Exit status: 0 done; 1 failed (message on stderr); 2 bad usage; 3 a snapshot doe
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import SnapshotError, UsageError, codetree, dbcopy, store, watch
+from . import SnapshotError, UsageError, archive, codetree, dbcopy, deduped, store, watch
 from .config import Config, load_config, require
 from .lock import LockBusy, dest_lock
 from .restore import restore
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     sources = argparse.ArgumentParser(add_help=False)
     sources.add_argument("--db", help="the live SQLite database (SNAPSHOT_DB)")
     sources.add_argument("--code", help="the code tree to archive (SNAPSHOT_CODE)")
+    sources.add_argument("--layout", choices=("dedup", "plain"),
+                         help="dedup (default): store only the chunks no snapshot has yet, in DEST/.store; "
+                              "plain: a database file and a code tarball in every snapshot (SNAPSHOT_LAYOUT)")
 
     parser = argparse.ArgumentParser(prog="snapshot.py", description="Consistent snapshots of the codex brain "
                                      "database and code tree.")
@@ -80,11 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "configured source, else where the snapshot came from")
     p.add_argument("--db", help="where the database goes when restoring both (default as --target)")
     p.add_argument("--force", action="store_true", help="restore the database even while it is in use")
+    p = sub.add_parser("export", parents=[common], help="write a snapshot as codex-brain.db and codex-code.tar.gz "
+                                                       "(restore with cp and tar -xzf)")
+    p.add_argument("snapshot", help="folder path, name under --dest, or 'latest'")
+    p.add_argument("folder", help="where to write the two files (created; existing files are never overwritten)")
     return parser
 
 
 def _config(args) -> Config:
-    cli = {key: getattr(args, key, None) for key in ("db", "code", "dest", "interval", "growth")}
+    cli = {key: getattr(args, key, None) for key in ("db", "code", "dest", "interval", "growth", "layout")}
     if args.command == "restore":
         cli["db"] = None  # restore's --db names the target, not the source
     return load_config(cli, path=args.config)
@@ -93,9 +101,14 @@ def _config(args) -> Config:
 def cmd_create(cfg: Config, args) -> int:
     path = store.create(cfg, args.reason if args.command == "create" else "boot")
     m = store.read_manifest(path)
-    say(f"snapshot {path} ({m['reason']}): db {human(m['files']['codex-brain.db']['size'])}, "
-        f"code {human(m['files']['codex-code.tar.gz']['size'])} ({m['code']['members']} entries), "
-        f"{m['timings']['total_s']:.1f}s")
+    if store.is_dedup(m):
+        say(f"snapshot {path} ({m['reason']}): db {human(m['db']['logical_size'])}, code {m['code']['members']} "
+            f"entries ({m['code']['files_read']} files read), {m['store']['new_chunks']} new chunks "
+            f"({human(m['store']['new_bytes'])} added), {m['timings']['total_s']:.1f}s")
+    else:
+        say(f"snapshot {path} ({m['reason']}): db {human(m['files']['codex-brain.db']['size'])}, "
+            f"code {human(m['files']['codex-code.tar.gz']['size'])} ({m['code']['members']} entries), "
+            f"{m['timings']['total_s']:.1f}s")
     for warning in m["code"].get("warnings", []):
         say(f"  warning: {warning}")
     return 0
@@ -163,15 +176,17 @@ def cmd_list(cfg: Config, args) -> int:
         f"{'ARCHIVE':<52} STATUS")
     bad = 0
     added = store.space_added(snaps)
+    seen: set[bytes] = set()
     for snap in snaps:
         m = snap.manifest or {}
         files = m.get("files", {})
+        db_size = files.get("codex-brain.db", {}).get("size") or m.get("db", {}).get("logical_size")
         problems = None
         if snap.status in (GOOD, BAD) and not args.quick:
-            problems = store.verify(snap.path)
+            problems = store.verify(snap.path, seen)
         bad += bool(problems) or snap.status == BAD
         say(f"{snap.name:<40} {snap.time:%Y-%m-%d %H:%M:%S}.{snap.time.microsecond // 1000:03d} "
-            f"{m.get('reason', '-'):<7} {human(files.get('codex-brain.db', {}).get('size')):>10} "
+            f"{m.get('reason', '-'):<7} {human(db_size):>10} "
             f"{human(files.get('codex-code.tar.gz', {}).get('size')):>10} {human(added.get(snap.name)):>10}  "
             f"{store.archive_origin(snap):<52} {_status_text(snap, problems)}")
     return EXIT_UNVERIFIED if bad else 0
@@ -213,9 +228,14 @@ def cmd_prune(cfg: Config, args) -> int:
                     failed.append(d.name)
                     print(f"snapshot: error: cannot prune {d.name}: {exc.strerror or exc}", file=sys.stderr)
         pruned = sum(not d.keep for d in decisions) - len(failed)
+        gone = {d.name for d in decisions if not d.keep} - set(failed)
+        freed = deduped.free(cfg.dest, [s for s in snaps if s.name not in gone], dry_run=args.dry_run,
+                             name=f"repack-{now:%Y%m%dT%H%M%S}-{os.getpid()}")
         say(f"{len(decisions) - pruned - len(failed)} kept, {pruned} "
             f"{'to prune (dry run: nothing changed)' if args.dry_run else 'pruned'}"
-            + (f", {len(failed)} could not be pruned: {', '.join(failed)}" if failed else ""))
+            + (f", {len(failed)} could not be pruned: {', '.join(failed)}" if failed else "")
+            + (f"; {human(freed)} of the chunk store {'would be' if args.dry_run else ''} freed".replace("  ", " ")
+               if (cfg.dest / ".store").is_dir() else ""))
     return EXIT_FAILED if failed else 0
 
 
@@ -230,8 +250,9 @@ def cmd_verify(cfg: Config, args) -> int:
             say(f"no snapshots in {dest}")
             return 0
     failed = 0
+    seen: set[bytes] = set()
     for path in targets:
-        problems = store.verify(path)
+        problems = store.verify(path, seen)
         failed += bool(problems)
         say(f"{path.name}: " + ("ok" if not problems else "BAD: " + "; ".join(problems)))
     return EXIT_UNVERIFIED if failed else 0
@@ -267,8 +288,26 @@ def cmd_restore(cfg: Config, args) -> int:
     return 0
 
 
+def cmd_export(cfg: Config, args) -> int:
+    snapshot = store.resolve(cfg.dest, args.snapshot)
+    folder = Path(args.folder).expanduser().absolute()
+    problems = store.verify(snapshot)
+    if problems:
+        raise SnapshotError(f"{snapshot.name} does not verify, refusing to export it: " + "; ".join(problems))
+    manifest = store.read_manifest(snapshot)
+    if store.is_dedup(manifest):
+        compressor = archive.resolve_compressor(cfg.compressor)
+        with dest_lock(snapshot.parent, wait=cfg.lock_wait.total_seconds()):  # no prune repacks meanwhile
+            deduped.export(snapshot, manifest, folder, compressor=compressor, level=cfg.compresslevel)
+    else:
+        deduped.copy_plain(snapshot, folder)
+    say(f"exported {snapshot.name} into {folder}: {store.DB_NAME} (cp it back) and {store.CODE_NAME} (tar -xzf)")
+    return 0
+
+
 COMMANDS = {"create": cmd_create, "boot": cmd_create, "watch": cmd_watch, "list": cmd_list,
-            "prune": cmd_prune, "verify": cmd_verify, "restore": cmd_restore}
+            "prune": cmd_prune, "verify": cmd_verify, "restore": cmd_restore,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None, platform: str = sys.platform) -> int:

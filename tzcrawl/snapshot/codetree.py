@@ -14,11 +14,11 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pathspec
 
-from . import MANIFEST_NAME, SnapshotError
+from . import LOCK_NAME, MANIFEST_NAME, SnapshotError
+from .chunks import STORE_DIR
 from .naming import BUILD_MARKER, PREFIX, TMP_PREFIX
 
 # Matched ignoring case (macOS and Windows file systems do: `.ENV` is `.env` there).
@@ -197,6 +197,13 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
                 sel.skipped_special.append(rel)
         pending.extend(reversed(subdirs))
     return sel
+
+
+def select_for(cfg) -> Selection:
+    """The tree a snapshot of ``cfg`` holds: its code folder less the destination (and the chunk store
+    in it, when the destination is the code folder itself), the lock and the live database's files."""
+    return select(cfg.code, skip=[cfg.dest, cfg.dest / STORE_DIR, cfg.dest / LOCK_NAME, *db_companions(cfg.db)],
+                  extra_excludes=cfg.exclude, db=cfg.db)
 
 
 def fingerprint(sel: Selection, rules: dict) -> str:

@@ -17,6 +17,7 @@ from .retention import parse_duration, parse_size
 
 ENV_PREFIX = "SNAPSHOT_"
 PATH_KEYS = ("db", "code", "dest")
+LAYOUTS = ("dedup", "plain")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Config:
     compresslevel: int = 6
     lock_wait: timedelta = timedelta(minutes=15)  # create/boot: how long to wait for a running snapshot
     exclude: tuple[str, ...] = field(default=())  # extra gitignore-style patterns always left out
+    layout: str = "dedup"  # dedup: changed chunks only, in DEST/.store; plain: a db file and a tarball each time
     source: str = "defaults"  # where the config came from, for messages
 
 
@@ -59,6 +61,10 @@ def _convert(key: str, value, base: Path | None, origin: str):
         if key == "exclude":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
+        if key == "layout":
+            if value not in LAYOUTS:
+                raise ValueError("use dedup or plain")
+            return value
         if key == "compressor":
             if value not in ("auto", "gzip", "pigz", "python"):
                 raise ValueError("use auto, gzip, pigz or python")

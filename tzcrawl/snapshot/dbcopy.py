@@ -70,8 +70,10 @@ def integrity(path: str | os.PathLike) -> str:
     return "ok" if rows == ["ok"] else "; ".join(rows[:5])
 
 
-def copy_database(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
-    """Copy live database ``src`` into the new file ``dst`` (0600, fsynced) and check it."""
+def copy_database(src: str | os.PathLike, dst: str | os.PathLike, *, durable: bool = True, check: bool = True) -> dict:
+    """Copy live database ``src`` into the new file ``dst`` (0600) and check it. ``durable=False``
+    skips the fsync (a scratch copy whose pages are stored elsewhere); ``check=False`` leaves the
+    integrity check to the caller (run beside other work)."""
     started = time.monotonic()
     source = open_readonly(src)
     try:
@@ -91,11 +93,10 @@ def copy_database(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
     finally:
         source.close()
     copied = time.monotonic()
-    with open(dst, "rb+") as fh:
-        os.fsync(fh.fileno())
-    check = integrity(dst)
-    if check != "ok":
-        raise SnapshotError(f"the database copy fails PRAGMA integrity_check: {check}")
+    if durable:
+        with open(dst, "rb+") as fh:
+            os.fsync(fh.fileno())
+    result = integrity_or_fail(dst) if check else None
     return {
         "method": "sqlite3 online backup API",
         "sqlite_version": sqlite3.sqlite_version,
@@ -103,10 +104,17 @@ def copy_database(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
         "page_size": page_size,
         "page_count": page_count,
         "logical_size": page_size * page_count,
-        "integrity_check": check,
+        "integrity_check": result,
         "copy_s": round(copied - started, 3),
         "check_s": round(time.monotonic() - copied, 3),
     }
+
+
+def integrity_or_fail(path: str | os.PathLike) -> str:
+    check = integrity(path)
+    if check != "ok":
+        raise SnapshotError(f"the database copy fails PRAGMA integrity_check: {check}")
+    return check
 
 
 def writer_holding(path: str | os.PathLike, *, timeout: float = 0.5) -> str | None:

@@ -10,20 +10,31 @@ import json
 import os
 from pathlib import Path
 
-from . import CODE_NAME, DB_NAME, MANIFEST_NAME
+from . import CODE_NAME, DB_LIST, DB_NAME, MANIFEST_NAME, TREE_LIST
 
-FORMAT = "tzcrawl-snapshot/1"
-MEMBERS = (DB_NAME, CODE_NAME)
+PLAIN = "tzcrawl-snapshot/1"  # the database file and a code tarball in the folder
+DEDUP = "tzcrawl-snapshot/2"  # lists of chunks in the folder, the chunks in DEST/.store
+FORMAT = DEDUP
+MEMBERS_OF = {PLAIN: (DB_NAME, CODE_NAME), DEDUP: (DB_LIST, TREE_LIST)}
 
 
 class ManifestError(ValueError):
     pass
 
 
-def build_manifest(*, name: str, created_at: str, reason: str, tool_version: str, sources: dict,
-                   files: dict, db: dict, code: dict, timings: dict) -> dict:
+def members(manifest: dict) -> tuple[str, ...]:
+    return MEMBERS_OF[manifest["format"]]
+
+
+def is_dedup(manifest: dict | None) -> bool:
+    return bool(manifest) and manifest.get("format") == DEDUP
+
+
+def build_manifest(*, fmt: str = PLAIN, name: str, created_at: str, reason: str, tool_version: str, sources: dict,
+                   files: dict, db: dict, code: dict, timings: dict, store: dict | None = None) -> dict:
+    extra = {"store": store} if store is not None else {}
     return {
-        "format": FORMAT,
+        "format": fmt,
         "name": name,
         "created_at": created_at,
         "reason": reason,
@@ -32,6 +43,7 @@ def build_manifest(*, name: str, created_at: str, reason: str, tool_version: str
         "files": files,
         "db": db,
         "code": code,
+        **extra,
         "timings": timings,
     }
 
@@ -44,12 +56,12 @@ def parse_manifest(text: str) -> dict:
         raise ManifestError(f"manifest is not JSON ({exc})") from None
     except RecursionError:
         raise ManifestError("manifest is not JSON this tool wrote (nested too deeply)") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ManifestError(f"manifest format is not {FORMAT}")
+    if not isinstance(data, dict) or data.get("format") not in MEMBERS_OF:
+        raise ManifestError(f"manifest format is not {PLAIN} or {DEDUP}")
     files = data.get("files")
     if not isinstance(files, dict):
         raise ManifestError("manifest has no files table")
-    for member in MEMBERS:
+    for member in MEMBERS_OF[data["format"]]:
         info = files.get(member)
         if not (isinstance(info, dict) and isinstance(info.get("size"), int)
                 and isinstance(info.get("sha256"), str) and len(info["sha256"]) == 64):
@@ -73,7 +85,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 def quick_problems(folder: str | os.PathLike, manifest: dict) -> list[str]:
     """Cheap checks (presence, sizes); full verification also hashes and reads everything."""
     problems = []
-    for member in MEMBERS:
+    for member in members(manifest):
         path = Path(folder) / member
         try:
             size = path.stat().st_size

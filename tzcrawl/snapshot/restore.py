@@ -11,7 +11,8 @@ from typing import Callable
 
 from ..fsutil import fsync_dir
 from . import CODE_NAME, DB_NAME, SnapshotError, archive, codetree, dbcopy
-from .manifest import read_manifest
+from .deduped import plain_files
+from .manifest import is_dedup, read_manifest
 from .store import verify
 
 COMPANIONS = codetree.COMPANION_SUFFIXES
@@ -37,15 +38,16 @@ def check_not_in_use(db: Path) -> None:
         raise SnapshotError(f"database {db} is in use: {why}. Stop the app first, or pass --force")
 
 
-def restore_db(snapshot: Path, manifest: dict, db: Path, *, force: bool, log: Callable[[str], None]) -> Path | None:
-    """Swap the snapshot's database in at ``db``; return where the previous one was moved."""
+def restore_db(files: Path, manifest: dict, db: Path, *, force: bool, log: Callable[[str], None]) -> Path | None:
+    """Swap the snapshot's database (``files/codex-brain.db``) in at ``db``; return where the previous
+    one was moved."""
     if not force:
         check_not_in_use(db)
     db.parent.mkdir(parents=True, exist_ok=True)
     tmp = db.with_name(f".{db.name}.restore-{os.getpid()}.tmp")
     journal_mode = manifest.get("db", {}).get("source_journal_mode")
     try:
-        dbcopy.prepare_restore_copy(str(snapshot / DB_NAME), str(tmp), journal_mode)
+        dbcopy.prepare_restore_copy(str(files / DB_NAME), str(tmp), journal_mode)
         if dbcopy.integrity(tmp) != "ok":
             raise SnapshotError("the copy written for the restore fails integrity_check; nothing changed")
         aside = None
@@ -79,6 +81,14 @@ def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
         raise SnapshotError(f"{snapshot.name} does not verify, refusing to restore it: " + "; ".join(problems))
     log(f"verified {snapshot.name}")
     manifest = read_manifest(snapshot)
+    if is_dedup(manifest):
+        log("putting its files together from the store")
+    with plain_files(snapshot) as files:
+        _restore_from(files, manifest, db=db, code=code, force=force, log=log)
+
+
+def _restore_from(files: Path, manifest: dict, *, db: Path | None, code: Path | None, force: bool,
+                  log: Callable[[str], None]) -> None:
     skip = None
     if code is not None:
         # The database's own files (itself, -wal/-shm/-journal, copies moved aside) are never
@@ -90,12 +100,12 @@ def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
         def skip(name: str) -> bool:
             return any(codetree.is_db_file(name, rel) for rel in names)
 
-        problems = archive.check_extract(str(snapshot / CODE_NAME), str(code), skip)
+        problems = archive.check_extract(str(files / CODE_NAME), str(code), skip)
         if problems:  # found before the database or any file was touched: no half restore
             raise SnapshotError("nothing was restored: " + "; ".join(problems[:5])
                                 + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
     if db is not None:
-        restore_db(snapshot, manifest, db, force=force, log=log)
+        restore_db(files, manifest, db, force=force, log=log)
     if code is not None:
-        count = archive.extract(str(snapshot / CODE_NAME), str(code), skip=skip)
+        count = archive.extract(str(files / CODE_NAME), str(code), skip=skip)
         log(f"code restored: {count} entries extracted into {code}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,10 +18,11 @@ from typing import Callable
 
 from .. import __version__
 from ..fsutil import atomic_write_text, ensure_private_dir, fsync_dir, sha256_file
-from . import CODE_NAME, DB_NAME, LOCK_NAME, MANIFEST_NAME, SnapshotError, UsageError, archive, codetree, dbcopy
+from . import CODE_NAME, DB_NAME, MANIFEST_NAME, SnapshotError, UsageError, archive, codetree, dbcopy, deduped
+from .beside import Beside
 from .config import Config, require
 from .lock import dest_lock
-from .manifest import ManifestError, build_manifest, dumps, quick_problems, read_manifest
+from .manifest import DEDUP, ManifestError, build_manifest, dumps, is_dedup, quick_problems, read_manifest
 from .naming import BUILD_MARKER, PREFIX, TMP_PREFIX, is_temp_name, parse_snapshot_name, snapshot_name
 from .retention import BAD, GOOD, INCOMPLETE, LEGACY, Entry
 
@@ -80,7 +80,8 @@ def create(cfg: Config, reason: str = "manual", *, should_stop: Callable[[], boo
         tmp.mkdir(mode=0o700)
         try:
             (tmp / BUILD_MARKER).touch(mode=0o600)
-            manifest = _build(cfg, reason, name, when, tmp, should_stop, log)
+            build = _build_dedup if cfg.layout == "dedup" else _build
+            manifest = build(cfg, reason, name, when, tmp, should_stop, log)
             atomic_write_text(tmp / "manifest.json", dumps(manifest))
             (tmp / BUILD_MARKER).unlink()
             fsync_dir(tmp)
@@ -97,25 +98,18 @@ def create(cfg: Config, reason: str = "manual", *, should_stop: Callable[[], boo
 def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
            should_stop: Callable[[], bool], log: Callable[[str], None]) -> dict:
     started = time.monotonic()
-    db_result: dict = {}
 
-    def copy_db():  # runs beside the tarball: the copy waits on disk, the tarball on gzip
-        try:
-            info = dbcopy.copy_database(cfg.db, tmp / DB_NAME)
-            t = time.monotonic()
-            info["record"] = _file_record(tmp / DB_NAME)
-            info["hash_s"] = round(time.monotonic() - t, 3)
-            db_result["info"] = info
-        except BaseException as exc:  # handed to the main thread
-            db_result["error"] = exc
-        db_result["done_s"] = round(time.monotonic() - started, 3)
+    def copy_db():
+        info = dbcopy.copy_database(cfg.db, tmp / DB_NAME)
+        t = time.monotonic()
+        info["record"] = _file_record(tmp / DB_NAME)
+        info["hash_s"] = round(time.monotonic() - t, 3)
+        return info
 
-    worker = threading.Thread(target=copy_db, name="snapshot-db", daemon=True)
-    worker.start()
+    db_side = Beside(copy_db, "snapshot-db")
     try:
         t0 = time.monotonic()
-        sel = codetree.select(cfg.code, skip=[cfg.dest, *codetree.db_companions(cfg.db), cfg.dest / LOCK_NAME],
-                              extra_excludes=cfg.exclude, db=cfg.db)
+        sel = codetree.select_for(cfg)
         print_ = codetree.fingerprint(sel, {"always": list(codetree.ALWAYS_EXCLUDED), "extra": list(cfg.exclude),
                                             "format": archive.FORMAT_VERSION})
         t1 = time.monotonic()
@@ -130,20 +124,17 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
             compressor = archive.resolve_compressor(cfg.compressor)
             stats = archive.write_tarball(str(tmp / CODE_NAME), sel.entries, compressor=compressor,
                                           level=cfg.compresslevel,
-                                          should_stop=lambda: should_stop() or "error" in db_result)
+                                          should_stop=lambda: should_stop() or db_side.failed)
         t2 = time.monotonic()
         if reuse is None:
             code_record = _file_record(tmp / CODE_NAME)
         t3 = time.monotonic()
     except BaseException:
-        worker.join()
-        if "error" in db_result:  # the tarball stopped because the copy failed: that is the news
-            raise db_result["error"] from None
+        db_side.join()
+        if db_side.failed:  # the tarball stopped because the copy failed: that is the news
+            raise db_side.error from None
         raise
-    worker.join()
-    if "error" in db_result:
-        raise db_result["error"]
-    db_info = db_result["info"]
+    db_info = db_side.result()
     files = {DB_NAME: db_info.pop("record"), CODE_NAME: code_record}
     if reuse is None:
         warnings = [f"special file left out: {p}" for p in sel.skipped_special]
@@ -167,9 +158,18 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
         db=db_info,
         code=code,
         timings={"total_s": round(time.monotonic() - started, 3), "walk_s": round(t1 - t0, 3),
-                 "tar_s": round(t2 - t1, 3), "tar_hash_s": round(t3 - t2, 3), "db_s": db_result["done_s"],
+                 "tar_s": round(t2 - t1, 3), "tar_hash_s": round(t3 - t2, 3), "db_s": db_side.took,
                  "db_copy_s": db_info.get("copy_s"), "db_check_s": db_info.get("check_s")},
     )
+
+
+def _build_dedup(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
+                 should_stop: Callable[[], bool], log: Callable[[str], None]) -> dict:
+    parts = deduped.build(cfg, scan(cfg.dest), name, tmp, should_stop)
+    return build_manifest(
+        fmt=DEDUP, name=name, created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        reason=reason, tool_version=__version__,
+        sources={"db": str(cfg.db), "code": str(cfg.code), "host": os.uname().nodename}, **parts)
 
 
 def _same_tree(cfg: Config, fingerprint: str) -> "Snapshot | None":
@@ -239,11 +239,13 @@ def scan(dest: str | os.PathLike) -> list[Snapshot]:
 
 
 def space_added(snaps: list[Snapshot]) -> dict[str, int]:
-    """Bytes each snapshot really adds on disk: its files, less those it shares (hard links) with an
-    older snapshot."""
+    """Bytes each snapshot really adds on disk: a plain one its files, less those it shares (hard
+    links) with an older snapshot; a deduplicated one its lists and the chunks no older one needs."""
     seen: set[tuple[int, int]] = set()
-    added: dict[str, int] = {}
+    added: dict[str, int] = deduped.space_added(snaps)
     for snap in sorted(snaps, key=lambda s: (s.time, s.name)):
+        if is_dedup(snap.manifest):
+            continue
         total = 0
         try:
             names = os.listdir(snap.path)
@@ -263,14 +265,18 @@ def space_added(snaps: list[Snapshot]) -> dict[str, int]:
 
 def archive_origin(snap: Snapshot) -> str:
     """``new``, or ``shared with <snapshot>`` (``copied from`` when hard links were not possible)."""
+    if is_dedup(snap.manifest):
+        new = snap.manifest.get("store", {}).get("new_chunks")
+        return f"chunks: {new} new" if isinstance(new, int) else "chunks"
     source = (snap.manifest or {}).get("code", {}).get("archive") or {}
     if not source.get("from"):
         return "new"
     return f"{'shared with' if source.get('shared') == 'hardlink' else 'copied from'} {source['from']}"
 
 
-def verify(path: str | os.PathLike) -> list[str]:
-    """Full check of one snapshot; an empty list means it is good."""
+def verify(path: str | os.PathLike, seen: set[bytes] | None = None) -> list[str]:
+    """Full check of one snapshot; an empty list means it is good. ``seen``: chunks already
+    re-hashed in this run (checking many deduplicated snapshots reads each shared chunk once)."""
     path = Path(path)
     try:
         manifest = read_manifest(path)
@@ -279,6 +285,8 @@ def verify(path: str | os.PathLike) -> list[str]:
     problems = quick_problems(path, manifest)
     if problems:
         return problems
+    if is_dedup(manifest):
+        return deduped.verify(path, manifest, seen)
     db = path / DB_NAME
     if sha256_file(db) != manifest["files"][DB_NAME]["sha256"]:
         problems.append(f"{DB_NAME} sha256 differs from the manifest")
