@@ -152,10 +152,17 @@ def test_an_export_after_an_incremental_backup_redoes_only_what_changed(sandbox_
     backup, out = tmp_path / "backup", tmp_path / "export"
     assert crawl(sb, "all_personalities", backup).returncode == 0
     assert run(backup, out, list(FORMATS), None, sb.base_url, say=lambda line: None).exit_code == 0
+    folder = out / BackupView(backup).dir_name(name)
+    inodes = {p.name: p.stat().st_ino for p in folder.glob("*.md")}
     sb.add(name, messages=10)
     assert crawl(sb, "all_personalities", backup).returncode == 0
     said: list[str] = []
     assert run(backup, out, list(FORMATS), None, sb.base_url, say=said.append).exit_code == 0, said
+    # a transcript made only of the last export's bytes is left as it is (the same file: the memories);
+    # the chat's, which the new messages extend, is a new one
+    now = {p.name: p.stat().st_ino for p in folder.glob("*.md")}
+    assert now["memories.md"] == inodes["memories.md"]
+    assert [n for n in now if n.startswith("chat") and now[n] != inodes.get(n)] == [max(n for n in now if n.startswith("chat"))]
     assert "reused 3" in figures(said, "html")  # chat pages 1 and 2, memories page 1; chat page 3 rendered
     assert "reused 3" in figures(said, "md")    # the chat's first two stretches, the memories
     assert "reused 2" in figures(said, "st")

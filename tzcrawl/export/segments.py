@@ -109,12 +109,69 @@ def reusable(earlier: dict | None, segment_key: str, media: dict[str, str]) -> b
     return isinstance(earlier, dict) and earlier.get("key") == segment_key and still(earlier.get("used"), media)
 
 
+def _copy_range(src: int, dst, start: int, length: int) -> None:
+    """``length`` bytes of file ``src`` from ``start`` appended to the open file ``dst``: in the kernel
+    (copy_file_range) where it can, else read and written."""
+    dst.flush()
+    out = dst.fileno()
+    while length > 0:
+        try:
+            done = os.copy_file_range(src, out, length, start)
+        except (AttributeError, OSError):  # not Linux, another file system, an old kernel
+            done = 0
+        if done <= 0:
+            data = os.pread(src, min(length, 1 << 20), start)
+            if not data:
+                raise OSError(f"the last export's file ended early at byte {start}")
+            os.write(out, data)
+            done = len(data)
+        start += done
+        length -= done
+
+
+class _File:
+    """One output file. While it is made only of the last export's bytes in their old places it is not
+    touched at all; from the first byte that differs it is written anew (atomically), the unchanged
+    stretch before it copied over."""
+
+    def __init__(self, stream: "Stream", name: str, stack: contextlib.ExitStack):
+        self.stream, self.name, self.stack = stream, name, stack
+        self.size = 0
+        self.fh = None
+
+    def reuse(self, start: int, length: int) -> None:
+        if self.fh is None and start == self.size:
+            self.size += length
+            return
+        self._open()
+        _copy_range(self.stream.previous(self.name).fileno(), self.fh, start, length)
+        self.size += length
+
+    def write(self, data: bytes) -> None:
+        self._open()
+        self.fh.write(data)
+        self.size += len(data)
+
+    def _open(self) -> None:
+        if self.fh is None:
+            self.fh = self.stack.enter_context(atomic_writer(self.stream.folder / self.name, binary=True))
+            if self.size:
+                _copy_range(self.stream.previous(self.name).fileno(), self.fh, 0, self.size)
+
+    def finish(self) -> bool:
+        """Whether the file was written (else it is the last export's, byte for byte)."""
+        if self.fh is None and self.size != self.stream.old_files.get(self.name):
+            self._open()  # shorter than before: the old bytes up to here, in a new file
+        return self.fh is not None
+
+
 class Stream:
     """Files made of the segments' output in order (a transcript, a chat file). ``render(segment,
     carry, looked)`` gives a segment's ``[(file name, bytes), ...]`` and the carry for the next one
     (what a segment's output depends on from before it: the day of the last message...). A segment
-    whose key (records, ``context``, carry) and media look-ups are the last export's is copied from
-    the previous file's bytes instead of rendered. ``state`` is what the next export starts from."""
+    whose key (records, ``context``, carry) and media look-ups are the last export's is not rendered:
+    its bytes are the old file's, copied in the kernel, and a file made only of such bytes in their
+    old places is left as it is. ``state`` is what the next export starts from."""
 
     def __init__(self, folder: Path, earlier: dict | None, media: dict[str, str]):
         self.folder, self.media = folder, media
@@ -123,55 +180,56 @@ class Stream:
         self.old_files = earlier.get("files") if isinstance(earlier.get("files"), dict) else {}
         self.segments: list[dict] = []
         self.sizes: dict[str, int] = {}
-        self.rendered = self.reused = 0
+        self.rendered = self.reused = self.untouched = 0
+        self._old: dict[str, object] = {}
 
     @property
     def state(self) -> dict:
         return {"segments": self.segments, "files": dict(self.sizes)}
 
+    def previous(self, name: str):
+        """The last export's file, opened before a new one replaces it; None when it is not the file
+        the last export wrote (another size)."""
+        if name not in self._old:
+            try:
+                fh = self._stack.enter_context(open(self.folder / name, "rb"))
+                self._old[name] = fh if os.fstat(fh.fileno()).st_size == self.old_files.get(name) else None
+            except OSError:
+                self._old[name] = None
+        return self._old[name]
+
     def write(self, segments: Iterator[Segment], render, context: list) -> int:
-        """Write every file; returns how many records they hold."""
+        """Write every file that changed; returns how many records they hold."""
         count, carry = 0, None
         with contextlib.ExitStack() as stack:
-            writers: dict[str, object] = {}
-            old: dict[str, object] = {}
-
-            def previous(name: str):  # the last export's file, opened before the new one replaces it
-                if name not in old:
-                    try:
-                        fh = stack.enter_context(open(self.folder / name, "rb"))
-                        old[name] = fh if os.fstat(fh.fileno()).st_size == self.old_files.get(name) else None
-                    except OSError:
-                        old[name] = None
-                return old[name]
-
+            self._stack = stack
+            files: dict[str, _File] = {}
             for index, segment in enumerate(segments):
                 segment_key = key(segment, *context, carry)
                 before = self.old_segments[index] if index < len(self.old_segments) else None
-                parts = None
                 if reusable(before, segment_key, self.media) and before.get("parts") \
-                        and all(previous(name) is not None for name, _, _ in before["parts"]):
-                    parts = []
-                    for name, start, length in before["parts"]:
-                        fh = previous(name)
-                        fh.seek(start)
-                        parts.append((name, fh.read(length)))
+                        and all(self.previous(name) is not None for name, _, _ in before["parts"]):
+                    parts = [(name, (start, length)) for name, start, length in before["parts"]]
                     carry_out, used, records = before.get("carry"), before.get("used", {}), before.get("count", 0)
                     self.reused += 1
-                if parts is None:
+                else:
                     looked = Looked(self.media)
                     parts, carry_out = render(segment, carry, looked)
                     used, records = looked.used, len(segment.records)
                     self.rendered += 1
                 placed = []
                 for name, data in parts:
-                    if name not in writers:
-                        writers[name] = stack.enter_context(atomic_writer(self.folder / name, binary=True))
-                        self.sizes[name] = 0
-                    placed.append([name, self.sizes[name], len(data)])
-                    writers[name].write(data)
-                    self.sizes[name] += len(data)
+                    out = files.get(name) or files.setdefault(name, _File(self, name, stack))
+                    at = out.size
+                    if isinstance(data, tuple):
+                        out.reuse(*data)
+                    else:
+                        out.write(data)
+                    placed.append([name, at, out.size - at])
                 self.segments.append({"key": segment_key, "used": used, "parts": placed, "carry": carry_out,
                                       "count": records})
                 carry, count = carry_out, count + records
+            for name, out in files.items():
+                self.sizes[name] = out.size
+                self.untouched += not out.finish()
         return count
