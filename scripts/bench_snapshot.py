@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: `snapshot.py create` against GNU `tar czf` (same file list) + `sqlite3 .backup`.
+"""Benchmark: `snapshot.py create` against GNU `tar czf` (same file list) + `sqlite3 .backup`, and the
+deduplicated layout over a day of edits.
 
 Generates a code tree (~170 MB archived, mixed text and binary, plus ignored folders) and a ~200 MB
 WAL database under /tmp, keeps a writer process committing to the database during every run, and
@@ -10,6 +11,14 @@ and peak RSS (of the process and the children it waited for: gzip included). Del
 
     .venv/bin/python scripts/bench_snapshot.py            # full size, 3 runs each (a few minutes)
     .venv/bin/python scripts/bench_snapshot.py --small    # quick check
+    .venv/bin/python scripts/bench_snapshot.py --cases dedup,day --runs 5   # issue 23's cases only
+
+Cases: ``plain`` (a)-(c), the plain layout against the baseline, a live writer committing throughout;
+``dedup`` (d) a first deduplicated snapshot, (e) one file changed and the database grown by ~50 KB
+(time against (d), new disk against the file's compressed size + the changed pages + 1 MB), beside
+restic (when installed) doing the same with a sqlite3 backup-API copy; ``day`` (f) 30 snapshots with
+1 % of the files and 1 % of the rows changed between each: total disk against one full snapshot, and
+every one exported, extracted with tar and compared (tree byte for byte, rows, integrity_check).
 """
 
 from __future__ import annotations
@@ -141,13 +150,220 @@ def timed(argv: list[str], **kw) -> tuple[float, int, int]:
     return wall, proc.returncode, rss
 
 
+SNAPSHOT = [sys.executable, str(ROOT / "scripts/snapshot.py")]
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_")}
+
+
+def du(path: Path) -> int:
+    """Bytes the folder takes on disk (allocated blocks)."""
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*")) + path.lstat().st_blocks * 512
+
+
+def page_set(db: Path, work: Path) -> tuple[set[bytes], int]:
+    """The SHA-256 of every page of a consistent copy of ``db``, and its page size."""
+    import hashlib
+
+    copy = work / "pages.db"
+    src, dst = sqlite3.connect(db), sqlite3.connect(copy)
+    src.backup(dst)
+    size = dst.execute("PRAGMA page_size").fetchone()[0]
+    src.close()
+    dst.close()
+    data = copy.read_bytes()
+    copy.unlink()
+    return {hashlib.sha256(data[i:i + size]).digest() for i in range(0, len(data), size)}, size
+
+
+def grow_db(db: Path, rng: random.Random, nbytes: int = 50_000) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    for _ in range(nbytes // 1000):
+        conn.execute("INSERT INTO events(kind, body) VALUES ('TurnAppended', ?)", (rng.randbytes(500).hex(),))
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def edit_file(code: Path, rng: random.Random, k: int = 1) -> list[Path]:
+    """Change ``k`` selected text files (a line appended, as an edit does)."""
+    files = [e.path for e in codetree.select(code).entries if e.rel.endswith(".ts")]
+    picked = [Path(p) for p in rng.sample(sorted(files), k)]
+    for p in picked:
+        with open(p, "ab") as fh:
+            fh.write(text_blob(rng, 80))
+    return picked
+
+
+def create_dedup(out: Path, code: Path, db: Path) -> tuple[float, dict]:
+    t, rc, rss = timed([*SNAPSHOT, "create", "--db", str(db), "--code", str(code), "--dest", str(out)],
+                       stdout=subprocess.DEVNULL, env=ENV)
+    assert rc == 0, rc
+    newest = store.scan(out)[0]
+    return t, dict(newest.manifest, rss_kib=rss)
+
+
+def restic_run(repo: Path, code: Path, db: Path, work: Path, first: bool) -> float | None:
+    """restic backing up the tree and a backup-API copy of the database, as a user would script it."""
+    if not shutil.which("restic"):
+        return None
+    env = dict(ENV, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(repo), RESTIC_CACHE_DIR=str(work / "restic-cache"))
+    if first:
+        subprocess.run(["restic", "init", "--repository-version", "2"], env=env, check=True, capture_output=True)
+    t = time.perf_counter()
+    copy = work / "restic-db" / "brain.db"
+    copy.parent.mkdir(exist_ok=True)
+    copy.unlink(missing_ok=True)
+    src, dst = sqlite3.connect(db), sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    excludes = [f"--exclude={p}" for p in ("node_modules", "dist", "build", "*.log", ".env*")]
+    subprocess.run(["restic", "backup", "--quiet", "--compression", "auto", *excludes, str(code), str(copy.parent)],
+                   env=env, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def bench_dedup(work: Path, code: Path, db: Path, runs: int, rng: random.Random) -> None:
+    """(d) a first deduplicated snapshot; (e) one file changed and the database grown by ~50 KB."""
+    import zlib
+
+    firsts, seconds, ratios, news, allowances, rss, restic = [], [], [], [], [], [], []
+    for run in range(runs):
+        out = work / "out-dedup"
+        t1, m1 = create_dedup(out, code, db)
+        first_disk = du(out)
+        pages_before, page_size = page_set(db, work)
+        (changed,) = edit_file(code, rng)
+        grow_db(db, rng)
+        pages_after, _ = page_set(db, work)
+        before = du(out)
+        t2, m2 = create_dedup(out, code, db)
+        new_disk = du(out) - before
+        changed_pages = len(pages_after - pages_before)
+        allowance = len(zlib.compress(changed.read_bytes(), 6)) + changed_pages * page_size + 2**20
+        assert not store.verify(store.scan(out)[0].path)
+        repo = work / "restic-repo"
+        r1 = restic_run(repo, code, db, work, first=True)
+        (changed,) = edit_file(code, rng)
+        grow_db(db, rng)
+        repo_before = du(repo) if r1 is not None else 0
+        r2 = restic_run(repo, code, db, work, first=False)
+        if r1 is not None:
+            restic.append((r1, r2, du(repo) - repo_before))
+        firsts.append(t1)
+        seconds.append(t2)
+        ratios.append(t2 / t1)
+        news.append(new_disk)
+        allowances.append(allowance)
+        rss.append(max(m1["rss_kib"], m2["rss_kib"]))
+        tm = m2["timings"]
+        print(f"run {run + 1} dedup: first {t1:.2f}s ({first_disk / 2**20:.0f} MiB on disk); one file + db +50 KB: "
+              f"{t2:.2f}s = {t2 / t1:.2f}x (in-process {tm['total_s']:.2f}s: db copy {tm['db_copy_s']:.2f}s, pages "
+              f"{tm['db_pages_s']:.2f}s, tree {tm['tree_s']:.2f}s, {m2['code']['files_read']} of "
+              f"{m2['code']['files']} files read), new disk {new_disk / 2**10:.0f} KiB of allowance "
+              f"{allowance / 2**10:.0f} KiB ({changed_pages} changed pages, {m2['store']['new_chunks']} new chunks)"
+              + (f"; restic {r1:.2f}s then {r2:.2f}s, +{restic[-1][2] / 2**10:.0f} KiB" if r1 is not None else ""),
+              flush=True)
+        shutil.rmtree(out)
+        shutil.rmtree(repo, ignore_errors=True)
+    med = statistics.median
+    print(f"(d) first deduplicated snapshot: median {med(firsts):.2f}s, peak RSS {max(rss) / 1024:.0f} MiB")
+    print(f"(e) one file changed + database +50 KB: median {med(seconds):.2f}s = {med(ratios):.2f}x the first "
+          f"(target <= 0.25x); new disk median {med(news) / 2**10:.0f} KiB = {med(n / a for n, a in zip(news, allowances)):.2f} "
+          f"of the allowance (target <= 1)")
+    if restic:
+        print(f"    restic {subprocess.run(['restic', 'version'], capture_output=True, text=True).stdout.split()[1]} "
+              f"beside it (backup-API copy + restic backup): first median {med(r[0] for r in restic):.2f}s, "
+              f"then median {med(r[1] for r in restic):.2f}s, adding median {med(r[2] for r in restic) / 2**10:.0f} KiB")
+
+
+def tree_state(code: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {e.rel: hashlib.sha256(Path(e.path).read_bytes()).digest() for e in codetree.select(code).entries
+            if e.st.st_mode & 0o170000 == 0o100000}
+
+
+def rows_state(db: Path) -> str:
+    import hashlib
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    digest = hashlib.sha256()
+    for table in ("events", "chunks"):
+        for row in conn.execute(f"SELECT * FROM {table} ORDER BY id"):
+            digest.update(repr(row).encode())
+    conn.close()
+    return digest.hexdigest()
+
+
+def bench_day(work: Path, code: Path, db: Path, count: int, rng: random.Random) -> None:
+    """(f) ``count`` snapshots, 1 % of files and of rows changed between each; each restored and compared."""
+    out = work / "out-day"
+    files = [e for e in codetree.select(code).entries if e.st.st_mode & 0o170000 == 0o100000]
+    conn = sqlite3.connect(db, isolation_level=None)
+    ids = [r[0] for r in conn.execute("SELECT id FROM chunks")]
+    conn.close()
+    expected, times, added = [], [], []
+    for i in range(count):
+        if i:
+            for e in rng.sample(files, max(1, len(files) // 100)):
+                with open(e.path, "r+b") as fh:  # an edit in place: a few bytes in the middle
+                    fh.seek(e.st.st_size // 2)
+                    fh.write(text_blob(rng, 64))
+            conn = sqlite3.connect(db, isolation_level=None)
+            conn.execute("BEGIN")
+            conn.executemany("UPDATE chunks SET blob = ? WHERE id = ?",
+                             [(rng.randbytes(4000), k) for k in rng.sample(ids, max(1, len(ids) // 100))])
+            conn.execute("COMMIT")
+            conn.close()
+        before = du(out) if out.exists() else 0
+        t, m = create_dedup(out, code, db)
+        times.append(t)
+        added.append(du(out) - before)
+        expected.append((m["name"], tree_state(code), rows_state(db)))
+        if i == 0:
+            first_disk = du(out)
+            plain = work / "out-plain-one"
+            subprocess.run([*SNAPSHOT, "create", "--db", str(db), "--code", str(code), "--dest", str(plain),
+                            "--layout", "plain"], env=ENV, check=True, stdout=subprocess.DEVNULL)
+            plain_disk = du(plain)
+            shutil.rmtree(plain)
+    total = du(out)
+    exact = 0
+    for name, tree, rows in expected:
+        dest = work / "restored"
+        subprocess.run([*SNAPSHOT, "export", name, str(dest), "--dest", str(out)], env=ENV, check=True,
+                       stdout=subprocess.DEVNULL)
+        (dest / "tree").mkdir()
+        subprocess.run(["tar", "-xzf", str(dest / "codex-code.tar.gz"), "-C", str(dest / "tree")], check=True)
+        got_tree = tree_state(dest / "tree")
+        conn = sqlite3.connect(dest / "codex-brain.db")
+        ok = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+        same = got_tree == tree and rows_state(dest / "codex-brain.db") == rows and ok
+        exact += same
+        if not same:
+            print(f"  {name}: NOT restored exactly (tree {got_tree == tree}, rows, integrity {ok})", flush=True)
+        shutil.rmtree(dest)
+    med = statistics.median
+    print(f"(f) {count} snapshots of a day ({len(files) // 100} files and {len(ids) // 100} rows changed between each): "
+          f"{total / 2**20:.0f} MiB in all = {total / first_disk:.2f}x the first deduplicated snapshot "
+          f"({first_disk / 2**20:.0f} MiB), {total / plain_disk:.2f}x one full plain snapshot ({plain_disk / 2**20:.0f} MiB) "
+          f"(target <= 2x); each snapshot median {med(times):.2f}s, adding median {med(added[1:]) / 2**20:.1f} MiB; "
+          f"restored exactly: {exact}/{count}")
+    shutil.rmtree(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="~15 MB tree, ~20 MB database")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tree-mb", type=float)
     ap.add_argument("--db-mb", type=float)
+    ap.add_argument("--cases", default="plain,dedup,day", help="comma-separated: plain, dedup, day")
+    ap.add_argument("--day", type=int, default=30, help="snapshots in the day case")
     args = ap.parse_args()
+    cases = set(args.cases.split(","))
     tree_mb = args.tree_mb or (15 if args.small else 170)
     db_mb = args.db_mb or (20 if args.small else 200)
     rng = random.Random(1234)
@@ -168,6 +384,12 @@ def main() -> int:
         file_list = work / "files.list"
         file_list.write_bytes(b"".join(os.fsencode(e.rel) + b"\0" for e in sel.entries))
 
+        if "dedup" in cases:
+            bench_dedup(work, code, db, args.runs, rng)
+        if "day" in cases:
+            bench_day(work, code, db, args.day, rng)
+        if "plain" not in cases:
+            return 0
         stop = work / "stop-writer"
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(stop)], stdout=subprocess.PIPE,
                                   text=True)
@@ -210,7 +432,7 @@ def main() -> int:
                           flush=True)
                 else:
                     cmd = [sys.executable, str(ROOT / "scripts/snapshot.py"), "create", "--db", str(db),
-                           "--code", str(code), "--dest", str(out)]
+                           "--code", str(code), "--dest", str(out), "--layout", "plain"]
                     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_")}
                     t1, rc, r = timed(cmd, stdout=subprocess.DEVNULL, env=env)
                     assert rc == 0, rc
