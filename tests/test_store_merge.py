@@ -10,7 +10,8 @@ import pytest
 
 from tzcrawl import jsonio
 from tzcrawl.store.journal import Journal, read_journal
-from tzcrawl.store.jsonarray import ArrayWriter, CorruptCollectionError, dump_line, read_array
+from tzcrawl.store.jsonarray import (ArrayWriter, CorruptCollectionError, Spans, dump_line, read_array, read_bodies,
+                                    read_stretch)
 from tzcrawl.store.merge import conversation_chars, dedupe_id, merge_collection
 
 
@@ -155,6 +156,23 @@ def test_reader_streams_our_shape(tmp_path):
     assert [v for _, v in read_array(path)] == [{"id": 1}, "s", [1, {"x": ","}], None]
     write_array(path, [])
     assert list(read_array(path)) == []
+
+
+def test_spans_say_where_each_record_ends_and_a_stretch_reads_the_same_bodies_back(tmp_path):
+    path = tmp_path / "a.json"
+    write_array(path, [{"id": i, "text": "é,\n" * (i % 7), "n": [i, ","]} for i in range(50)])
+    spans = Spans()
+    bodies = list(read_bodies(path, spans))
+    assert spans.whole and len(spans.ends) == 50
+    for first, count in ((0, 50), (0, 1), (13, 20), (49, 1), (10, 0)):
+        start, end = spans.stretch(first, count)
+        assert read_stretch(path, start, end, count, spans.stat) == bodies[first:first + count]
+    write_array(path, [{"id": i} for i in range(50)])  # changed since: refused, not misread
+    with pytest.raises(CorruptCollectionError, match="changed while"):
+        read_stretch(path, *spans.stretch(0, 5), 5, spans.stat)
+    path.write_text(json.dumps([{"id": 1}, {"id": 2}], indent=2))  # not one record a line: no spans
+    spans = Spans()
+    assert len(list(read_bodies(path, spans))) == 2 and not spans.whole
 
 
 @pytest.mark.parametrize(

@@ -188,3 +188,9 @@ class BackupConfig:
         except OSError as exc:
             raise ConfigError(f"BACKUP_DIR {str(self.backup_dir)!r} cannot be created or written: "
                               f"{exc.strerror or exc}") from None
+
+
+def split_names(value: str | None) -> list[str]:
+    """``foo,bar`` → ``["foo", "bar"]``, trimmed, without blanks or repeats (spider and command arguments)."""
+    names = [n.strip() for n in (value or "").split(",")]
+    return list(dict.fromkeys(n for n in names if n))

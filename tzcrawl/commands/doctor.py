@@ -12,9 +12,11 @@ import argparse
 import scrapy
 from scrapy.commands import ScrapyCommand
 
-from tzcrawl import config, doctor
+from tzcrawl import config
 from tzcrawl.outcome import EXIT_CONFIG
-from tzcrawl.session.crawler import Session
+
+# tzcrawl.doctor and the session (TLS, Scrapy's downloader) are imported when the command runs: Scrapy
+# imports every command's module to list them, and every other command would pay for these.
 
 
 class SessionCheckSpider(scrapy.Spider):
@@ -27,11 +29,15 @@ class SessionCheckSpider(scrapy.Spider):
     verdict = None
 
     async def start(self):
+        from tzcrawl.session.crawler import Session
+
         self.verdict = await Session.of(self.crawler).check()
         return
         yield  # an async generator that yields nothing
 
     def closed(self, reason):
+        from tzcrawl.session.crawler import Session
+
         Session.of(self.crawler).close()
 
 
@@ -55,6 +61,8 @@ class Command(ScrapyCommand):
             print("tzcrawl: doctor takes no arguments")
             self.exitcode = EXIT_CONFIG
             return
+        from tzcrawl import doctor
+
         settings = self.settings
         found = [doctor.website(settings), doctor.cookie(settings)]
         check = None

@@ -15,10 +15,9 @@ from scrapy.commands import ScrapyCommand
 
 from tzcrawl import config
 from tzcrawl.commands import add_arguments_option, parse_arguments
-from tzcrawl.config import BackupConfig, ConfigError
+from tzcrawl.config import BackupConfig, ConfigError, split_names
 from tzcrawl.export import FORMATS, run
 from tzcrawl.outcome import EXIT_CONFIG
-from tzcrawl.spiders.base import split_names
 
 ARGUMENTS = ("personality", "format", "out", "wait")
 

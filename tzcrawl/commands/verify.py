@@ -14,11 +14,9 @@ from scrapy.commands import ScrapyCommand
 
 from tzcrawl import config
 from tzcrawl.commands import add_arguments_option, parse_arguments
-from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
+from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig, split_names
 from tzcrawl.media import MediaConfig, refs
 from tzcrawl.outcome import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK
-from tzcrawl.spiders.base import split_names
-from tzcrawl.spiders.verify import VerifyOnlineSpider
 from tzcrawl.store import BackupView
 from tzcrawl.store.committed import BackupBusy, committed
 from tzcrawl.verify import backed_up, verify_personality
@@ -93,6 +91,8 @@ class Command(ScrapyCommand):
             self.exitcode = max(self.exitcode, self._online(view, names))
 
     def _online(self, view: BackupView, names: list[str]) -> int:
+        from tzcrawl.spiders.verify import VerifyOnlineSpider  # the crawl machinery only when it runs
+
         crawler = self.crawler_process.create_crawler(VerifyOnlineSpider)
         self.crawler_process.crawl(crawler, usernames=names, backup_dir=str(view.root))
         self.crawler_process.start()

@@ -18,13 +18,14 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Iterator
 
 import orjson
 
 from tzcrawl import jsonio
 from tzcrawl.fsutil import atomic_writer
-from tzcrawl.store.jsonarray import CorruptCollectionError
+from tzcrawl.store.jsonarray import CorruptCollectionError, read_stretch
 
 SEGMENT = 1000  # records a segment: a page of the archive
 
@@ -32,14 +33,17 @@ SEGMENT = 1000  # records a segment: a page of the archive
 @dataclass
 class Segment:
     number: int                      # 1, 2, ...
-    bodies: list[bytes]              # each record's JSON text, as saved
+    bodies: Sequence[bytes]          # each record's JSON text, as saved (``Stretch``: read when needed)
     more: bool = False               # another segment follows
     torn: str | None = None          # set by ``records``: a record that is not JSON (what came before it is kept)
     _records: list | None = field(default=None, repr=False)
+    _digest: str | None = field(default=None, repr=False)
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(b"\n".join(self.bodies)).hexdigest()
+        if self._digest is None:
+            self._digest = hashlib.sha256(b"\n".join(self.bodies)).hexdigest()
+        return self._digest
 
     @property
     def records(self) -> list[dict]:
@@ -61,6 +65,32 @@ class Segment:
                 if isinstance(value, dict):
                     self._records.append(value)
         return self._records
+
+
+class Stretch(Sequence):
+    """A segment's bodies not read yet: the file and byte range a first read of it noted (the next
+    format of the same export renders only its changed segments, and reads only those)."""
+
+    def __init__(self, path: Path, start: int, end: int, count: int, stat: tuple, digest: str):
+        self.path, self.start, self.end, self.count, self.stat, self.digest = path, start, end, count, stat, digest
+        self._bodies: list[bytes] | None = None
+
+    def _load(self) -> list[bytes]:
+        if self._bodies is None:
+            bodies = read_stretch(self.path, self.start, self.end, self.count, self.stat)
+            if hashlib.sha256(b"\n".join(bodies)).hexdigest() != self.digest:
+                raise CorruptCollectionError(f"{self.path} changed while it was being exported")
+            self._bodies = bodies
+        return self._bodies
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        return self._load()[index]
+
+    def __iter__(self):
+        return iter(self._load())
 
 
 def cut(bodies: Iterator[bytes], size: int = SEGMENT) -> Iterator[Segment]:

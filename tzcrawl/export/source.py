@@ -14,11 +14,11 @@ from typing import Iterator
 from tzcrawl import jsonio, registry
 from tzcrawl.media import manifest
 from tzcrawl.store import BackupView
-from tzcrawl.store.jsonarray import CorruptCollectionError
+from tzcrawl.store.jsonarray import CorruptCollectionError, Spans
 from tzcrawl.store.metadata import METADATA_NAME
 from tzcrawl.store.metadata import load as load_metadata
 
-from .segments import SEGMENT, Segment, cut
+from .segments import SEGMENT, Segment, Stretch, cut
 
 def clean(text) -> str:
     """Text safe to write as UTF-8: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
@@ -39,6 +39,7 @@ class Personality:
     problems: list[str] = field(default_factory=list)
     _media: dict[str, str] | None = None
     _profile: dict | None = None
+    _cuts: dict = field(default_factory=dict)  # (resource, size) → what the first read found, for the next format
 
     @property
     def dir_name(self) -> str:
@@ -98,17 +99,32 @@ class Personality:
 
     def segments(self, resource: str, size: int = SEGMENT) -> Iterator[Segment]:
         """The collection in segments (``segments.cut``), records parsed only when a segment is rendered;
-        a torn file: the records before the tear, then a problem."""
+        a torn file: the records before the tear, then a problem. The first read notes each segment's
+        digest and byte range: the other formats of this export read only the segments they render."""
+        cut_before = self._cuts.get((resource, size))
+        spans, found = Spans(), []
+        if cut_before is not None:
+            path, stat, noted = cut_before
+            again = (Segment(number, Stretch(path, start, end, n, stat, digest), more, _digest=digest)
+                     for number, more, digest, n, start, end in noted)
+        else:
+            again = None
         count = 0
         try:
-            for segment in cut(self.view.read_bodies(self.username, resource), size):
+            for segment in again or cut(self.view.read_bodies(self.username, resource, spans), size):
                 yield segment
                 if segment.torn:
                     self.torn(resource, count + len(segment.records), segment.torn)
                     return
+                found.append((segment.number, segment.more, segment.digest, count, len(segment.bodies)))
                 count += len(segment.bodies)
         except (OSError, CorruptCollectionError) as exc:
             self.torn(resource, count, exc)
+            return
+        if again is None and spans.whole and len(spans.ends) == count:
+            path = self.view.path(self.username, registry.collection(resource).name)
+            self._cuts[(resource, size)] = (path, spans.stat, [
+                (number, more, digest, n, *spans.stretch(first, n)) for number, more, digest, first, n in found])
 
     @property
     def media(self) -> dict[str, str]:

@@ -21,7 +21,7 @@ import scrapy
 from scrapy.exceptions import CloseSpider
 
 from tzcrawl import api, config, paging, registry
-from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig
+from tzcrawl.config import BackupConfig, ConfigError, ServiceConfig, split_names
 from tzcrawl.session.crawler import BLOCKED as SESSION_BLOCKED, OK, REFUSED, TLS, UNREACHABLE, Session
 from tzcrawl.session.tls import ca_file
 from tzcrawl.items import Outcome, PersonalityEnd
@@ -98,12 +98,6 @@ def walk_of(args: tuple, kwargs: dict):
         return kwargs["walk"]
     request = getattr(args[0], "request", None) if args else None
     return request.cb_kwargs.get("walk") if request is not None else None
-
-
-def split_names(value: str | None) -> list[str]:
-    """``foo,bar`` → ``["foo", "bar"]``, trimmed, without blanks or repeats."""
-    names = [n.strip() for n in (value or "").split(",")]
-    return list(dict.fromkeys(n for n in names if n))
 
 
 class BackupSpider(scrapy.Spider):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+from array import array
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -84,19 +86,56 @@ def read_array(path: str | Path) -> Iterator[tuple[bytes, object]]:
         yield dump_line(value).encode("utf-8"), value
 
 
-def read_bodies(path: str | Path) -> Iterator[bytes]:
+class Spans:
+    """Where each record of a one-record-a-line file ends (byte offsets), noted while ``read_bodies``
+    reads it: a stretch of records can then be read again (``read_stretch``) without the rest."""
+
+    def __init__(self):
+        self.header_end = 0
+        self.ends = array("q")
+        self.whole = False  # the file was read to its closing line in that shape
+        self.stat: tuple | None = None
+
+    def stretch(self, first: int, count: int) -> tuple[int, int]:
+        """Byte range of records ``first`` .. ``first + count - 1`` (0-based)."""
+        start = self.ends[first - 1] if first else self.header_end
+        return start, (self.ends[first + count - 1] if count else start)
+
+
+def read_stretch(path, start: int, end: int, count: int, stat: tuple) -> list[bytes]:
+    """The bodies of ``count`` records between byte offsets ``start`` and ``end`` of a file that
+    ``Spans`` described; CorruptCollectionError if the file changed since."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != stat:
+            raise CorruptCollectionError(f"{path} changed while it was being exported")
+        fh.seek(start)
+        data = fh.read(end - start)
+    bodies = []
+    for raw in data.split(b"\n"):
+        text = raw.strip()
+        if text:
+            bodies.append(text[:-1] if text.endswith(b",") else text)
+    if len(bodies) != count:
+        raise CorruptCollectionError(f"{path} changed while it was being exported")
+    return bodies
+
+
+def read_bodies(path: str | Path, spans: Spans | None = None) -> Iterator[bytes]:
     """Each element's JSON text (UTF-8), not parsed: a file in the one-record-a-line shape is split
     into lines only (what an export needs to tell whether records changed); any other file is parsed
     whole (``read_array``) and its elements written back as lines. A file whose closing ``]`` is
-    missing (torn) ends with an empty body, which no parser takes: the reader says it is torn."""
+    missing (torn) ends with an empty body, which no parser takes: the reader says it is torn.
+    ``spans``: filled with where each record ends, when the file has the one-record-a-line shape."""
     yielded = 0
     try:
-        for body, _value in _read_line_shaped(path, parse=False):
+        for body, _value in _read_line_shaped(path, parse=False, spans=spans):
             yield body
             yielded += 1
         return
     except _NotLineShaped:
-        pass
+        if spans is not None:
+            spans.whole = False
     for line, _value in itertools.islice(read_array(path), yielded, None):
         yield line
 
@@ -104,19 +143,30 @@ def read_bodies(path: str | Path) -> Iterator[bytes]:
 VALUE_STARTS = b'{["-0123456789tfn'  # how a JSON value's text can begin
 
 
-def _read_line_shaped(path, parse: bool = True) -> Iterator[tuple[bytes, object]]:
+def _read_line_shaped(path, parse: bool = True, spans: Spans | None = None) -> Iterator[tuple[bytes, object]]:
     """``(body, value)`` per line of a one-record-a-line file; ``parse=False``: value None, not parsed."""
     with open(path, "rb") as fh:
-        first = fh.readline().strip()
+        if spans is not None:
+            st = os.fstat(fh.fileno())
+            spans.stat = (st.st_ino, st.st_size, st.st_mtime_ns)
+        first = fh.readline()
+        pos = len(first)
+        first = first.strip()
+        if spans is not None:
+            spans.header_end = pos
+            ends = spans.ends
         if first == b"[]":
             if fh.read().strip():
                 raise _NotLineShaped
+            if spans is not None:
+                spans.whole = True
             return
         if first != b"[":
             raise _NotLineShaped
         comma = True  # whether the previous element line ended with the separator
         closed = False
         for raw in fh:
+            pos += len(raw)
             text = raw.strip()  # JSON's whitespace is ASCII: bytes.strip takes exactly that
             if closed or not text:
                 if text:
@@ -140,8 +190,12 @@ def _read_line_shaped(path, parse: bool = True) -> Iterator[tuple[bytes, object]
                         value = jsonio.loads(body)
                     except ValueError:
                         raise _NotLineShaped from None
+            if spans is not None:
+                ends.append(pos)
             yield body, value
         if not closed:
             if parse:
                 raise _NotLineShaped
             yield b"", None
+        elif spans is not None:
+            spans.whole = True
