@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--memories", type=int, default=20_000)
+    parser.add_argument("--skip-formats", action="store_true", help="not the per-format fresh exports (the "
+                        "all-formats, unchanged and incremental cases only)")
     args = parser.parse_args()
     config = SandboxConfig(personalities=1, memories=args.memories, messages=args.messages, empty_last=False)
     with Sandbox(config, port=0, max_lifetime=3600) as sb, tempfile.TemporaryDirectory() as tmp:
@@ -53,11 +55,11 @@ def main() -> None:
         print(f"== export of 1 personality, {args.messages} messages, {args.memories} memories "
               f"({size / 1e6:.0f} MB of JSON; crawled in {crawl['wall']:.1f} s) ==")
         rows: dict[str, list[dict]] = {fmt: [] for fmt in FORMATS}
-        for repeat in range(args.repeats):
+        for repeat in range(0 if args.skip_formats else args.repeats):
             for fmt in FORMATS:
                 rows[fmt].append(export(backup, tmp / f"{fmt}-{repeat}", "-a", f"format={fmt}"))
             print(f"  repeat {repeat + 1}: " + ", ".join(f"{fmt} {rows[fmt][-1]['wall']:.1f} s" for fmt in FORMATS))
-        for fmt in FORMATS:
+        for fmt in FORMATS if not args.skip_formats else ():
             print(f"  median {fmt:<5} {median(r['wall'] for r in rows[fmt]):6.2f} s, "
                   f"peak RSS {max(r['rss_mb'] for r in rows[fmt]):.0f} MB (targets: < 60 s, <= 200 MB)")
         out = tmp / "all"
@@ -73,6 +75,8 @@ def main() -> None:
             again = run_crawl(sb, backup, FLAT_OUT)
             assert again["exit"] == 0, again["log"][-3000:]
             after.append(export(backup, out))
+            steps = [line.split(" · ")[-1] for line in after[-1]["log"].splitlines() if line.startswith("export · ")]
+            print(f"    {after[-1]['wall']:.2f} s: " + "; ".join(steps), flush=True)
         fresh = tmp / "fresh"
         export(backup, fresh)
         same = tree(out) == tree(fresh)

@@ -122,9 +122,16 @@ def main() -> int:
         where = ["--db", db, "--code", code, "--dest", snapshots]
         run([*tz, "snapshot", "create", *where], cwd=work, env=env)
         run([*tz, "snapshot", "verify", "--dest", snapshots], cwd=work, env=env)
-        assert list(snapshots.rglob("*.tar*")), "a snapshot archive"
+        assert list((snapshots / ".store").glob("*.pack")), "the snapshot's chunks (zstd: backports.zstd before 3.14)"
+        plain = base / "plain"
+        run([*tz, "snapshot", "export", "latest", plain, "--dest", snapshots], cwd=work, env=env)
+        listed = subprocess.run(["tar", "-tzf", plain / "codex-code.tar.gz"], capture_output=True, text=True, check=True)
+        assert listed.stdout.split() == ["main.py"], listed.stdout
+        with sqlite3.connect(plain / "codex-brain.db") as conn:
+            assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 100
         assert not list(work.iterdir()), f"the commands wrote into the folder they ran in: {list(work.iterdir())}"
-        print(f"installed wheel, run from {work}: sandbox, crawl (3 of 3), verify, export, snapshot create/verify: ok")
+        print(f"installed wheel, run from {work}: sandbox, crawl (3 of 3), verify, export, "
+              "snapshot create/verify/export: ok")
         return 0
     finally:
         if opts.keep:

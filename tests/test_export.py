@@ -558,6 +558,27 @@ def test_plain_text_skips_the_markdown_parser_with_the_same_html():
     assert fast > 3000  # the fast path was taken, and agreed
 
 
+def test_line_breaks_and_backslash_escapes_take_a_short_path_with_the_same_html():
+    """Texts whose only markup is line breaks and backslash escapes skip markdown-it's parser: the
+    result is its output exactly (trailing spaces before a break, escapes of punctuation and of other
+    characters, a backslash before a line break or at the end, spaces at the start of a line)."""
+    import random
+
+    from tzcrawl.export import text
+
+    rng = random.Random(23)
+    parts = ["a", "Zé", " ", " ", "  ", "\t", "\n", "\n", "\\", "\\", ".", "!", ">", '"', "#", "~", "-", "{", "'",
+             "🌙", "\u00a0", "\\\n", "  \n", " \n", "\\ "]
+    samples = ["x\n", "\\", "a\\", "\\\n  y", "a  \n b", "a \n\tb", "\\. \n", "\\a", "\\\\", "\n\n", " \n"]
+    samples += ["".join(rng.choice(parts) for _ in range(rng.randint(1, 40))) for _ in range(5000)]
+    short = 0
+    for sample in samples:
+        assert text._OTHER_MARKUP.search(sample) is None
+        assert str(text.markdown(sample)) == text._MD.renderInline(sample), repr(sample)
+        short += text._MARKUP_CHARS.search(sample) is not None
+    assert short > 4000  # the short path was taken (not the plain one), and agreed
+
+
 def test_pages_rendered_on_several_cores_are_the_pages_rendered_on_one(sandbox_factory, tmp_path, monkeypatch):
     """The archive's pages rendered by worker processes are byte for byte those rendered in the exporting
     process (a torn history too: the same pages and the same problem)."""

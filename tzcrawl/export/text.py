@@ -37,6 +37,35 @@ _MD.add_render_rule("link_open", _link_open)
 _MARKUP_CHARS = re.compile(r"[*_`\[\]\\&<\n\r\x00]")
 
 
+# Texts whose only markup is line breaks and backslash escapes (most long messages) take a short path:
+# what markdown-it's newline and escape rules do, without its parser (tests compare the two on random
+# texts). Anything else an enabled rule acts on goes to markdown-it.
+_OTHER_MARKUP = re.compile(r"[*_`\[\]&<\r\x00]")
+_BREAK_OR_ESCAPE = re.compile(r"\\\n[ \t]*|\\.|\n[ \t]*", re.S)
+_ESCAPABLE = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_BR = "<br>\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace(">", "&gt;").replace('"', "&quot;")  # no & or < here: those go to markdown-it
+
+
+def _breaks_and_escapes(text: str) -> str:
+    out, last = [], 0
+    for m in _BREAK_OR_ESCAPE.finditer(text):
+        pending, token, last = text[last:m.start()], m.group(), m.end()
+        if token[0] == "\n":  # newline rule: 2+ trailing spaces make a hard break, 1 is dropped
+            if pending.endswith(" "):
+                pending = pending.rstrip(" ") if pending.endswith("  ") else pending[:-1]
+            out += (_escape(pending), _BR)
+        elif token[1] == "\n":  # backslash at the end of a line: a hard break
+            out += (_escape(pending), _BR)
+        else:  # an escape: the character itself when it is punctuation, else kept as typed
+            out += (_escape(pending), _escape(token[1] if token[1] in _ESCAPABLE else token))
+    out.append(_escape(text[last:]))
+    return "".join(out)
+
+
 def markdown(text) -> Markup:
     """Safe HTML for a message or memory text (lone surrogates become U+FFFD)."""
     text = clean(text)
@@ -44,6 +73,8 @@ def markdown(text) -> Markup:
         return Markup("")
     if _MARKUP_CHARS.search(text) is None:  # plain text: most short messages
         return Markup(text.replace(">", "&gt;").replace('"', "&quot;"))
+    if _OTHER_MARKUP.search(text) is None:
+        return Markup(_breaks_and_escapes(text))
     return Markup(_MD.renderInline(text))
 
 
