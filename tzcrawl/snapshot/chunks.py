@@ -21,7 +21,7 @@ from pathlib import Path
 try:  # Python 3.14 has zstd in the standard library; before that, its backport (Scrapy needs it too)
     from compression import zstd
 except ImportError:  # pragma: no cover - depends on the Python version
-    from backports import zstd
+    import backports.zstd as zstd
 
 from ..fsutil import atomic_write_bytes, fsync_dir
 from . import SnapshotError

@@ -234,7 +234,7 @@ def cmd_prune(cfg: Config, args) -> int:
         say(f"{len(decisions) - pruned - len(failed)} kept, {pruned} "
             f"{'to prune (dry run: nothing changed)' if args.dry_run else 'pruned'}"
             + (f", {len(failed)} could not be pruned: {', '.join(failed)}" if failed else "")
-            + (f"; {human(freed)} of the chunk store {'would be' if args.dry_run else ''} freed".replace("  ", " ")
+            + (f"; {human(freed)} of the chunk store {'would be freed' if args.dry_run else 'freed'}"
                if (cfg.dest / ".store").is_dir() else ""))
     return EXIT_FAILED if failed else 0
 

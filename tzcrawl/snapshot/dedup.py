@@ -54,11 +54,7 @@ def store_pages(path: str | os.PathLike, page_size: int, writer: PackWriter) -> 
 
 def page_digests(store: Store, pieces: Iterable[bytes]) -> Iterator[bytes]:
     for piece in pieces:
-        data = store.read(piece)
-        if len(data) % 32:
-            raise SnapshotError(f"page list piece {piece.hex()[:16]} is not a list of digests")
-        for i in range(0, len(data), 32):
-            yield data[i:i + 32]
+        yield from unpack_list(store.read(piece), f"page list piece {piece.hex()[:16]}")
 
 
 def write_pages(store: Store, pieces: list[bytes], out) -> str:
@@ -71,13 +67,10 @@ def write_pages(store: Store, pieces: list[bytes], out) -> str:
     return whole.hexdigest()
 
 
-def pack_list(digests: list[bytes]) -> bytes:
-    return b"".join(digests)
-
-
-def unpack_list(data: bytes) -> list[bytes]:
+def unpack_list(data: bytes, what: str = "the snapshot's page list") -> list[bytes]:
+    """A list of 32-byte digests, as stored back to back."""
     if len(data) % 32:
-        raise SnapshotError("the snapshot's page list is torn")
+        raise SnapshotError(f"{what} is torn (not a whole number of digests)")
     return [data[i:i + 32] for i in range(0, len(data), 32)]
 
 
