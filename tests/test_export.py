@@ -579,6 +579,26 @@ def test_line_breaks_and_backslash_escapes_take_a_short_path_with_the_same_html(
     assert short > 4000  # the short path was taken (not the plain one), and agreed
 
 
+def test_a_format_after_another_reads_only_what_it_renders_and_writes_the_same_files(sandbox_factory, tmp_path,
+                                                                                      monkeypatch):
+    """The first format of an export notes where each segment lies; the next ones (the archive's pages
+    in worker processes too) get segments read from those byte ranges: the files are those of each
+    format exported alone, whatever the order."""
+    from tzcrawl.export import run
+
+    monkeypatch.setenv("TZCRAWL_EXPORT_WORKERS", "3")
+    sb = sandbox_factory(personalities=1, messages=3500, memories=1200, empty_last=False)
+    backup = tmp_path / "backup"
+    assert crawl(sb, "all_personalities", backup).returncode == 0
+    together = tmp_path / "together"
+    assert run(backup, together, ["st", "md", "html"], None, sb.base_url, say=lambda line: None).exit_code == 0
+    alone: dict = {}
+    for fmt in ("html", "md", "st"):
+        assert run(backup, tmp_path / fmt, [fmt], None, sb.base_url, say=lambda line: None).exit_code == 0
+        alone.update(tree(tmp_path / fmt))
+    assert tree(together) == alone
+
+
 def test_pages_rendered_on_several_cores_are_the_pages_rendered_on_one(sandbox_factory, tmp_path, monkeypatch):
     """The archive's pages rendered by worker processes are byte for byte those rendered in the exporting
     process (a torn history too: the same pages and the same problem)."""
