@@ -333,3 +333,40 @@ def test_boot_takes_a_deduplicated_snapshot_by_default(tree, tmp_path):  # watch
     boot = run_cli(tmp_path, "boot", env=env)
     assert boot.returncode == 0, boot.stderr
     assert manifest(snapshots(dest)[0])["format"] == "tzcrawl-snapshot/2" and packs(dest)
+
+
+@pytest.mark.parametrize("layout", ["plain", "dedup"])
+def test_export_refuses_before_writing_anything_when_one_of_the_two_files_is_there(tree, tmp_path, layout):
+    code, db, dest, env = tree
+    assert run_cli(tmp_path, "create", "--layout", layout, env=env).returncode == 0
+    out = tmp_path / "plain"
+    result = run_cli(tmp_path, "export", "latest", out, env=env)
+    assert result.returncode == 0, result.stderr
+    assert counts(out / "codex-brain.db") == counts(db)
+    listed = subprocess.run(["tar", "-tzf", str(out / "codex-code.tar.gz")], capture_output=True, text=True, check=True)
+    assert "state.txt" in listed.stdout.split()
+    partly = tmp_path / "partly"
+    partly.mkdir()
+    (partly / "codex-code.tar.gz").write_bytes(b"the user's own file")
+    again = run_cli(tmp_path, "export", "latest", partly, env=env)
+    assert again.returncode == 1 and "never overwrites" in again.stderr
+    assert sorted(os.listdir(partly)) == ["codex-code.tar.gz"]  # not even the database was written
+    assert (partly / "codex-code.tar.gz").read_bytes() == b"the user's own file"
+
+
+def test_restore_by_path_holds_the_lock_of_the_snapshots_own_destination(tree, tmp_path):
+    """Named by its path with no destination configured, a dedup snapshot is still read (and put
+    together in its store) under its destination's lock: a running create or prune is waited for."""
+    import fcntl
+
+    code, db, dest, env = tree
+    snap = create(tmp_path, env)
+    bare = clean_env(tmp_path, SNAPSHOT_LOCK_WAIT="1s")
+    with open(dest / ".snapshot.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        busy = run_cli(tmp_path, "restore", snap, "--target", tmp_path / "r", "--db", tmp_path / "r.db", env=bare)
+    assert busy.returncode == 75 and "another snapshot operation" in busy.stderr, busy.stdout + busy.stderr
+    assert not (tmp_path / "r.db").exists()
+    done = run_cli(tmp_path, "restore", snap, "--target", tmp_path / "r", "--db", tmp_path / "r.db", env=bare)
+    assert done.returncode == 0, done.stderr
+    assert counts(tmp_path / "r.db") == counts(db) and (tmp_path / "r" / "state.txt").read_text() == "v0\n"

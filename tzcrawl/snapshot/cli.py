@@ -280,8 +280,11 @@ def cmd_restore(cfg: Config, args) -> int:
             db = code / inside
         else:
             db = pick(args.db, cfg.db, sources.get("db"), "database")
-    if cfg.dest is not None and cfg.dest.is_dir():
-        with dest_lock(cfg.dest, wait=cfg.lock_wait.total_seconds()):
+    # A dedup snapshot is read from its own destination's store (and put together in a scratch folder
+    # there, which a create's sweep would remove): that destination's lock, however it was named.
+    held = snapshot.parent if store.is_dedup(store.read_manifest(snapshot)) else cfg.dest
+    if held is not None and held.is_dir():
+        with dest_lock(held, wait=cfg.lock_wait.total_seconds()):
             restore(snapshot, db=db, code=code, force=args.force, log=say)
     else:
         restore(snapshot, db=db, code=code, force=args.force, log=say)

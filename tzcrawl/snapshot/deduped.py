@@ -223,13 +223,19 @@ def free(dest: Path, staying, *, dry_run: bool, name: str) -> int:
         return store.collect(live, name)
 
 
-def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) -> None:
-    """Write ``codex-brain.db`` and ``codex-code.tar.gz`` into ``folder``, each under a temp name
-    first; existing files are never overwritten."""
+def _export_folder(folder: Path) -> Path:
+    """``folder`` (created 0700), refused when either file is already there: nothing is written then."""
     folder = ensure_private_dir(folder)
     for name in (DB_NAME, CODE_NAME):
         if os.path.lexists(folder / name):
             raise SnapshotError(f"{folder / name} exists; export never overwrites")
+    return folder
+
+
+def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) -> None:
+    """Write ``codex-brain.db`` and ``codex-code.tar.gz`` into ``folder``, each under a temp name
+    first; existing files are never overwritten."""
+    folder = _export_folder(folder)
     pieces, records = read_lists(path, manifest)
     problems = check_tree(records)
     if problems:
@@ -261,13 +267,13 @@ def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) 
 
 def copy_plain(path: Path, folder: Path) -> None:
     """A plain snapshot's two files copied into ``folder``, never over existing files."""
-    folder = ensure_private_dir(folder)
+    folder = _export_folder(folder)
     for name in (DB_NAME, CODE_NAME):
         target = folder / name
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            raise SnapshotError(f"{target} exists; export never overwrites") from None
+            raise SnapshotError(f"{target} appeared during the export; export never overwrites") from None
         try:
             with open(path / name, "rb") as src, os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)

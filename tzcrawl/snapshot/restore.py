@@ -83,7 +83,7 @@ def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
     manifest = read_manifest(snapshot)
     if is_dedup(manifest):
         log("putting its files together from the store")
-    with plain_files(snapshot) as files:
+    with plain_files(snapshot, compressor=archive.resolve_compressor("auto")) as files:
         _restore_from(files, manifest, db=db, code=code, force=force, log=log)
 
 
