@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_crawl import FLAT_OUT, ROOT, median, run_crawl, run_measured  # noqa: E402
+from bench_crawl import FLAT_OUT, ROOT, as_installed, median, run_crawl, run_measured  # noqa: E402
 
 from tzcrawl.sandbox import Sandbox, SandboxConfig  # noqa: E402
 
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--skip-formats", action="store_true", help="not the per-format fresh exports (the "
                         "all-formats, unchanged and incremental cases only)")
     args = parser.parse_args()
+    as_installed()
     config = SandboxConfig(personalities=1, memories=args.memories, messages=args.messages, empty_last=False)
     with Sandbox(config, port=0, max_lifetime=3600) as sb, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

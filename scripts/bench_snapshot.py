@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_crawl import as_installed  # noqa: E402
 from tzcrawl.snapshot import codetree, store  # noqa: E402
 
 WRITER = r"""
@@ -363,6 +364,7 @@ def main() -> int:
     ap.add_argument("--cases", default="plain,dedup,day", help="comma-separated: plain, dedup, day")
     ap.add_argument("--day", type=int, default=30, help="snapshots in the day case")
     args = ap.parse_args()
+    as_installed()
     cases = set(args.cases.split(","))
     tree_mb = args.tree_mb or (15 if args.small else 170)
     db_mb = args.db_mb or (20 if args.small else 200)

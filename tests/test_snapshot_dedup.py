@@ -17,7 +17,7 @@ import pytest
 
 from test_snapshot_support import (SCRIPT, chunk_of, clean_env, counts, create, flip, leftovers, make_db, packs, plain_copy,
                                    run_cli, snapshots)
-from tzcrawl.snapshot import chunks, dedup
+from tzcrawl.snapshot import SnapshotError, chunks, dedup, deduped
 
 
 def store_bytes(dest: Path) -> int:
@@ -262,6 +262,55 @@ def test_a_hostile_name_in_the_tree_list_is_refused(tree, tmp_path):
     assert result.returncode == 3 and "unsafe" in result.stdout
     result = run_cli(tmp_path, "restore", snap.name, "--target", tmp_path / "r", "--db", tmp_path / "r.db", env=env)
     assert result.returncode == 1 and not (tmp_path / "outside.txt").exists()
+
+
+def test_names_holding_characters_other_tools_count_as_line_ends_survive_the_tree_list(tree, tmp_path):
+    """U+0085, U+2028 and U+2029 stay raw in the list's JSON (only "\\n" ends a record there), and
+    bytes that are not UTF-8 come back as they were."""
+    code, db, dest, env = tree
+    odd = ["next\u0085line.txt", "line\u2028sep.txt", "para\u2029sep.txt", "vt\x0bff\x0cfs\x1c.txt"]
+    for name in odd:
+        (code / name).write_text(name)
+    raw = os.fsencode(code) + b"/latin1-\xe9.txt"
+    with open(raw, "wb") as fh:
+        fh.write(b"not utf-8 in its name")
+    snap = create(tmp_path, env)
+    verified = run_cli(tmp_path, "verify", snap.name, env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    _, out = extracted(snap, tmp_path, env)
+    same_tree(code, out)
+    for name in odd:
+        assert (out / name).read_text() == name
+    assert open(os.fsencode(out) + b"/latin1-\xe9.txt", "rb").read() == b"not utf-8 in its name"
+
+
+def test_a_tree_list_line_holding_two_records_or_none_is_damage():
+    good = [{"p": "a", "t": "d"}, {"p": "b", "t": "d"}]
+    assert dedup.load_tree(dedup.dump_tree(good)) == good
+    assert dedup.load_tree(dedup.dump_tree([])) == []
+    for text in ('{"p":"a"},{"p":"b"}\n', '{"p":"a"}\n\n{"p":"b"}\n', '[]\n', '{"t":"d"}\n', '{"p":"a"'):
+        with pytest.raises(SnapshotError, match="tree list is damaged"):
+            dedup.load_tree(chunks.zstd.compress(text.encode()))
+
+
+def test_a_page_list_that_lost_a_piece_fails_verify_and_export_writes_nothing(tree, tmp_path):
+    """The page list names the database (no whole-file hash is taken): a list one piece short, with
+    a manifest made to agree with it, still fails on the page count."""
+    code, db, dest, env = tree
+    snap = create(tmp_path, env)
+    data = (snap / "db.chunks").read_bytes()[:-32]
+    (snap / "db.chunks").write_bytes(data)
+    m = manifest(snap)
+    assert "sha256" not in m["db"] and m["db"]["page_count"] > 32
+    m["files"]["db.chunks"] = {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()}
+    (snap / "manifest.json").write_text(json.dumps(m))
+    result = run_cli(tmp_path, "verify", snap.name, env=env)
+    assert result.returncode == 3 and "pages in its list, manifest says" in result.stdout
+    result = run_cli(tmp_path, "export", snap.name, tmp_path / "out", env=env)
+    assert result.returncode == 1 and "does not verify, refusing to export it" in result.stderr
+    with pytest.raises(SnapshotError, match="differs from the one snapshotted"):  # export's own check
+        deduped.export(snap, m, tmp_path / "out", compressor=None, level=1)
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_prune_frees_what_no_kept_snapshot_needs_and_the_dry_run_says_how_much(tree, tmp_path):

@@ -14,12 +14,14 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from . import LOCK_NAME, MANIFEST_NAME, SnapshotError
 from .chunks import STORE_DIR
 from .naming import BUILD_MARKER, PREFIX, TMP_PREFIX
+
+if TYPE_CHECKING:
+    import pathspec
 
 # Matched ignoring case (macOS and Windows file systems do: `.ENV` is `.env` there).
 ALWAYS_EXCLUDED = (
@@ -121,6 +123,7 @@ def _scan(path: str, rel: str) -> list[os.DirEntry] | None:
 
 
 def _load_gitignore(path: str, rel: str) -> pathspec.GitIgnoreSpec | None:
+    import pathspec
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             lines = fh.read().splitlines()
@@ -152,8 +155,10 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
     if not os.path.isdir(root):
         raise SnapshotError(f"code folder not found: {root}")
     db_rel = relative_inside(db, root)
+    import pathspec  # here, not at the top: a snapshot imports it while its database copy runs
     always = pathspec.GitIgnoreSpec.from_lines(ALWAYS_EXCLUDED)
-    extra = pathspec.GitIgnoreSpec.from_lines(extra_excludes)  # the user's: as written, like .gitignore
+    # the user's, as written, like .gitignore (none: no matching at all, a third of the walk's time)
+    extra = pathspec.GitIgnoreSpec.from_lines(extra_excludes) if extra_excludes else None
     skip_ids = excluded_identities(skip)
     sel = Selection()
     # Each pending folder carries the .gitignore stack of its parent.
@@ -186,7 +191,7 @@ def select(root: str | os.PathLike, *, skip=(), extra_excludes=(), db=None) -> S
                     or (is_dir and _is_snapshot_folder(child))
                     or (not is_dir and is_db_file(rel, db_rel))
                     or always.check_file((rel + "/" if is_dir else rel).lower()).include
-                    or extra.check_file(rel + "/" if is_dir else rel).include
+                    or (extra is not None and extra.check_file(rel + "/" if is_dir else rel).include)
                     or _gitignored(stack, rel, is_dir)):
                 sel.excluded += 1
             elif is_dir:

@@ -82,6 +82,10 @@ def copy_database(src: str | os.PathLike, dst: str | os.PathLike, *, durable: bo
         os.close(fd)
         target = sqlite3.connect(dst)
         try:
+            # A new file nobody else opens, synced (or thrown away) as a whole afterwards: its own
+            # journal and syncs would only double the writes (same bytes, measured: a third faster).
+            target.execute("PRAGMA journal_mode=OFF").fetchone()
+            target.execute("PRAGMA synchronous=OFF")
             source.backup(target)
             target.execute("PRAGMA journal_mode=DELETE")
             page_size = target.execute("PRAGMA page_size").fetchone()[0]

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 from . import SnapshotError
 from .archive import _owner_name, unsafe_member_reason
+from .beside import Beside
 from .chunks import PackWriter, Store, zstd
 from .codetree import Entry
 
@@ -27,29 +28,42 @@ LIST_PIECE = 32  # page digests per piece of the page list (1 KiB)
 BLOCK = 1 << 20
 
 
-def store_pages(path: str | os.PathLike, page_size: int, writer: PackWriter) -> dict:
-    """Store every page of the database file ``path``; return its list (piece digests) and sha256."""
-    whole = hashlib.sha256()
+def _hash_pages(path: str | os.PathLike, page_size: int, start: int, stop: int) -> list[bytes]:
+    """The SHA-256 of each page in bytes ``start`` to ``stop`` of the file."""
     sha256 = hashlib.sha256
-    add = writer.add
-    pages: list[bytes] = []
-    pieces: list[bytes] = []
-    size = 0
     block = max(BLOCK - BLOCK % page_size, page_size)
+    out: list[bytes] = []
     with open(path, "rb", buffering=0) as fh:
-        while data := fh.read(block):
-            whole.update(data)
-            size += len(data)
+        fh.seek(start)
+        while start < stop and (data := fh.read(min(block, stop - start))):
             view = memoryview(data)
-            for start in range(0, len(data), page_size):
-                page = view[start:start + page_size]
-                pages.append(add(page, sha256(page).digest()))
-            while len(pages) >= LIST_PIECE:
-                pieces.append(add(b"".join(pages[:LIST_PIECE])))
-                del pages[:LIST_PIECE]
-    if pages:
-        pieces.append(add(b"".join(pages)))
-    return {"pieces": pieces, "sha256": whole.hexdigest(), "size": size}
+            out += [sha256(view[i:i + page_size]).digest() for i in range(0, len(data), page_size)]
+            start += len(data)
+    return out
+
+
+def store_pages(path: str | os.PathLike, page_size: int, writer: PackWriter) -> list[bytes]:
+    """Store every page of the database file ``path``; return its list (the pieces' digests).
+
+    The two halves of the file are hashed in two threads (hashlib releases the GIL), then the pages
+    the store lacks are read again by their place and added, in order."""
+    size = os.path.getsize(path)
+    half = (size // page_size // 2) * page_size
+    second = Beside(lambda: _hash_pages(path, page_size, half, size), "snapshot-pages")
+    try:
+        digests = _hash_pages(path, page_size, 0, half)
+    finally:
+        second.join()
+    digests += second.result()
+    known, pending, add = writer.store.index, writer.pending, writer.add
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for n, digest in enumerate(digests):
+            if digest not in known and digest not in pending:
+                add(os.pread(fd, page_size, n * page_size), digest)
+    finally:
+        os.close(fd)
+    return [add(b"".join(digests[i:i + LIST_PIECE])) for i in range(0, len(digests), LIST_PIECE)]
 
 
 def page_digests(store: Store, pieces: Iterable[bytes]) -> Iterator[bytes]:
@@ -57,14 +71,19 @@ def page_digests(store: Store, pieces: Iterable[bytes]) -> Iterator[bytes]:
         yield from unpack_list(store.read(piece), f"page list piece {piece.hex()[:16]}")
 
 
-def write_pages(store: Store, pieces: list[bytes], out) -> str:
-    """Write the database back to ``out``; return its sha256."""
+def write_pages(store: Store, pieces: list[bytes], out, page_size: int) -> tuple[int, str]:
+    """Write the database back to ``out``; return its page count and sha256. Every page must be
+    ``page_size`` bytes (what was cut at page boundaries comes back only in whole pages)."""
     whole = hashlib.sha256()
+    count = 0
     for digest in page_digests(store, pieces):
         page = store.read(digest)
+        if len(page) != page_size:
+            raise SnapshotError(f"page {count + 1} of the database is {len(page)} bytes, not {page_size}")
         whole.update(page)
         out.write(page)
-    return whole.hexdigest()
+        count += 1
+    return count, whole.hexdigest()
 
 
 def unpack_list(data: bytes, what: str = "the snapshot's page list") -> list[bytes]:
@@ -144,13 +163,18 @@ def dump_tree(records: list[dict]) -> bytes:
 
 
 def load_tree(data: bytes) -> list[dict]:
+    """The records of a tree list: one JSON object a line, parsed as one array (a tenth of the time
+    of a parse per line). Only "\\n" ends a line: ``str.splitlines`` would also cut at U+0085,
+    U+2028 and U+2029, which ``json.dumps`` leaves as they are and a file name may hold."""
     try:
-        text = zstd.decompress(data).decode("utf-8", "surrogateescape")
-        records = [json.loads(line) for line in text.splitlines() if line]
+        lines = zstd.decompress(data).decode("utf-8", "surrogateescape").split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        records = json.loads("[" + ",".join(lines) + "]")
     except (zstd.ZstdError, ValueError) as exc:
         raise SnapshotError(f"the snapshot's tree list is damaged: {exc}") from None
-    if not all(isinstance(r, dict) and isinstance(r.get("p"), str) for r in records):
-        raise SnapshotError("the snapshot's tree list is damaged: a record without a path")
+    if len(records) != len(lines) or not all(isinstance(r, dict) and isinstance(r.get("p"), str) for r in records):
+        raise SnapshotError("the snapshot's tree list is damaged: a line that is not one record with a path")
     return records
 
 

@@ -50,55 +50,65 @@ def previous_tree(snaps, code: str) -> dict[str, dict]:
     return {}
 
 
-def build(cfg, snaps, name: str, tmp: Path, should_stop: Callable[[], bool]) -> dict:
+def build(cfg, snapshots: Callable[[], list], name: str, tmp: Path, should_stop: Callable[[], bool]) -> dict:
     """Store the database pages and the code tree; write the lists into ``tmp``. Returns the
-    manifest's ``files``, ``db``, ``code``, ``store`` and ``timings`` parts."""
+    manifest's ``files``, ``db``, ``code``, ``store`` and ``timings`` parts.
+
+    The database copy starts first (it needs nothing else and is the longest wait); the existing
+    ``snapshots()``, the store's index and the walk load meanwhile. Once copied, the pages are hashed and stored while another
+    thread runs ``integrity_check``. No whole-file hash is taken: the ordered list of page digests
+    already names the file exactly, and a second pass over the copy cost 0.15 s of a 0.8 s snapshot
+    (204 MB). Export checks the page count and size instead."""
     started = time.monotonic()
-    store = Store(cfg.dest, create=True)
-    store.sweep()
-    previous = previous_tree(snaps, str(cfg.code))
-    tag = f"{name}.{os.getpid()}"
-    db_writer, code_writer = store.writer(f"{tag}-db"), store.writer(f"{tag}-code")
     scratch = tmp / SCRATCH_DB
-
-    def database() -> tuple[dict, list[bytes]]:
-        info = dbcopy.copy_database(cfg.db, scratch, durable=False, check=False)
-        copied = time.monotonic()
-        check = Beside(lambda: dbcopy.integrity_or_fail(scratch), "snapshot-check")  # beside the hashing
-        try:
-            pages = store_pages(scratch, info["page_size"], db_writer)
-        finally:
-            check.join()
-        info.update(integrity_check=check.result(), sha256=pages["sha256"], pieces=len(pages["pieces"]),
-                    pages_s=round(time.monotonic() - copied, 3))
-        return info, pages["pieces"]
-
-    db_side = Beside(database, "snapshot-db")
+    copied = Beside(lambda: dbcopy.copy_database(cfg.db, scratch, durable=False, check=False), "snapshot-copy")
+    writers: list = []
+    db_side = None
     try:
-        try:
-            t0 = time.monotonic()
-            sel = codetree.select_for(cfg)
-            t1 = time.monotonic()
-            records, counts = store_tree(sel.entries, code_writer, previous,
-                                         should_stop=lambda: should_stop() or db_side.failed)
-            t2 = time.monotonic()
-        finally:
-            db_side.join()
-        info, pieces = db_side.result()
-        db_writer.commit()
-        code_writer.commit()
+        with Store(cfg.dest, create=True) as store:
+            store.sweep()
+            previous = previous_tree(snapshots(), str(cfg.code))
+            tag = f"{name}.{os.getpid()}"
+            db_writer, code_writer = store.writer(f"{tag}-db"), store.writer(f"{tag}-code")
+            writers += [db_writer, code_writer]
+
+            def database() -> tuple[dict, list[bytes]]:
+                info = copied.result()
+                t = time.monotonic()
+                check = Beside(lambda: dbcopy.integrity_or_fail(scratch), "snapshot-check")
+                try:
+                    pieces = store_pages(scratch, info["page_size"], db_writer)
+                finally:
+                    check.join()
+                info.update(integrity_check=check.result(), pieces=len(pieces),
+                            pages_s=round(time.monotonic() - t, 3))
+                return info, pieces
+
+            db_side = Beside(database, "snapshot-db")
+            try:
+                t0 = time.monotonic()
+                sel = codetree.select_for(cfg)
+                t1 = time.monotonic()
+                records, counts = store_tree(sel.entries, code_writer, previous,
+                                             should_stop=lambda: should_stop() or db_side.failed)
+                t2 = time.monotonic()
+                atomic_write_bytes(tmp / TREE_LIST, dump_tree(records))  # while the pages are hashed
+            finally:
+                db_side.join()
+            info, pieces = db_side.result()
+            db_writer.commit()
+            code_writer.commit()
     except BaseException:
-        db_writer.abort()
-        code_writer.abort()
-        if db_side.failed:  # the tree stopped because the database side failed: that is the news
+        for writer in writers:
+            writer.abort()
+        if db_side is not None and db_side.failed:  # the tree stopped because the database side failed
             raise db_side.error from None
         raise
     finally:
-        store.close()
+        copied.join()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(scratch)
     atomic_write_bytes(tmp / DB_LIST, b"".join(pieces))
-    atomic_write_bytes(tmp / TREE_LIST, dump_tree(records))
     warnings = [f"special file left out: {p}" for p in sel.skipped_special]
     if counts["vanished"]:
         warnings.append(f"{counts['vanished']} file(s) vanished while the tree was stored")
@@ -237,6 +247,7 @@ def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) 
     first; existing files are never overwritten."""
     folder = _export_folder(folder)
     pieces, records = read_lists(path, manifest)
+    db = manifest.get("db", {})
     problems = check_tree(records)
     if problems:
         raise SnapshotError("the snapshot's tree cannot be exported safely: " + "; ".join(problems[:5]))
@@ -245,10 +256,10 @@ def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) 
         with Store(path.parent) as store:
             fd = os.open(tmp_db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-                sha = write_pages(store, pieces, out)
+                pages, sha = write_pages(store, pieces, out, db.get("page_size"))
                 out.flush()
                 os.fsync(out.fileno())
-            if sha != manifest.get("db", {}).get("sha256"):
+            if pages != db.get("page_count") or sha != db.get("sha256", sha):  # older snapshots have a sha256
                 raise SnapshotError(f"{DB_NAME} put together from its pages differs from the one snapshotted")
             archive.write_tarball_with(str(tmp_code), tar_filler(store, records), compressor=compressor, level=level)
         for tmp, final in ((tmp_db, DB_NAME), (tmp_code, CODE_NAME)):

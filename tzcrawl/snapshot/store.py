@@ -165,7 +165,7 @@ def _build(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
 
 def _build_dedup(cfg: Config, reason: str, name: str, when: datetime, tmp: Path,
                  should_stop: Callable[[], bool], log: Callable[[str], None]) -> dict:
-    parts = deduped.build(cfg, scan(cfg.dest), name, tmp, should_stop)
+    parts = deduped.build(cfg, lambda: scan(cfg.dest), name, tmp, should_stop)
     return build_manifest(
         fmt=DEDUP, name=name, created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         reason=reason, tool_version=__version__,
