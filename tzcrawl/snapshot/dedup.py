@@ -163,8 +163,8 @@ def dump_tree(records: list[dict]) -> bytes:
 
 
 def load_tree(data: bytes) -> list[dict]:
-    """The records of a tree list: one JSON object a line, parsed as one array (a tenth of the time
-    of a parse per line). Only "\\n" ends a line: ``str.splitlines`` would also cut at U+0085,
+    """The records of a tree list: one JSON object a line, parsed as one array (0.017-0.021 s for
+    3,900 records against 0.026-0.030 s a line at a time). Only "\\n" ends a line: ``str.splitlines`` would also cut at U+0085,
     U+2028 and U+2029, which ``json.dumps`` leaves as they are and a file name may hold."""
     try:
         lines = zstd.decompress(data).decode("utf-8", "surrogateescape").split("\n")
