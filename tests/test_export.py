@@ -145,6 +145,9 @@ def test_an_export_after_an_incremental_backup_redoes_only_what_changed(sandbox_
     byte a fresh export of the same backup (which also proves nothing in it depends on the clock). A
     record changed in the middle of the history redoes its page only, still byte for byte."""
     from tzcrawl.export import FORMATS, run
+    from tzcrawl.export.output import Output
+    from tzcrawl.export.segments import Stretch
+    from tzcrawl.export.source import Personality
 
     monkeypatch.setattr(transcript, "YEARLY_ABOVE", 1000)  # a file a year, as for a big history
     sb = sandbox_factory(personalities=1, messages=2600, memories=45, empty_last=False, attachments=0.3)
@@ -170,6 +173,17 @@ def test_an_export_after_an_incremental_backup_redoes_only_what_changed(sandbox_
     fresh = tmp_path / "fresh"
     assert run(backup, fresh, list(FORMATS), None, sb.base_url, say=lambda line: None).exit_code == 0
     assert tree(out) == tree(fresh)
+    # the next export's first read takes the segments noted at the start of the file as they are (read
+    # again only by range, checked by digest) and walks through the lines after them only
+    view = BackupView(backup)
+    noted = Output(out).cuts(folder.name)
+    assert [entry[0] for entry in noted["messages"]["segments"]] == [1, 2, 3]
+    again = Personality(view, name, view.directory(name), view.metadata(name), noted=noted).segments("messages")
+    whole = Personality(view, name, view.directory(name), view.metadata(name)).segments("messages")
+    pairs = list(zip(again, whole, strict=True))
+    assert [isinstance(a.bodies, Stretch) for a, _ in pairs] == [True, True, False]
+    assert [(a.number, a.more, a.digest, len(a.bodies)) for a, _ in pairs] == \
+        [(b.number, b.more, b.digest, len(b.bodies)) for _, b in pairs]
 
     # a message in the middle of the history changed by hand: its page and stretch only are redone
     path = BackupView(backup).path(name, "messages")

@@ -77,13 +77,14 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
                     f"{f'process {pid}' if pid else 'another run'}; waiting up to {wait:g} s for it to finish")) \
                     as state:
                 p = Personality(state.view, listed.username, state.view.directory(listed.username),
-                                state.view.metadata(listed.username))
+                                state.view.metadata(listed.username), noted=out.cuts(listed.dir_name))
                 if state.live:
                     holder = f"process {state.holder}" if state.holder else "another run"
                     say(f"export · {p.name}: being backed up now by {holder}; exporting its last committed state "
                         f"(backup of {p.metadata.get('last_backup') or 'unknown time'})")
                 with out.staged(p.dir_name) as stage:
                     if _export(p, formats, exporters, out, report, say):
+                        out.note_cuts(p.dir_name, p.cuts())
                         stage.keep()
                         exported.append(p)  # a failed one keeps its previous pages, and their date
         except BackupBusy as exc:

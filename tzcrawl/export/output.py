@@ -21,6 +21,7 @@ from tzcrawl import jsonio
 from tzcrawl.fsutil import atomic_write_bytes, atomic_writer, ensure_private_dir
 
 STATE_NAME = ".tzcrawl-export.json"
+CUTS = "cuts"  # beside the formats in a personality's state: where its collections' segments were
 EXPORT_VERSION = 2  # bump when the output of a format changes: every export is then redone
 
 
@@ -126,6 +127,17 @@ class Output:
 
     def record(self, dir_name: str, fmt: str, fingerprint: str, summary: dict) -> None:
         self.state.setdefault(dir_name, {})[fmt] = {"fingerprint": fingerprint, **summary}
+
+    def cuts(self, dir_name: str) -> dict:
+        """Where the last export found each collection's segments (``Personality.noted``)."""
+        value = self.state.get(dir_name, {}).get(CUTS)
+        return value if isinstance(value, dict) else {}
+
+    def note_cuts(self, dir_name: str, cuts: dict) -> None:
+        """Keep what this export's first reads found; a collection not read this time keeps its entry."""
+        if cuts:
+            entry = self.state.setdefault(dir_name, {})
+            entry[CUTS] = {**(entry.get(CUTS) if isinstance(entry.get(CUTS), dict) else {}), **cuts}
 
     def forget(self, dir_name: str, fmt: str) -> None:
         self.state.get(dir_name, {}).pop(fmt, None)

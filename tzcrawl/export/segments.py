@@ -93,10 +93,17 @@ class Stretch(Sequence):
         return iter(self._load())
 
 
-def cut(bodies: Iterator[bytes], size: int = SEGMENT) -> Iterator[Segment]:
-    """Segments of ``size`` records, each knowing whether another follows (one read ahead); an empty
-    collection is one empty segment (its page says so)."""
-    number, current = 0, []
+def again(path: Path, stat: tuple, noted) -> Iterator[Segment]:
+    """Segments where a read of this file noted them (``number, more, digest, count, start, end``):
+    their bodies are read only if a format renders them."""
+    for number, more, digest, count, start, end in noted:
+        yield Segment(number, Stretch(path, start, end, count, stat, digest), more, _digest=digest)
+
+
+def cut(bodies: Iterator[bytes], size: int = SEGMENT, first: int = 1) -> Iterator[Segment]:
+    """Segments of ``size`` records, numbered from ``first``, each knowing whether another follows
+    (one read ahead); an empty collection is one empty segment (its page says so)."""
+    number, current = first - 1, []
     for body in bodies:
         if len(current) == size:
             number += 1
@@ -104,6 +111,39 @@ def cut(bodies: Iterator[bytes], size: int = SEGMENT) -> Iterator[Segment]:
             current = []
         current.append(body)
     yield Segment(number + 1, current, False)
+
+
+def unchanged_start(path: Path, noted) -> tuple[list[tuple], tuple | None]:
+    """The segments a last export noted (``[number, more, digest, count, start, end]`` each) that
+    begin the file ``path`` again, where they were: an incremental backup appends records, so all but
+    the last one usually do. Each is read again by its byte range and checked by its digest (no walk
+    through every line of the file) and must end with the separator, so the reading can resume right
+    after it. Returns them and the file's identity (for ``Stretch``)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [], None
+    stat = (st.st_ino, st.st_size, st.st_mtime_ns)
+    kept: list[tuple] = []
+    try:
+        with open(path, "rb") as fh:
+            for number, more, digest, count, start, end in noted if isinstance(noted, list) else ():
+                at = kept[-1][5] if kept else None
+                if (more is not True or number != len(kept) + 1 or not isinstance(digest, str)
+                        or not all(type(v) is int for v in (count, start, end))
+                        or not 0 < start <= end <= st.st_size or (at is not None and start != at)):
+                    break
+                if at is None and fh.read(start).strip() != b"[":
+                    break
+                bodies = read_stretch(path, start, end, count, stat)
+                fh.seek(max(start, end - 64))
+                if hashlib.sha256(b"\n".join(bodies)).hexdigest() != digest \
+                        or not fh.read(end - fh.tell()).rstrip().endswith(b","):
+                    break
+                kept.append((number, True, digest, count, start, end))
+    except (OSError, ValueError, TypeError):  # a file changed meanwhile, a state not of this tool's making
+        pass
+    return kept, stat
 
 
 def key(segment: Segment, *context) -> str:

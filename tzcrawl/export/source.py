@@ -7,6 +7,7 @@ skipped (the export then exits 1).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +19,7 @@ from tzcrawl.store.jsonarray import CorruptCollectionError, Spans
 from tzcrawl.store.metadata import METADATA_NAME
 from tzcrawl.store.metadata import load as load_metadata
 
-from .segments import SEGMENT, Segment, Stretch, cut
+from .segments import SEGMENT, Segment, again, cut, unchanged_start
 
 def clean(text) -> str:
     """Text safe to write as UTF-8: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
@@ -40,6 +41,7 @@ class Personality:
     _media: dict[str, str] | None = None
     _profile: dict | None = None
     _cuts: dict = field(default_factory=dict)  # (resource, size) → what the first read found, for the next format
+    noted: dict = field(default_factory=dict)  # what the last export's first reads found (``cuts``)
 
     @property
     def dir_name(self) -> str:
@@ -100,18 +102,25 @@ class Personality:
     def segments(self, resource: str, size: int = SEGMENT) -> Iterator[Segment]:
         """The collection in segments (``segments.cut``), records parsed only when a segment is rendered;
         a torn file: the records before the tear, then a problem. The first read notes each segment's
-        digest and byte range: the other formats of this export read only the segments they render."""
+        digest and byte range: the other formats of this export read only the segments they render,
+        and the next export's first read checks those at the start of the file by their digest
+        (``unchanged_start``) instead of walking through every line again."""
         cut_before = self._cuts.get((resource, size))
         spans, found = Spans(), []
+        path = self.view.path(self.username, registry.collection(resource).name)
         if cut_before is not None:
-            path, stat, noted = cut_before
-            again = (Segment(number, Stretch(path, start, end, n, stat, digest), more, _digest=digest)
-                     for number, more, digest, n, start, end in noted)
+            source, kept = again(*cut_before), None
         else:
-            again = None
+            last = self.noted.get(resource)
+            kept, stat = unchanged_start(path, last.get("segments")) if isinstance(last, dict) \
+                and last.get("size") == size else ([], None)
+            before = sum(n for _, _, _, n, _, _ in kept)
+            resume = (kept[-1][5], before, stat) if kept else None
+            source = itertools.chain(again(path, stat, kept), cut(
+                self.view.read_bodies(self.username, resource, spans, resume), size, first=len(kept) + 1))
         count = 0
         try:
-            for segment in again or cut(self.view.read_bodies(self.username, resource, spans), size):
+            for segment in source:
                 yield segment
                 if segment.torn:
                     self.torn(resource, count + len(segment.records), segment.torn)
@@ -121,10 +130,18 @@ class Personality:
         except (OSError, CorruptCollectionError) as exc:
             self.torn(resource, count, exc)
             return
-        if again is None and spans.whole and len(spans.ends) == count:
-            path = self.view.path(self.username, registry.collection(resource).name)
-            self._cuts[(resource, size)] = (path, spans.stat, [
-                (number, more, digest, n, *spans.stretch(first, n)) for number, more, digest, first, n in found])
+        if kept is None or not spans.whole or len(spans.ends) != count - before or (kept and spans.stat != stat):
+            return
+        reused = {number: (start, end) for number, _, _, _, start, end in kept}
+        self._cuts[(resource, size)] = (path, spans.stat, [
+            (number, more, digest, n, *(reused.get(number) or spans.stretch(first - before, n)))
+            for number, more, digest, first, n in found])
+
+    def cuts(self) -> dict:
+        """What this export's first reads found, for the next export (``noted``): the segments of each
+        collection read whole, by resource."""
+        return {resource: {"size": size, "segments": [list(entry) for entry in noted]}
+                for (resource, size), (_path, _stat, noted) in self._cuts.items()}
 
     @property
     def media(self) -> dict[str, str]:

@@ -154,12 +154,12 @@ class BackupView:
             for _line, value in read_array(path):
                 yield value
 
-    def read_bodies(self, username: str, resource: str, spans=None) -> Iterator[bytes]:
-        """The saved records of a collection as their JSON text, oldest first, not parsed (``spans``:
-        see ``jsonarray.read_bodies``)."""
+    def read_bodies(self, username: str, resource: str, spans=None, resume=None) -> Iterator[bytes]:
+        """The saved records of a collection as their JSON text, oldest first, not parsed (``spans``,
+        ``resume``: see ``jsonarray.read_bodies``)."""
         path = self.path(username, registry.collection(resource).name)
         if path.exists():
-            yield from read_bodies(path, spans)
+            yield from read_bodies(path, spans, resume)
 
     def read_document(self, username: str, resource: str):
         """The saved document (any JSON value), or None when there is none."""

@@ -121,48 +121,60 @@ def read_stretch(path, start: int, end: int, count: int, stat: tuple) -> list[by
     return bodies
 
 
-def read_bodies(path: str | Path, spans: Spans | None = None) -> Iterator[bytes]:
+def read_bodies(path: str | Path, spans: Spans | None = None, resume: tuple | None = None) -> Iterator[bytes]:
     """Each element's JSON text (UTF-8), not parsed: a file in the one-record-a-line shape is split
     into lines only (what an export needs to tell whether records changed); any other file is parsed
     whole (``read_array``) and its elements written back as lines. A file whose closing ``]`` is
     missing (torn) ends with an empty body, which no parser takes: the reader says it is torn.
-    ``spans``: filled with where each record ends, when the file has the one-record-a-line shape."""
+    ``spans``: filled with where each record ends, when the file has the one-record-a-line shape.
+    ``resume``: ``(start, before, identity)``: from byte ``start``, where a record line begins, after
+    ``before`` records (the last one's line ending with the separator) read already from this very
+    file (``identity``: inode, size, mtime; another one is CorruptCollectionError)."""
     yielded = 0
+    before = resume[1] if resume else 0
     try:
-        for body, _value in _read_line_shaped(path, parse=False, spans=spans):
+        for body, _value in _read_line_shaped(path, parse=False, spans=spans, resume=resume):
             yield body
             yielded += 1
         return
     except _NotLineShaped:
         if spans is not None:
             spans.whole = False
-    for line, _value in itertools.islice(read_array(path), yielded, None):
+    for line, _value in itertools.islice(read_array(path), before + yielded, None):
         yield line
 
 
 VALUE_STARTS = b'{["-0123456789tfn'  # how a JSON value's text can begin
 
 
-def _read_line_shaped(path, parse: bool = True, spans: Spans | None = None) -> Iterator[tuple[bytes, object]]:
-    """``(body, value)`` per line of a one-record-a-line file; ``parse=False``: value None, not parsed."""
+def _read_line_shaped(path, parse: bool = True, spans: Spans | None = None,
+                      resume: tuple | None = None) -> Iterator[tuple[bytes, object]]:
+    """``(body, value)`` per line of a one-record-a-line file; ``parse=False``: value None, not parsed;
+    ``resume``: see ``read_bodies``."""
     with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
         if spans is not None:
-            st = os.fstat(fh.fileno())
             spans.stat = (st.st_ino, st.st_size, st.st_mtime_ns)
-        first = fh.readline()
-        pos = len(first)
-        first = first.strip()
+        if resume:
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != tuple(resume[2]):
+                raise CorruptCollectionError(f"{path} changed while it was being exported")
+            pos = resume[0]
+            fh.seek(pos)
+        else:
+            first = fh.readline()
+            pos = len(first)
+            first = first.strip()
+            if first == b"[]":
+                if fh.read().strip():
+                    raise _NotLineShaped
+                if spans is not None:
+                    spans.header_end, spans.whole = pos, True
+                return
+            if first != b"[":
+                raise _NotLineShaped
         if spans is not None:
             spans.header_end = pos
             ends = spans.ends
-        if first == b"[]":
-            if fh.read().strip():
-                raise _NotLineShaped
-            if spans is not None:
-                spans.whole = True
-            return
-        if first != b"[":
-            raise _NotLineShaped
         comma = True  # whether the previous element line ended with the separator
         closed = False
         for raw in fh:
