@@ -116,6 +116,26 @@ def test_collect_frees_dead_packs_rewrites_mostly_dead_ones_and_keeps_every_live
     store.close()
 
 
+def test_a_reader_whose_index_a_prune_made_stale_finds_a_live_chunk_in_its_new_pack(tmp_path):
+    """`verify` and `list` do not wait for the destination's lock: a prune may rewrite a pack under
+    them. The chunk it kept is then read from the new pack; a chunk it freed is still an error."""
+    store = chunks.Store(tmp_path, create=True)
+    a = store.writer("a")
+    keep = a.add(b"kept " * 1000)
+    dead = [a.add(os.urandom(5000)) for _ in range(9)]
+    a.commit()
+    store.close()
+    reader = chunks.Store(tmp_path)  # its index says: in pack a
+    pruner = chunks.Store(tmp_path)
+    pruner.collect({keep}, "b")
+    pruner.close()
+    assert sorted(os.listdir(tmp_path / ".store")) == ["b.idx", "b.pack"]
+    assert reader.read(keep) == b"kept " * 1000 and reader.index[keep].pack == "b"
+    with pytest.raises(chunks.ChunkError, match="not in the store"):
+        reader.read(dead[0])
+    reader.close()
+
+
 def test_sweep_removes_what_a_crash_left_and_nothing_committed(tmp_path):
     store = chunks.Store(tmp_path, create=True)
     w = store.writer("done")

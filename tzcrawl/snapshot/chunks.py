@@ -77,6 +77,7 @@ class Store:
         self.index: dict[bytes, Loc] = {}
         self.pack_sizes: dict[str, int] = {}
         self.broken: list[str] = []  # index files that could not be read
+        self.loaded: frozenset[str] = frozenset()  # the index files the index was read from
         self._fds: dict[str, int] = {}
         self.load()
 
@@ -87,7 +88,8 @@ class Store:
         try:
             names = sorted(os.listdir(self.root))
         except FileNotFoundError:
-            return
+            names = []
+        self.loaded = frozenset(n for n in names if n.endswith(".idx"))
         for name in names:
             if not name.endswith(".idx"):
                 continue
@@ -112,6 +114,27 @@ class Store:
         self.close()
 
     def read(self, digest: bytes) -> bytes:
+        """The chunk's bytes, re-hashed. A chunk not found where the index said is looked up once
+        more in the index as it is now: ``verify`` and ``list`` read without the destination's lock,
+        and a prune may have moved a live chunk into a new pack (committed before the old one went)."""
+        try:
+            return self._read(digest)
+        except ChunkError:
+            before = self.index.get(digest)
+            if self._indexes() == self.loaded:  # no pack came or went: damage, or truly missing
+                raise
+            self.load()
+            if self.index.get(digest) in (None, before):
+                raise
+            return self._read(digest)
+
+    def _indexes(self) -> frozenset[str]:
+        try:
+            return frozenset(n for n in os.listdir(self.root) if n.endswith(".idx"))
+        except FileNotFoundError:
+            return frozenset()
+
+    def _read(self, digest: bytes) -> bytes:
         loc = self.index.get(digest)
         if loc is None:
             raise ChunkError(f"chunk {digest.hex()[:16]} is not in the store")
@@ -247,6 +270,7 @@ class PackWriter:
         for digest, off, clen, rlen in self.entries:
             self.store.index.setdefault(digest, Loc(self.name, off, clen, rlen))
         self.store.pack_sizes[self.name] = self.pos
+        self.store.loaded |= {f"{self.name}.idx"}
 
     def abort(self) -> None:
         """Drop an uncommitted pack (a committed one stays: unreferenced chunks are collect's)."""
