@@ -423,6 +423,24 @@ def test_export_refuses_before_writing_anything_when_one_of_the_two_files_is_the
     assert (partly / "codex-code.tar.gz").read_bytes() == b"the user's own file"
 
 
+def test_a_database_only_restore_puts_together_the_database_only(tree, tmp_path):
+    """The scratch files of a `restore --db-only` are the database alone (the tarball of a big tree
+    would take minutes for nothing); the restore itself gives the snapshot's rows back."""
+    code, db, dest, env = tree
+    snap = create(tmp_path, env)
+    with deduped.plain_files(snap, code=False) as files:
+        assert sorted(os.listdir(files)) == ["codex-brain.db"] and files.parent.name == ".store"
+        assert counts(files / "codex-brain.db") == counts(db)
+    with deduped.plain_files(snap) as files:
+        assert sorted(os.listdir(files)) == ["codex-brain.db", "codex-code.tar.gz"]
+    assert not [n for n in os.listdir(dest / ".store") if n.startswith("work-")]
+    before = counts(db)
+    add_rows(db, 10)
+    result = run_cli(tmp_path, "restore", snap.name, "--db-only", "--force", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(db) == before
+
+
 def test_restore_by_path_holds_the_lock_of_the_snapshots_own_destination(tree, tmp_path):
     """Named by its path with no destination configured, a dedup snapshot is still read (and put
     together in its store) under its destination's lock: a running create or prune is waited for."""

@@ -233,19 +233,20 @@ def free(dest: Path, staying, *, dry_run: bool, name: str) -> int:
         return store.collect(live, name)
 
 
-def _export_folder(folder: Path) -> Path:
-    """``folder`` (created 0700), refused when either file is already there: nothing is written then."""
+def _export_folder(folder: Path, names=(DB_NAME, CODE_NAME)) -> Path:
+    """``folder`` (created 0700), refused when a file to write is already there: nothing is written then."""
     folder = ensure_private_dir(folder)
-    for name in (DB_NAME, CODE_NAME):
+    for name in names:
         if os.path.lexists(folder / name):
             raise SnapshotError(f"{folder / name} exists; export never overwrites")
     return folder
 
 
-def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) -> None:
-    """Write ``codex-brain.db`` and ``codex-code.tar.gz`` into ``folder``, each under a temp name
-    first; existing files are never overwritten."""
-    folder = _export_folder(folder)
+def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int, code: bool = True) -> None:
+    """Write ``codex-brain.db`` and ``codex-code.tar.gz`` (``code=False``: the database only) into
+    ``folder``, each under a temp name first; existing files are never overwritten."""
+    written = (DB_NAME, CODE_NAME) if code else (DB_NAME,)
+    folder = _export_folder(folder, written)
     pieces, records = read_lists(path, manifest)
     db = manifest.get("db", {})
     problems = check_tree(records)
@@ -261,8 +262,10 @@ def export(path: Path, manifest: dict, folder: Path, *, compressor, level: int) 
                 os.fsync(out.fileno())
             if pages != db.get("page_count") or sha != db.get("sha256", sha):  # older snapshots have a sha256
                 raise SnapshotError(f"{DB_NAME} put together from its pages differs from the one snapshotted")
-            archive.write_tarball_with(str(tmp_code), tar_filler(store, records), compressor=compressor, level=level)
-        for tmp, final in ((tmp_db, DB_NAME), (tmp_code, CODE_NAME)):
+            if code:
+                archive.write_tarball_with(str(tmp_code), tar_filler(store, records), compressor=compressor,
+                                           level=level)
+        for tmp, final in [(tmp_db, DB_NAME)] + ([(tmp_code, CODE_NAME)] if code else []):
             os.link(tmp, folder / final)  # fails rather than replace a file that appeared meanwhile
             os.unlink(tmp)
         fsync_dir(folder)
@@ -297,16 +300,17 @@ def copy_plain(path: Path, folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def plain_files(path: Path, *, compressor=None, level: int = 6):
+def plain_files(path: Path, *, compressor=None, level: int = 6, code: bool = True):
     """A folder holding the snapshot's ``codex-brain.db`` and ``codex-code.tar.gz``: the snapshot
-    itself when it is plain, else a scratch folder in the store (removed afterwards)."""
+    itself when it is plain, else a scratch folder in the store (removed afterwards) with the
+    database only when ``code`` is False (a database-only restore does not wait for the tarball)."""
     manifest = read_manifest(path)
     if not is_dedup(manifest):
         yield path
         return
     work = path.parent / STORE_DIR / f"{WORK_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
     try:
-        export(path, manifest, work, compressor=compressor, level=level)
+        export(path, manifest, work, compressor=compressor, level=level, code=code)
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)

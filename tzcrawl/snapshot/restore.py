@@ -83,7 +83,7 @@ def restore(snapshot: Path, *, db: Path | None, code: Path | None, force: bool,
     manifest = read_manifest(snapshot)
     if is_dedup(manifest):
         log("putting its files together from the store")
-    with plain_files(snapshot, compressor=archive.resolve_compressor("auto")) as files:
+    with plain_files(snapshot, compressor=archive.resolve_compressor("auto"), code=code is not None) as files:
         _restore_from(files, manifest, db=db, code=code, force=force, log=log)
 
 
@@ -97,9 +97,10 @@ def _restore_from(files: Path, manifest: dict, *, db: Path | None, code: Path | 
         names = {codetree.relative_inside(sources.get("db"), sources["code"]) if sources.get("code") else None,
                  codetree.relative_inside(db, code)} - {None}
 
-        def skip(name: str) -> bool:
+        def is_db_file(name: str) -> bool:
             return any(codetree.is_db_file(name, rel) for rel in names)
 
+        skip = is_db_file
         problems = archive.check_extract(str(files / CODE_NAME), str(code), skip)
         if problems:  # found before the database or any file was touched: no half restore
             raise SnapshotError("nothing was restored: " + "; ".join(problems[:5])
