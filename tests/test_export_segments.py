@@ -1,15 +1,19 @@
 """Where the next export's first read starts: the segments the last export noted that begin the file
-again, byte for byte, are checked by their digest and reused; the reading resumes after them."""
+again, byte for byte, are checked by their digest and reused; the reading resumes after them. And the
+staged folder's big files, made durable in the background: all of them before the swap, or no swap."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from tzcrawl.export.output import Output
 from tzcrawl.export.segments import Stretch, cut, unchanged_start
+from tzcrawl.fsutil import Syncer, atomic_writer
 from tzcrawl.store.jsonarray import ArrayWriter, CorruptCollectionError, Spans, read_bodies
 
 
@@ -139,3 +143,35 @@ def test_digests_are_of_the_records_as_saved(tmp_path):
     (segment,) = noted(path, 10)
     bodies = [json.dumps(r, separators=(",", ":")).encode() for r in records(3)]
     assert segment[2] == hashlib.sha256(b"\n".join(bodies)).hexdigest() and segment[1] is False
+
+
+def test_a_file_handed_to_the_syncer_is_in_place_at_once_and_its_failure_said_at_settle(tmp_path):
+    sync = Syncer()
+    with atomic_writer(tmp_path / "chat.jsonl", binary=True, sync=sync) as fh:
+        fh.write(b"x" * 100_000)
+    assert (tmp_path / "chat.jsonl").read_bytes() == b"x" * 100_000  # renamed before it is synced
+    sync.settle()
+    sync.settle()  # again: nothing left, no error
+    sync(tmp_path / "vanished.jsonl")  # gone before its fsync: the error waits for settle
+    with pytest.raises(FileNotFoundError):
+        sync.settle()
+
+
+def test_a_staged_folder_whose_background_writes_fail_is_not_swapped_in(tmp_path):
+    out = Output(tmp_path / "out")
+    with out.staged("p") as stage:
+        with atomic_writer(out.folder("p") / "chat.md", sync=out.sync_for("p")) as fh:
+            fh.write("the last export")
+        stage.keep()
+    assert (tmp_path / "out" / "p" / "chat.md").read_text() == "the last export"
+    assert out.sync_for("p") is None  # only while staged
+    out.state["p"] = {"md": {"fingerprint": "old"}}
+    with pytest.raises(FileNotFoundError):
+        with out.staged("p") as stage:
+            with atomic_writer(out.folder("p") / "chat.md", sync=out.sync_for("p")) as fh:
+                fh.write("a new one")
+            out.state["p"]["md"] = {"fingerprint": "new"}
+            out.sync_for("p")(tmp_path / "vanished")
+            stage.keep()
+    assert (tmp_path / "out" / "p" / "chat.md").read_text() == "the last export"
+    assert sorted(os.listdir(tmp_path / "out")) == ["p"] and out.state["p"]["md"] == {"fingerprint": "old"}

@@ -11,7 +11,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Iterator
@@ -54,8 +56,11 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, *, binary: bool = False, mode: int = FILE_MODE) -> Iterator[IO]:
-    """Yield a file to write; on clean exit it atomically replaces ``path``, on error it vanishes."""
+def atomic_writer(path: str | os.PathLike, *, binary: bool = False, mode: int = FILE_MODE,
+                  sync: "Syncer | None" = None) -> Iterator[IO]:
+    """Yield a file to write; on clean exit it atomically replaces ``path``, on error it vanishes.
+    ``sync``: the file is handed to it to be made durable in the background instead of before the
+    rename. Only for a folder nobody relies on until ``sync.settle()`` (an export's staged copy)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
@@ -63,13 +68,63 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False, mode: int = 
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync is None:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync is None:
+        fsync_dir(path.parent)
+    else:
+        sync(path)
+
+
+class Syncer:
+    """Makes files durable in a thread while the caller goes on (fsync waits on the disk, not the
+    CPU); ``settle()`` waits for every file handed over and their folders, then raises the first
+    error (a full disk can surface only here, at fsync)."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._folders: set[Path] = set()
+        self.error: OSError | None = None
+
+    def __call__(self, path: Path) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fsync", daemon=True)
+            self._thread.start()
+        self._queue.put(Path(path))
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    self._folders.add(path.parent)
+                except OSError as exc:
+                    self.error = exc
+
+    def settle(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self.error is None:
+            try:
+                for folder in sorted(self._folders):
+                    fsync_dir(folder)
+            except OSError as exc:
+                self.error = exc
+        self._folders.clear()
+        if self.error is not None:
+            raise self.error
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int = FILE_MODE) -> None:

@@ -32,6 +32,9 @@ from .source import Personality, personalities
 logger = logging.getLogger(__name__)
 
 FORMATS = ("html", "md", "card", "st")
+# The order they run in: the archive last, its pages rendering while the transcripts and the chat file
+# the others wrote are made durable in the background (``Output.sync_for``)
+RUN_ORDER = ("md", "card", "st", "html")
 MARKER = {"html": "index.html", "md": "memories.md", "card": "{}.card.json", "st": "{}.chat.jsonl"}  # proof it exists
 # What each format reads (the resources, and whether the media manifest): a format whose inputs did not
 # change is skipped (only the chat history changed: the card is not made again)
@@ -57,6 +60,7 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
     ``wait``: seconds to wait for a running crawl's lock before exporting its last committed state."""
     view = BackupView(backup_dir)
     out = Output(out_dir)
+    formats = sorted(formats, key=RUN_ORDER.index)
     report = Report()
     archive = Archive(out, website)
     found, missing = personalities(view, names)
@@ -83,7 +87,7 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
                     say(f"export · {p.name}: being backed up now by {holder}; exporting its last committed state "
                         f"(backup of {p.metadata.get('last_backup') or 'unknown time'})")
                 with out.staged(p.dir_name) as stage:
-                    if _export(p, formats, exporters, out, report, say):
+                    if _export(p, formats, exporters, out, report, say) and _settled(p, stage, report, say):
                         out.note_cuts(p.dir_name, p.cuts())
                         stage.keep()
                         exported.append(p)  # a failed one keeps its previous pages, and their date
@@ -100,6 +104,20 @@ def run(backup_dir: Path, out_dir: Path, formats: list[str], names: list[str] | 
         report.index = archive.index(people)
     out.save_state()
     return report
+
+
+def _settled(p: Personality, stage, report: Report, say: Callable[[str], None]) -> bool:
+    """The files made durable in the background are on disk; else (a full disk can show only at
+    fsync) the personality failed and keeps its previous export."""
+    try:
+        stage.sync.settle()
+        return True
+    except OSError as exc:
+        if p.username not in report.failed:
+            report.failed.append(p.username)
+        say(f"export · {p.name}: INCOMPLETE: its new files could not be written ({exc.strerror or exc}); "
+            f"the previous export is kept")
+        return False
 
 
 def _export(p: Personality, formats: list[str], exporters: dict, out: Output, report: Report,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tzcrawl import jsonio
-from tzcrawl.fsutil import atomic_write_bytes, atomic_writer, ensure_private_dir
+from tzcrawl.fsutil import Syncer, atomic_write_bytes, atomic_writer, ensure_private_dir
 
 STATE_NAME = ".tzcrawl-export.json"
 CUTS = "cuts"  # beside the formats in a personality's state: where its collections' segments were
@@ -36,6 +36,7 @@ class Output:
         except (OSError, ValueError):
             self.state = {}
         self._stages: dict[str, Path] = {}
+        self._syncers: dict[str, Syncer] = {}
 
     def folder(self, *parts: str) -> Path:
         """A folder of the export; a personality's folder being staged (``staged``) is its new copy."""
@@ -58,13 +59,19 @@ class Output:
         before = json.loads(json.dumps(self.state.get(dir_name))) if dir_name in self.state else None
         handle = Stage()
         self._stages[dir_name] = stage
+        self._syncers[dir_name] = handle.sync
         try:
             yield handle
         except BaseException:
             handle.kept = False
             raise
         finally:
-            del self._stages[dir_name]
+            del self._stages[dir_name], self._syncers[dir_name]
+            unsettled = None
+            try:
+                handle.sync.settle()  # every file handed over is on disk before the folder is swapped in
+            except OSError as exc:
+                unsettled, handle.kept = (exc if handle.kept else None), False
             if handle.kept:
                 if final.exists():
                     os.rename(final, old)
@@ -76,6 +83,13 @@ class Output:
                     self.state.pop(dir_name, None)
                 else:
                     self.state[dir_name] = before
+            if unsettled is not None:
+                raise unsettled
+
+    def sync_for(self, dir_name: str) -> Syncer | None:
+        """What makes the big files of a personality's staged folder durable in the background (its
+        transcripts and chat file, fsynced while the next format renders); None when not staged."""
+        return self._syncers.get(dir_name)
 
     def write(self, path: Path, data: bytes | str) -> bool:
         """Replace ``path`` atomically when its bytes differ; True when it was written."""
@@ -149,9 +163,13 @@ class Output:
 
 
 class Stage:
-    """A personality's folder being written anew: ``keep()`` once every format succeeded."""
+    """A personality's folder being written anew: ``keep()`` once every format succeeded. Files
+    handed to ``sync`` are made durable before the swap (``settle``: done again at the swap, a no-op
+    then)."""
 
-    kept = False
+    def __init__(self):
+        self.kept = False
+        self.sync = Syncer()
 
     def keep(self) -> None:
         self.kept = True

@@ -224,7 +224,8 @@ class _File:
 
     def _open(self) -> None:
         if self.fh is None:
-            self.fh = self.stack.enter_context(atomic_writer(self.stream.folder / self.name, binary=True))
+            self.fh = self.stack.enter_context(atomic_writer(self.stream.folder / self.name, binary=True,
+                                                             sync=self.stream.sync))
             if self.size:
                 _copy_range(self.stream.previous(self.name).fileno(), self.fh, 0, self.size)
 
@@ -243,8 +244,8 @@ class Stream:
     its bytes are the old file's, copied in the kernel, and a file made only of such bytes in their
     old places is left as it is. ``state`` is what the next export starts from."""
 
-    def __init__(self, folder: Path, earlier: dict | None, media: dict[str, str]):
-        self.folder, self.media = folder, media
+    def __init__(self, folder: Path, earlier: dict | None, media: dict[str, str], sync=None):
+        self.folder, self.media, self.sync = folder, media, sync
         earlier = earlier if isinstance(earlier, dict) else {}
         self.old_segments = earlier.get("segments") if isinstance(earlier.get("segments"), list) else []
         self.old_files = earlier.get("files") if isinstance(earlier.get("files"), dict) else {}

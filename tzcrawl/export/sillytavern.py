@@ -85,6 +85,6 @@ def export(p: Personality, out: Output) -> dict:
             rows += message_lines(m, p.name, looked)
         return [(name, b"".join(jsonio.dumps_bytes(row) + b"\n" for row in rows))], True
 
-    stream = Stream(folder, out.earlier(p.dir_name, "st").get("chat"), media)
+    stream = Stream(folder, out.earlier(p.dir_name, "st").get("chat"), media, out.sync_for(p.dir_name))
     count = stream.write(p.segments("messages"), render, ["st", p.name, p.username])
     return {"messages": count, "reused": stream.reused, "state": {"chat": stream.state}}

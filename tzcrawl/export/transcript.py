@@ -145,9 +145,9 @@ def export(p: Personality, out: Output) -> dict:
         out.link(p.directory / path, folder / path)
     earlier = out.earlier(p.dir_name, "md")
     yearly = p.total("messages") > YEARLY_ABOVE
-    chat = Stream(folder, earlier.get("chat"), media)
+    chat = Stream(folder, earlier.get("chat"), media, out.sync_for(p.dir_name))
     count = chat.write(p.segments("messages"), chat_render(p.name, yearly), ["md-chat", p.name, yearly])
-    memories = Stream(folder, earlier.get("memories"), media)
+    memories = Stream(folder, earlier.get("memories"), media, out.sync_for(p.dir_name))
     held_memories = memories.write(p.segments("memories"), memories_render(p.name), ["md-memories", p.name])
     return {"messages": count, "memories": held_memories, "reused": chat.reused + memories.reused,
             "state": {"chat": chat.state, "memories": memories.state}}
