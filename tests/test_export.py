@@ -170,6 +170,8 @@ def test_an_export_after_an_incremental_backup_redoes_only_what_changed(sandbox_
     assert "reused 3" in figures(said, "md")    # the chat's first two stretches, the memories
     assert "reused 2" in figures(said, "st")
     assert "card: unchanged" in figures(said, "card")
+    # the archive renders last, while the transcripts and the chat file are synced in the background
+    assert [re.search(r" · (\w+): ", line).group(1) for line in said if " · " in line[9:]] == ["md", "card", "st", "html"]
     fresh = tmp_path / "fresh"
     assert run(backup, fresh, list(FORMATS), None, sb.base_url, say=lambda line: None).exit_code == 0
     assert tree(out) == tree(fresh)
